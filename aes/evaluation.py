@@ -1,0 +1,127 @@
+"""The artifact contract: every model stage writes the same files with the same keys.
+
+For a stage named ``<stage>``:
+
+- ``data/predictions/<stage>.csv``: out-of-fold predictions, one row per CV essay, columns
+  ``PREDICTION_COLUMNS`` (a DVC out: derived from essays, never committed);
+- ``metrics/<stage>.json``: :func:`aes.metrics.summarize` plus ``runtime_s`` (committed);
+- ``plots/<stage>/by_prompt.csv``, ``by_grade.csv``, ``by_band.csv``: residual diagnostics
+  (aggregates, committed as DVC plot data).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from aes.errors import AESError
+from aes.metrics import diagnostics, summarize, to_half_band
+
+PREDICTION_COLUMNS = ["record_id", "fold", "prompt", "grade", "y_true", "y_pred_raw", "y_pred", "residual"]
+DIAGNOSTIC_GROUPS = {"by_prompt": "prompt", "by_grade": "grade", "by_band": "y_true"}
+
+
+def predictions_path(stage: str, root: Path = Path(".")) -> Path:
+    return root / "data" / "predictions" / f"{stage}.csv"
+
+
+def metrics_path(stage: str, root: Path = Path(".")) -> Path:
+    return root / "metrics" / f"{stage}.json"
+
+
+def plots_dir(stage: str, root: Path = Path(".")) -> Path:
+    return root / "plots" / stage
+
+
+def make_oof_frame(essays: pd.DataFrame, fold: np.ndarray, y_pred_raw: np.ndarray) -> pd.DataFrame:
+    """Build the prediction table from the CV essays (record_id, prompt, grade, y) and predictions.
+
+    essays: n rows with columns record_id, prompt, grade, y. fold: (n,) int. y_pred_raw: (n,) float.
+    """
+    y_pred_raw = np.asarray(y_pred_raw, dtype=float)
+    if not np.all(np.isfinite(y_pred_raw)):
+        bad = essays["record_id"].to_numpy()[~np.isfinite(y_pred_raw)][:5]
+        raise AESError(f"non-finite predictions for records {list(bad)} (model diverged?)")
+    oof = pd.DataFrame(
+        {
+            "record_id": essays["record_id"].to_numpy(),
+            "fold": np.asarray(fold, dtype=int),
+            "prompt": essays["prompt"].to_numpy(),
+            "grade": essays["grade"].to_numpy(),
+            "y_true": essays["y"].to_numpy(dtype=float),
+            "y_pred_raw": y_pred_raw,
+        }
+    )
+    oof["y_pred"] = to_half_band(oof["y_pred_raw"])
+    oof["residual"] = oof["y_pred_raw"] - oof["y_true"]
+    return oof[PREDICTION_COLUMNS]
+
+
+def _json_safe(obj):
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(_json_safe(obj), indent=2, sort_keys=False) + "\n")
+    tmp.replace(path)  # atomic: a killed stage never leaves half a JSON file
+
+
+def write_model_outputs(
+    stage: str, oof: pd.DataFrame, runtime_s: float, min_prompt_n: int, extra: dict | None = None, root: Path = Path(".")
+) -> dict:
+    """Write predictions, metrics and diagnostics for one model stage; return the metrics dict.
+
+    ``extra`` adds stage-specific keys (e.g. adversary accuracy) next to the contract keys.
+    """
+    missing = [c for c in PREDICTION_COLUMNS if c not in oof.columns]
+    if missing:
+        raise AESError(f"{stage}: prediction table lacks columns {missing}")
+    metrics = summarize(oof, min_prompt_n)
+    metrics["runtime_s"] = round(float(runtime_s), 1)
+    if extra:
+        metrics.update(extra)
+
+    pred_path = predictions_path(stage, root)
+    pred_path.parent.mkdir(parents=True, exist_ok=True)
+    oof.to_csv(pred_path, index=False, float_format="%.6f")
+
+    pdir = plots_dir(stage, root)
+    pdir.mkdir(parents=True, exist_ok=True)
+    for name, column in DIAGNOSTIC_GROUPS.items():
+        diag = diagnostics(oof, column)
+        if column == "y_true":
+            diag = diag.rename(columns={"y_true": "band"})
+        diag.insert(0, "model", stage)
+        diag.to_csv(pdir / f"{name}.csv", index=False, float_format="%.6f")
+
+    write_json(metrics_path(stage, root), metrics)
+    return metrics
+
+
+def read_predictions(stage: str, root: Path = Path(".")) -> pd.DataFrame:
+    """Read a stage's out-of-fold predictions, with a clear error if the stage has not run."""
+    path = predictions_path(stage, root)
+    if not path.exists():
+        raise AESError(f"{path}: predictions of stage '{stage}' not found; run `dvc repro {stage}` first")
+    oof = pd.read_csv(path)
+    missing = [c for c in PREDICTION_COLUMNS if c not in oof.columns]
+    if missing:
+        raise AESError(f"{path}: missing columns {missing}; expected {PREDICTION_COLUMNS}")
+    return oof
+
+
+def read_metrics(stage: str, root: Path = Path(".")) -> dict:
+    path = metrics_path(stage, root)
+    if not path.exists():
+        raise AESError(f"{path}: metrics of stage '{stage}' not found; run `dvc repro {stage}` first")
+    return json.loads(path.read_text())

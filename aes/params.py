@@ -1,0 +1,142 @@
+"""Load and validate ``params.yaml``.
+
+The schema below is the single list of known keys. A key that is unknown, missing or of the
+wrong type stops the stage with a message naming the key (and the closest known key for typos).
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from aes.errors import AESError
+
+OBJECTIVES = ("erm", "grl", "dro")
+
+# key -> type, or (type, allowed values). float keys accept ints; nested dicts are sections.
+SCHEMA: dict[str, Any] = {
+    "objective": (str, OBJECTIVES),
+    "data": {
+        "source": (str, ("local", "upstream", "csv")),
+        "local_dir": str,
+        "csv_path": str,
+        "zip_password": str,
+    },
+    "prepare": {
+        "target": (str, ("Overall", "Cohesion", "Syntax", "Vocabulary", "Phraseology", "Grammar", "Conventions")),
+        "min_words": int,
+        "max_words": int,
+        "test_fraction": float,
+        "test_candidates": int,
+        "n_folds": int,
+        "seed": int,
+    },
+    "embed": {"model": str, "max_length": int, "batch_size": int},
+    "gbm": {
+        "text_stats": bool,
+        "n_estimators": int,
+        "learning_rate": float,
+        "max_depth": int,
+        "min_child_weight": float,
+        "subsample": float,
+        "colsample_bytree": float,
+        "reg_lambda": float,
+        "early_stopping_rounds": int,
+        "inner_val_fraction": float,
+        "n_jobs": int,
+        "seed": int,
+    },
+    "finetune": {
+        "model": str,
+        "max_length": int,
+        "trainable_layers": int,
+        "epochs": int,
+        "batch_size": int,
+        "grad_accum_steps": int,
+        "encoder_lr": float,
+        "head_lr": float,
+        "layer_lr_decay": float,
+        "weight_decay": float,
+        "warmup_ratio": float,
+        "dropout": float,
+        "reinit_top_layers": int,
+        "gradient_checkpointing": bool,
+        "lora": bool,
+        "lora_r": int,
+        "lora_alpha": int,
+        "lora_dropout": float,
+        "lora_target_modules": list,
+        "mixed_precision": (str, ("no", "bf16", "fp16")),
+        "device": (str, ("auto", "cpu", "cuda")),
+        "inner_val_fraction": float,
+        "eval_batch_size": int,
+        "seed": int,
+    },
+    "erm": {},
+    "grl": {"max_weight": float, "adversary_hidden": int, "adversary_lr": float},
+    "dro": {"eta": float, "size_adjustment": float},
+    "report": {
+        "min_prompt_n": int,
+        "bootstrap_resamples": int,
+        "bootstrap_seed": int,
+        "probe_folds": int,
+        "calibration": bool,
+        "decision_metric": str,
+        "min_gain": float,
+        "max_worst_prompt_drop": float,
+    },
+    "final_test": {"override": bool},
+}
+
+
+def _type_ok(value: Any, expected: type) -> bool:
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, expected)
+
+
+def validate(params: Any, schema: dict[str, Any] = SCHEMA, where: str = "", source: str = "params.yaml") -> dict:
+    """Check ``params`` against ``schema``; return it with float keys cast to float."""
+    if not isinstance(params, dict):
+        raise AESError(f"{source}: {where or 'top level'} must be a mapping, got {type(params).__name__}")
+    out: dict[str, Any] = {}
+    for key in params:
+        if key not in schema:
+            close = difflib.get_close_matches(str(key), list(schema), n=1)
+            hint = f" (did you mean '{where}{close[0]}'?)" if close else ""
+            known = ", ".join(schema) or "none"
+            raise AESError(f"{source}: unknown key '{where}{key}'{hint}; known keys here: {known}")
+    for key, spec in schema.items():
+        name = f"{where}{key}"
+        if key not in params:
+            raise AESError(f"{source}: missing key '{name}'")
+        value = params[key]
+        if isinstance(spec, dict):
+            out[key] = validate(value if value is not None else {}, spec, f"{name}.", source)
+            continue
+        expected, choices = spec if isinstance(spec, tuple) else (spec, None)
+        if not _type_ok(value, expected):
+            raise AESError(
+                f"{source}: key '{name}' must be {expected.__name__}, got {value!r} ({type(value).__name__})"
+            )
+        if choices is not None and value not in choices:
+            raise AESError(f"{source}: key '{name}' must be one of {', '.join(choices)}; got {value!r}")
+        out[key] = float(value) if expected is float else value
+    return out
+
+
+def load_params(path: str | Path = "params.yaml") -> dict:
+    """Read and validate the params file. Returns the nested dict."""
+    path = Path(path)
+    if not path.exists():
+        raise AESError(f"{path}: params file not found (run stages from the repository root)")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise AESError(f"{path}: not valid YAML: {err}") from None
+    return validate(raw, SCHEMA, "", str(path))
