@@ -29,6 +29,7 @@ SCHEMA: dict[str, Any] = {
         "target": (str, ("Overall", "Cohesion", "Syntax", "Vocabulary", "Phraseology", "Grammar", "Conventions")),
         "min_words": int,
         "max_words": int,
+        "invalid_rows": (str, ("error", "drop")),
         "test_fraction": float,
         "test_candidates": int,
         "n_folds": int,

@@ -1,0 +1,259 @@
+"""ELLIPSE data: fetch (local copy, upstream GitHub or your own CSV), verify, validate, clean.
+
+Every release file has a pinned sha256; a file that does not match is refused. Provenance
+(source, files, sha256, row counts) is written next to the data so every number can be traced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import tempfile
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from aes.errors import AESError
+from aes.metrics import HALF_BANDS
+
+UPSTREAM = "https://raw.githubusercontent.com/scrosseye/ELLIPSE-Corpus/main"
+LOCAL_DIR_ENV = "ELLIPSE_DIR"
+
+
+@dataclass(frozen=True)
+class Release:
+    """One published ELLIPSE file. ``member`` is the CSV inside a zip (None for a plain CSV)."""
+
+    name: str
+    filename: str
+    sha256: str
+    rows: int
+    member: str | None = None
+    member_sha256: str | None = None
+
+
+RELEASES = (
+    Release("train", "ELLIPSE_Final_github_train.csv", "782344e99668a3ff508d7410c0eb6e36da70f3b28f81c96e367f1ca04924b06c", 3911),
+    Release(
+        "test",
+        "ELLIPSE_Final_github_test.zip",
+        "9ecddfcda83f6a99c8a24dda47fb1c30673fedeaf578a0fadac6645fd151a2f8",
+        2571,
+        member="ELLIPSE_Final_github_test.csv",
+        member_sha256="7e990c6392a9df9554d15bdd22f0b568d19095cd6676ad39cb1eaa69c977ed7a",
+    ),
+)
+
+ID, TEXT, PROMPT, GRADE = "text_id_kaggle", "full_text", "prompt", "grade"
+PREPARED_COLUMNS = ["record_id", "text", "prompt", "grade", "y", "n_words", "source_file", "source_row"]
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _verify(path: Path, expected: str, what: str) -> str:
+    actual = sha256_file(path)
+    if actual != expected:
+        raise AESError(f"{path}: checksum mismatch for {what}: expected sha256 {expected}, got {actual}")
+    return actual
+
+
+def _read_csv_bytes(data: bytes, where: str) -> pd.DataFrame:
+    try:
+        return pd.read_csv(io.BytesIO(data), encoding="utf-8", keep_default_na=True)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
+        raise AESError(f"{where}: cannot be read as a UTF-8 CSV: {err}") from None
+
+
+def _read_release(path: Path, release: Release, password: str) -> tuple[pd.DataFrame, dict]:
+    """Verify and read one release file. Returns its rows and a provenance record."""
+    record = {"release": release.name, "file": release.filename, "sha256": _verify(path, release.sha256, release.filename)}
+    if release.member is None:
+        frame = _read_csv_bytes(path.read_bytes(), str(path))
+        source = release.filename
+    else:
+        try:
+            with zipfile.ZipFile(path) as archive:
+                data = archive.read(release.member, pwd=password.encode())
+        except RuntimeError as err:  # zipfile's "Bad password for file"
+            raise AESError(f"{path}: cannot decrypt {release.member} ({err}); check params key data.zip_password") from None
+        except (zipfile.BadZipFile, KeyError) as err:
+            raise AESError(f"{path}: not a readable ELLIPSE zip ({err}); expected member {release.member}") from None
+        actual = sha256_bytes(data)
+        if actual != release.member_sha256:
+            raise AESError(
+                f"{path}!{release.member}: checksum mismatch: expected sha256 {release.member_sha256}, got {actual}"
+            )
+        record.update(member=release.member, member_sha256=actual)
+        frame = _read_csv_bytes(data, f"{path}!{release.member}")
+        source = release.member
+    if len(frame) != release.rows:
+        raise AESError(f"{path}: expected {release.rows} rows in {source}, found {len(frame)}")
+    record["rows"] = int(len(frame))
+    frame["source_file"] = source
+    frame["source_row"] = np.arange(1, len(frame) + 1)
+    return frame, record
+
+
+def _download(url: str, target: Path) -> None:
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response, open(target, "wb") as out:
+            shutil.copyfileobj(response, out)
+    except OSError as err:
+        raise AESError(
+            f"cannot download {url} ({err}); offline? set data.source: local and data.local_dir "
+            f"(or ${LOCAL_DIR_ENV}) to a folder holding the release files"
+        ) from None
+
+
+def fetch(data_params: dict) -> tuple[pd.DataFrame, dict]:
+    """Fetch and verify the corpus as configured by the ``data`` params section.
+
+    Returns the union of the releases found (or the user's CSV), with columns as published plus
+    ``source_file`` and ``source_row`` (1-based row within that file), and the provenance dict.
+    """
+    source = data_params["source"]
+    provenance: dict = {"source": source, "files": []}
+    frames = []
+    if source == "csv":
+        path = Path(data_params["csv_path"])
+        if not data_params["csv_path"] or not path.is_file():
+            raise AESError(f"data.csv_path: file '{path}' not found (expected an ELLIPSE-shaped CSV for data.source: csv)")
+        frame = _read_csv_bytes(path.read_bytes(), str(path))
+        frame["source_file"] = path.name
+        frame["source_row"] = np.arange(1, len(frame) + 1)
+        frames.append(frame)
+        provenance["files"].append({"release": "own", "file": str(path), "sha256": sha256_file(path), "rows": int(len(frame)), "pinned": False})
+    elif source == "local":
+        folder = Path(os.environ.get(LOCAL_DIR_ENV) or data_params["local_dir"]).expanduser()
+        provenance["local_dir"] = str(folder)
+        if not folder.is_dir():
+            raise AESError(
+                f"data.local_dir: folder '{folder}' not found; expected a folder with "
+                f"{' and/or '.join(r.filename for r in RELEASES)} (or set ${LOCAL_DIR_ENV}, or data.source: upstream)"
+            )
+        for release in RELEASES:
+            path = folder / release.filename
+            if path.is_file():
+                frame, record = _read_release(path, release, data_params["zip_password"])
+                frames.append(frame)
+                provenance["files"].append(record | {"pinned": True})
+        if not frames:
+            raise AESError(f"{folder}: none of the release files {[r.filename for r in RELEASES]} is there")
+    else:  # upstream
+        with tempfile.TemporaryDirectory() as tmp:
+            for release in RELEASES:
+                url = f"{UPSTREAM}/{release.filename}"
+                path = Path(tmp) / release.filename
+                _download(url, path)
+                frame, record = _read_release(path, release, data_params["zip_password"])
+                frames.append(frame)
+                provenance["files"].append(record | {"pinned": True, "url": url})
+    corpus = pd.concat(frames, ignore_index=True)
+    provenance["rows"] = int(len(corpus))
+    return corpus, provenance
+
+
+def count_words(text: pd.Series) -> pd.Series:
+    """Whitespace-separated tokens per essay (reproduces the corpus' 200-1,000-word count)."""
+    return text.fillna("").astype(str).str.split().str.len().astype(int)
+
+
+def _row_name(frame: pd.DataFrame, i: int) -> str:
+    row = frame.iloc[i]
+    return f"{row['source_file']} row {int(row['source_row'])} ({ID}={row.get(ID)!r})"
+
+
+def validate_and_clean(corpus: pd.DataFrame, prepare_params: dict, on_invalid: str = "error") -> tuple[pd.DataFrame, dict]:
+    """Validate rows and apply the word-count window.
+
+    Invalid rows (empty text, missing prompt, score off the half-band grid, duplicate id) raise an
+    AESError naming the row, or with ``on_invalid="drop"`` are dropped and counted by reason.
+    Rows outside [min_words, max_words] are always dropped and counted. Returns the prepared
+    essays (``PREPARED_COLUMNS``) and the report {rows_in, rows_kept, dropped: {reason: n}}.
+    """
+    target = prepare_params["target"]
+    required = [ID, TEXT, PROMPT, GRADE, target]
+    missing = [c for c in required if c not in corpus.columns]
+    if missing:
+        files = sorted(set(corpus.get("source_file", pd.Series(["input"])).astype(str)))
+        raise AESError(f"{', '.join(files)}: missing column(s) {missing}; expected at least {required}")
+
+    frame = corpus.reset_index(drop=True)
+    text = frame[TEXT].astype("string").fillna("")
+    score = pd.to_numeric(frame[target], errors="coerce")
+    grade = pd.to_numeric(frame[GRADE], errors="coerce")
+    problems = {
+        "empty_text": (text.str.strip() == "").to_numpy(),
+        "missing_prompt": frame[PROMPT].astype("string").fillna("").str.strip().eq("").to_numpy(),
+        "score_off_grid": ~np.isin(score.to_numpy(), HALF_BANDS),
+        "missing_grade": grade.isna().to_numpy(),
+        "duplicate_id": frame[ID].duplicated(keep="first").to_numpy(),
+    }
+    expected = {
+        "empty_text": f"a non-empty {TEXT}",
+        "missing_prompt": f"a non-empty {PROMPT}",
+        "score_off_grid": f"{target} on the half-band grid 1.0, 1.5, ..., 5.0",
+        "missing_grade": f"a numeric {GRADE}",
+        "duplicate_id": f"a {ID} not seen in an earlier row",
+    }
+    dropped: dict[str, int] = {}
+    keep = np.ones(len(frame), dtype=bool)
+    for reason, bad in problems.items():
+        bad = bad & keep
+        if bad.any():
+            if on_invalid == "error":
+                i = int(np.flatnonzero(bad)[0])
+                value = frame.iloc[i][target] if reason == "score_off_grid" else None
+                got = f"; got {target}={value!r}" if value is not None else ""
+                raise AESError(f"{_row_name(frame, i)}: expected {expected[reason]}{got} ({int(bad.sum())} such row(s))")
+            dropped[reason] = int(bad.sum())
+            keep &= ~bad
+
+    n_words = count_words(text)
+    window = (n_words >= prepare_params["min_words"]) & (n_words <= prepare_params["max_words"])
+    out_of_window = keep & ~window.to_numpy()
+    dropped["word_count_outside_window"] = int(out_of_window.sum())
+    keep &= window.to_numpy()
+
+    prepared = pd.DataFrame(
+        {
+            "record_id": frame[ID].astype(str),
+            "text": text.astype(str),
+            "prompt": frame[PROMPT].astype(str).str.strip(),
+            "grade": grade.fillna(-1).astype(int),
+            "y": score.astype(float),
+            "n_words": n_words,
+            "source_file": frame["source_file"].astype(str),
+            "source_row": frame["source_row"].astype(int),
+        }
+    )[keep].reset_index(drop=True)
+    report = {"rows_in": int(len(frame)), "rows_kept": int(len(prepared)), "dropped": dropped}
+    return prepared, report
+
+
+def load_essays(path: str | Path = "data/prepared/essays.csv") -> pd.DataFrame:
+    """Read prepared essays (columns ``PREPARED_COLUMNS``)."""
+    path = Path(path)
+    if not path.exists():
+        raise AESError(f"{path}: prepared essays not found; run `dvc repro prepare` first")
+    frame = pd.read_csv(path, dtype={"record_id": str, "prompt": str, "text": str}, keep_default_na=False)
+    missing = [c for c in PREPARED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise AESError(f"{path}: missing columns {missing}; expected {PREPARED_COLUMNS} (re-run prepare)")
+    return frame

@@ -1,0 +1,159 @@
+"""Prompt-holdout splits: a locked test of whole prompts, then prompt-grouped CV folds.
+
+``prepare`` carves the splits once into ``splits.json``; every later stage reads folds from
+there and never re-splits. The locked-test essays are only ever read by ``final_test``.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
+
+from aes.errors import AESError
+from aes.metrics import HALF_BANDS, band_labels
+
+
+def score_distribution(y: np.ndarray) -> np.ndarray:
+    """Share of essays in each half band 1.0..5.0: shape (9,), sums to 1."""
+    labels = band_labels(y)
+    counts = np.array([(labels == b).sum() for b in band_labels(HALF_BANDS)], dtype=float)
+    return counts / max(counts.sum(), 1.0)
+
+
+def carve_test_prompts(essays: pd.DataFrame, fraction: float, n_candidates: int, seed: int) -> list[str]:
+    """Choose whole prompts for the locked test, deterministically from ``seed``.
+
+    Tries ``n_candidates`` random prompt orders; for each, takes the prefix whose essay count is
+    closest to ``fraction`` of all essays, and scores it by |share - fraction| plus the total
+    variation distance between the test and remaining score distributions. Lowest score wins.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise AESError(f"prepare.test_fraction must be in (0, 1); got {fraction}")
+    sizes = essays.groupby("prompt").size().sort_index()
+    prompts, counts = sizes.index.to_numpy(), sizes.to_numpy()
+    if len(prompts) < 3:
+        raise AESError(f"only {len(prompts)} prompt(s) in the data; prompt-holdout needs at least 3")
+    total, target = counts.sum(), fraction * counts.sum()
+    rng = np.random.default_rng(seed)
+    best, best_cost = None, np.inf
+    for _ in range(max(1, n_candidates)):
+        order = rng.permutation(len(prompts))
+        cum = np.cumsum(counts[order])
+        k = int(np.argmin(np.abs(cum - target))) + 1
+        k = min(max(k, 1), len(prompts) - 2)  # keep >= 2 prompts for CV
+        chosen = prompts[order[:k]]
+        in_test = essays["prompt"].isin(chosen).to_numpy()
+        tv = 0.5 * np.abs(score_distribution(essays["y"].to_numpy()[in_test]) - score_distribution(essays["y"].to_numpy()[~in_test])).sum()
+        cost = abs(cum[k - 1] / total - fraction) + tv
+        if cost < best_cost - 1e-12:
+            best, best_cost = sorted(chosen.tolist()), cost
+    return best
+
+
+def make_cv_folds(cv: pd.DataFrame, n_folds: int, seed: int) -> np.ndarray:
+    """Fold index (0..n_folds-1) per essay of ``cv``: prompt-grouped, stratified on half bands."""
+    n_prompts = cv["prompt"].nunique()
+    if n_folds < 2:
+        raise AESError(f"prepare.n_folds must be >= 2; got {n_folds}")
+    if n_prompts < n_folds:
+        raise AESError(
+            f"prepare.n_folds={n_folds} but only {n_prompts} prompts remain for CV after the locked test; "
+            "each fold needs at least one prompt of its own (lower prepare.n_folds or prepare.test_fraction)"
+        )
+    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    fold = np.full(len(cv), -1, dtype=int)
+    with warnings.catch_warnings():
+        # Rare bands (1.0, 5.0) have fewer essays than folds: stratification is best effort there.
+        warnings.simplefilter("ignore", UserWarning)
+        for k, (_, val_idx) in enumerate(splitter.split(np.zeros(len(cv)), band_labels(cv["y"]), cv["prompt"])):
+            fold[val_idx] = k
+    for k in range(n_folds):
+        if not (fold == k).any():
+            raise AESError(f"fold {k} got no essays: the prompts are too few or too small for prepare.n_folds={n_folds}")
+    return fold
+
+
+def build_splits(essays: pd.DataFrame, params: dict, dataset_sha256: str) -> dict:
+    """Carve the locked test and the CV folds; return the ``splits.json`` document."""
+    test_prompts = carve_test_prompts(essays, params["test_fraction"], params["test_candidates"], params["seed"])
+    in_test = essays["prompt"].isin(test_prompts)
+    cv = essays[~in_test].reset_index(drop=True)
+    fold = make_cv_folds(cv, params["n_folds"], params["seed"])
+    folds = []
+    for k in range(params["n_folds"]):
+        val = cv[fold == k]
+        folds.append(
+            {
+                "fold": k,
+                "val_prompts": sorted(val["prompt"].unique().tolist()),
+                "n_val": int(len(val)),
+                "n_train": int((fold != k).sum()),
+                "val_record_ids": val["record_id"].tolist(),
+            }
+        )
+    test = essays[in_test]
+    return {
+        "dataset_sha256": dataset_sha256,
+        "seed": params["seed"],
+        "params": params,
+        "n_essays": int(len(essays)),
+        "test": {
+            "prompts": test_prompts,
+            "n_essays": int(len(test)),
+            "share": round(len(test) / len(essays), 4),
+            "score_distribution": score_distribution(test["y"].to_numpy()).round(4).tolist(),
+            "cv_score_distribution": score_distribution(cv["y"].to_numpy()).round(4).tolist(),
+            "record_ids": test["record_id"].tolist(),
+        },
+        "folds": folds,
+    }
+
+
+def load_splits(path: str | Path = "data/prepared/splits.json") -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise AESError(f"{path}: splits not found; run `dvc repro prepare` first")
+    splits = json.loads(path.read_text())
+    for key in ("test", "folds", "dataset_sha256"):
+        if key not in splits:
+            raise AESError(f"{path}: missing key '{key}' (re-run prepare)")
+    return splits
+
+
+def cv_essays(essays: pd.DataFrame, splits: dict) -> pd.DataFrame:
+    """The non-test essays with an int column ``fold`` (where each is validation); index reset."""
+    test_ids = set(splits["test"]["record_ids"])
+    fold_of = {rid: f["fold"] for f in splits["folds"] for rid in f["val_record_ids"]}
+    cv = essays[~essays["record_id"].isin(test_ids)].reset_index(drop=True)
+    fold = cv["record_id"].map(fold_of)
+    if fold.isna().any() or len(cv) != len(fold_of):
+        raise AESError("splits.json does not match the prepared essays (re-run `dvc repro prepare`)")
+    return cv.assign(fold=fold.astype(int))
+
+
+def locked_test_essays(essays: pd.DataFrame, splits: dict) -> pd.DataFrame:
+    """The locked-test essays. Only ``final_test`` may call this."""
+    ids = set(splits["test"]["record_ids"])
+    test = essays[essays["record_id"].isin(ids)].reset_index(drop=True)
+    if len(test) != len(ids):
+        raise AESError("splits.json test ids do not match the prepared essays (re-run `dvc repro prepare`)")
+    return test
+
+
+def inner_split(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split a training fold by prompt for early stopping / checkpoint choice.
+
+    Returns positional (train_idx, val_idx) arrays; no prompt is on both sides.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise AESError(f"inner validation fraction must be in (0, 1); got {fraction}")
+    if frame["prompt"].nunique() < 2:
+        raise AESError("inner split needs at least 2 prompts in the training fold")
+    splitter = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
+    train_idx, val_idx = next(splitter.split(np.zeros(len(frame)), groups=frame["prompt"].to_numpy()))
+    return np.sort(train_idx), np.sort(val_idx)

@@ -1,0 +1,106 @@
+import io
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from aes import data
+from aes.data import fetch, validate_and_clean
+from aes.errors import AESError
+from aes.params import load_params
+from tests.synthetic import make_ellipse_frame
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "ellipse"
+PREP = {"target": "Overall", "min_words": 200, "max_words": 1000}
+
+
+def _corpus(**kwargs):
+    frame = make_ellipse_frame(**kwargs)
+    frame["source_file"] = "own.csv"
+    frame["source_row"] = range(1, len(frame) + 1)
+    return frame
+
+
+def test_local_release_verified_and_read():
+    corpus, prov = fetch({"source": "local", "local_dir": str(SHARED), "csv_path": "", "zip_password": "ellipse_test"})
+    assert len(corpus) == 2571 and prov["files"][0]["member_sha256"].startswith("7e990c")
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(AESError, match="data.local_dir: folder .* not found"):
+        fetch({"source": "local", "local_dir": str(tmp_path / "nope"), "csv_path": "", "zip_password": "x"})
+
+
+def test_checksum_mismatch(tmp_path):
+    (tmp_path / "ELLIPSE_Final_github_test.zip").write_bytes(b"not the release")
+    with pytest.raises(AESError, match="checksum mismatch"):
+        fetch({"source": "local", "local_dir": str(tmp_path), "csv_path": "", "zip_password": "x"})
+
+
+def test_wrong_zip_password(tmp_path, monkeypatch):
+    shutil.copy(SHARED / "ELLIPSE_Final_github_test.zip", tmp_path)
+    with pytest.raises(AESError, match="data.zip_password"):
+        fetch({"source": "local", "local_dir": str(tmp_path), "csv_path": "", "zip_password": "wrong"})
+
+
+def test_env_var_overrides_local_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv(data.LOCAL_DIR_ENV, str(tmp_path / "elsewhere"))
+    with pytest.raises(AESError, match="elsewhere"):
+        fetch({"source": "local", "local_dir": str(SHARED), "csv_path": "", "zip_password": "ellipse_test"})
+
+
+def test_own_csv_sha_recorded(tmp_path):
+    path = tmp_path / "own.csv"
+    make_ellipse_frame(n_prompts=3, per_prompt=4).to_csv(path, index=False)
+    corpus, prov = fetch({"source": "csv", "local_dir": "", "csv_path": str(path), "zip_password": ""})
+    assert len(corpus) == 12 and prov["files"][0]["sha256"] == data.sha256_file(path)
+    with pytest.raises(AESError, match="data.csv_path"):
+        fetch({"source": "csv", "local_dir": "", "csv_path": str(tmp_path / "missing.csv"), "zip_password": ""})
+
+
+def test_missing_column():
+    with pytest.raises(AESError, match=r"missing column\(s\) \['prompt'\]"):
+        validate_and_clean(_corpus().drop(columns="prompt"), PREP)
+
+
+@pytest.mark.parametrize(
+    "column,value,reason",
+    [("full_text", "   ", "non-empty full_text"), ("Overall", 3.25, "half-band grid"), ("Overall", 5.5, "half-band grid"), ("Overall", None, "half-band grid")],
+)
+def test_bad_rows_named(column, value, reason):
+    corpus = _corpus()
+    corpus[column] = corpus[column].astype(object)
+    corpus.loc[7, column] = value
+    with pytest.raises(AESError, match=rf"own.csv row 8 .*{reason}"):
+        validate_and_clean(corpus, PREP)
+    cleaned, report = validate_and_clean(corpus, PREP, on_invalid="drop")
+    assert len(cleaned) == len(corpus) - 1 and sum(report["dropped"].values()) == 1
+
+
+def test_duplicate_id_named():
+    corpus = _corpus()
+    corpus.loc[9, "text_id_kaggle"] = corpus.loc[2, "text_id_kaggle"]
+    with pytest.raises(AESError, match="own.csv row 10 .*not seen in an earlier row"):
+        validate_and_clean(corpus, PREP)
+
+
+def test_word_window_counted():
+    corpus = _corpus(words=(150, 260))
+    cleaned, report = validate_and_clean(corpus, PREP)
+    assert report["rows_in"] == len(corpus)
+    assert report["rows_kept"] + report["dropped"]["word_count_outside_window"] == len(corpus)
+    assert cleaned["n_words"].between(200, 1000).all()
+
+
+def test_unknown_and_mistyped_params(tmp_path):
+    text = Path("params.yaml").read_text()
+    (tmp_path / "p.yaml").write_text(text.replace("  n_folds: 5", "  n_fold: 5"))
+    with pytest.raises(AESError, match="unknown key 'prepare.n_fold' \\(did you mean 'prepare.n_folds'\\?\\)"):
+        load_params(tmp_path / "p.yaml")
+    (tmp_path / "p.yaml").write_text(text.replace("  n_folds: 5", "  n_folds: five"))
+    with pytest.raises(AESError, match="'prepare.n_folds' must be int"):
+        load_params(tmp_path / "p.yaml")
+    (tmp_path / "p.yaml").write_text(text.replace("objective: dro", "objective: sgd"))
+    with pytest.raises(AESError, match="'objective' must be one of erm, grl, dro"):
+        load_params(tmp_path / "p.yaml")
