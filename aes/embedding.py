@@ -1,0 +1,158 @@
+"""Frozen sentence embeddings: mean-pooled last hidden states of a pretrained encoder.
+
+``embed_texts`` returns one row per text in the input order. Texts are tokenised once with
+``datasets.Dataset.map``, sorted by token length so each batch holds texts of similar length
+(little padding, so much less wasted compute), padded per batch, and encoded under
+``torch.inference_mode``. Pooling is the sentence-transformers mean over real tokens, before
+any normalisation layer. torch is imported lazily so that CPU-only stages (gbm) stay light.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from aes.errors import AESError
+from aes.progress import update_progress
+
+EMBEDDINGS_FILE = "embeddings.npy"
+RECORD_IDS_FILE = "record_ids.csv"
+
+
+def mean_pool(last_hidden, attention_mask):
+    """Mean of ``last_hidden`` (B, T, H) over positions where ``attention_mask`` (B, T) is 1 -> (B, H)."""
+    mask = attention_mask.unsqueeze(-1).to(last_hidden.dtype)
+    summed = (last_hidden * mask).sum(dim=1)
+    counts = mask.sum(dim=1).clamp(min=1e-9)  # an all-padding row gives zeros, not NaN
+    return summed / counts
+
+
+def resolve_device(device: str = "auto") -> str:
+    """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; other values pass through."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise AESError(f"device '{device}' requested but no CUDA GPU is visible")
+    return device
+
+
+def usable_max_length(tokenizer, model, max_length: int) -> int:
+    """Check ``max_length`` (tokens) against what the model can encode; return it."""
+    if max_length < 2:
+        raise AESError(f"embed.max_length must be >= 2 tokens; got {max_length}")
+    limit = getattr(tokenizer, "model_max_length", None)
+    if not limit or limit > 100_000:  # tokenizers without a limit report ~1e30
+        limit = getattr(model.config, "max_position_embeddings", None)
+    if limit and max_length > limit:
+        raise AESError(f"embed.max_length={max_length} exceeds the model's limit of {limit} tokens")
+    return max_length
+
+
+def tokenize_texts(texts: list[str], tokenizer, max_length: int):
+    """Tokenise (truncated, unpadded) into a ``datasets.Dataset`` with a ``length`` column (tokens)."""
+    from datasets import Dataset, disable_progress_bars
+
+    disable_progress_bars()  # one tqdm bar (ours) is enough
+    dataset = Dataset.from_dict({"text": list(texts)})
+    return dataset.map(
+        lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length, return_length=True),
+        batched=True,
+        remove_columns=["text"],
+    )
+
+
+def encode(texts: list[str], tokenizer, model, max_length: int, batch_size: int, device: str = "cpu", desc: str = "embed") -> np.ndarray:
+    """Mean-pooled embeddings (n, H) float32 of ``texts`` in the input order, with a loaded encoder."""
+    import torch
+    from tqdm.auto import tqdm
+
+    texts = list(texts)
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        raise AESError(f"texts to embed must be strings; item {bad[0]} is {type(texts[bad[0]]).__name__}")
+    if batch_size < 1:
+        raise AESError(f"embed.batch_size must be >= 1; got {batch_size}")
+    max_length = usable_max_length(tokenizer, model, max_length)
+    hidden = model.config.hidden_size
+    out = np.zeros((len(texts), hidden), dtype=np.float32)
+    if not texts:
+        return out
+
+    dataset = tokenize_texts(texts, tokenizer, max_length)
+    # Longest first (stable): a batch too big for memory fails at once, not at the end.
+    order = np.argsort(-np.asarray(dataset["length"]), kind="stable")
+    dataset = dataset.remove_columns(["length"])
+    model = model.to(device).eval()
+
+    started, last_report = time.perf_counter(), 0.0
+    with torch.inference_mode(), tqdm(total=len(texts), desc=desc, unit="essay") as bar:
+        for start in range(0, len(texts), batch_size):
+            rows = order[start : start + batch_size]
+            # Pad to the longest text of this batch only.
+            batch = tokenizer.pad(dataset[rows.tolist()], padding="longest", return_tensors="pt")
+            batch = {k: v.to(device) for k, v in batch.items()}
+            hidden_states = model(**batch).last_hidden_state
+            pooled = mean_pool(hidden_states.float(), batch["attention_mask"])
+            out[rows] = pooled.cpu().numpy()
+            bar.update(len(rows))
+            now = time.perf_counter() - started
+            if now - last_report > 5.0 or start + batch_size >= len(texts):
+                last_report = now
+                done = min(start + batch_size, len(texts))
+                update_progress(stage=desc, step=done, total_steps=len(texts), eta_s=round(now / done * (len(texts) - done), 1))
+    return out
+
+
+def embed_texts(texts: list[str], model_spec: str, max_length: int, batch_size: int, device: str = "cpu") -> np.ndarray:
+    """Embed ``texts`` with the encoder named by ``model_spec`` (see :mod:`aes.models`).
+
+    Returns (n, H) float32, row i for texts[i]; H is the encoder's hidden size.
+    ``max_length`` is in tokens (longer texts are truncated); ``device`` is cpu, cuda or auto.
+    """
+    from aes.models import load_encoder
+
+    tokenizer, model = load_encoder(model_spec)
+    return encode(texts, tokenizer, model, max_length, batch_size, resolve_device(device))
+
+
+def save_embeddings(folder: Path, embeddings: np.ndarray, record_ids) -> None:
+    """Write ``embeddings.npy`` (n, H) float32 and the row-aligned ``record_ids.csv``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = pd.DataFrame({"record_id": pd.Series(record_ids, dtype=str).to_numpy()})
+    if len(ids) != len(embeddings):
+        raise AESError(f"{len(embeddings)} embedding rows but {len(ids)} record ids")
+    tmp = folder / (EMBEDDINGS_FILE + ".tmp.npy")
+    np.save(tmp, np.asarray(embeddings, dtype=np.float32))
+    tmp.replace(folder / EMBEDDINGS_FILE)
+    ids.to_csv(folder / RECORD_IDS_FILE, index=False)
+
+
+def load_embeddings(folder: Path, record_ids) -> np.ndarray:
+    """Rows of ``embeddings.npy`` for ``record_ids``, in that order: (len(record_ids), H) float32.
+
+    Raises AESError if the files are missing, misaligned or lack an id (stale embeddings).
+    """
+    folder = Path(folder)
+    emb_path, ids_path = folder / EMBEDDINGS_FILE, folder / RECORD_IDS_FILE
+    for path in (emb_path, ids_path):
+        if not path.exists():
+            raise AESError(f"{path}: not found; run `dvc repro embed` first")
+    embeddings = np.load(emb_path)
+    stored = pd.read_csv(ids_path, dtype={"record_id": str}, keep_default_na=False)["record_id"]
+    if embeddings.ndim != 2 or len(stored) != len(embeddings):
+        raise AESError(f"{emb_path}: shape {embeddings.shape} does not match {len(stored)} ids in {ids_path}")
+    row_of = pd.Series(np.arange(len(stored)), index=stored.to_numpy())
+    wanted = pd.Series(record_ids, dtype=str)
+    missing = wanted[~wanted.isin(row_of.index)]
+    if len(missing):
+        raise AESError(
+            f"{ids_path}: {len(missing)} essay(s) have no embedding (e.g. record_id {missing.iloc[0]!r}); "
+            "the embeddings are stale, re-run `dvc repro embed`"
+        )
+    return embeddings[row_of.loc[wanted.to_numpy()].to_numpy()].astype(np.float32, copy=False)
