@@ -1,0 +1,26 @@
+"""final_test (gated): train the configuration the report chose on all CV essays, score the locked test once.
+
+Refuses unless metrics/report.json holds a decision or final_test.override is true.
+Writes metrics/final_test.json, which no other stage reads.
+"""
+
+from aes.data import load_essays
+from aes.errors import stage_main
+from aes.final_test import chosen_model, run_final_test
+from aes.params import load_params
+from aes.splits import load_splits
+
+
+@stage_main
+def main() -> None:
+    params = load_params()
+    choice = chosen_model(params)  # the gate, before any essay is read
+    print(f"final_test: {choice['reason']}")
+    result = run_final_test(params, load_essays(), load_splits())
+    t = result["test"]
+    print(f"locked test ({t['n']['essays']} essays, {t['n']['prompts']} prompts): model {result['model']}, "
+          f"QWK {t['qwk']['pooled']}, worst prompt {t['qwk']['worst_prompt']}, RMSE {t['rmse']}")
+
+
+if __name__ == "__main__":
+    main()
