@@ -15,11 +15,11 @@ import pandas as pd  # noqa: E402
 
 from aes.metrics import HALF_BANDS  # noqa: E402
 
-# Substrings that pick a DVCLive metric file (by its stem) for each training-curve figure.
+# DVCLive metric names (file stems, aes/training.py's step-level curves) for each figure.
 CURVE_PATTERNS = {
-    "training_curves": ("train_loss", "loss"),
-    "adversary_accuracy": ("adversary_acc", "adv_acc", "adversary"),
-    "dro_max_weight": ("max_weight", "max_group_weight", "group_weight"),
+    "training_curves": ("train_loss",),
+    "adversary_accuracy": ("adversary_acc",),
+    "dro_max_weight": ("dro_max_weight",),
 }
 
 
@@ -93,7 +93,7 @@ def read_curve(tsv: Path) -> pd.DataFrame:
 
 
 def find_curves(dvclive_root: Path, stage: str, patterns: tuple[str, ...]) -> dict[str, pd.DataFrame]:
-    """Curves of one stage whose file stem contains the first matching pattern, keyed by fold.
+    """Curves of one stage whose file stem equals the first matching pattern, keyed by fold.
 
     Looks in <dvclive_root>/<stage>/plots/metrics/fold<k>/*.tsv. Returns {} when nothing matches.
     """
@@ -102,7 +102,7 @@ def find_curves(dvclive_root: Path, stage: str, patterns: tuple[str, ...]) -> di
         return {}
     files = sorted(base.rglob("*.tsv"))
     for pattern in patterns:
-        hits = [f for f in files if pattern in f.stem]
+        hits = [f for f in files if f.stem == pattern]
         if hits:
             out = {}
             for f in hits:
@@ -125,9 +125,9 @@ def plot_curves(dvclive_root: Path, stages: list[str], labels: dict[str, str], k
     fig, axes = plt.subplots(1, len(found), figsize=(max(6.0, 4.5 * len(found)), 3.8), squeeze=False)
     for ax, (stage, curves) in zip(axes[0], found.items()):
         for name, curve in sorted(curves.items()):
-            ax.plot(curve["step"], curve["value"], label=name, linewidth=1, marker="o", markersize=3)  # few epochs
+            ax.plot(curve["step"], curve["value"], label=name, linewidth=1)
         ax.set_title(labels.get(stage, stage))
-        ax.set_xlabel("epoch (DVCLive step)")
+        ax.set_xlabel("optimizer step within the fold")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)

@@ -62,5 +62,5 @@ def write_fake_workspace(root: Path, noise: dict | None = None, seed: int = 0, s
                 if stage == "grl_cv":
                     pd.DataFrame({"step": steps, "adversary_acc": 0.3 - 0.01 * steps}).to_csv(d / "adversary_acc.tsv", sep="\t", index=False)
                 if stage == "dro_cv":
-                    pd.DataFrame({"step": steps, "max_weight": 0.1 + 0.01 * steps}).to_csv(d / "max_weight.tsv", sep="\t", index=False)
+                    pd.DataFrame({"step": steps, "dro_max_weight": 0.1 + 0.01 * steps}).to_csv(d / "dro_max_weight.tsv", sep="\t", index=False)
     return essays

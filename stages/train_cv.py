@@ -1,0 +1,30 @@
+"""finetune_cv | grl_cv | dro_cv: fine-tune the encoder with one objective, prompt-grouped CV.
+
+Usage: python stages/train_cv.py --objective erm|grl|dro  (stage finetune_cv, grl_cv, dro_cv).
+Writes the model artifact contract (aes/evaluation.py), models/<stage>/fold_<k>/,
+data/representations/<stage>.npy + <stage>_ids.csv and DVCLive curves at dvclive/<stage>.
+"""
+
+import argparse
+
+from aes.errors import stage_main
+from aes.params import load_params
+from aes.training import run_cv, stage_name
+
+
+@stage_main
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--objective", required=True, help="erm | grl | dro")
+    parser.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
+    args = parser.parse_args()
+    stage = stage_name(args.objective)  # AESError for an unknown objective
+    metrics = run_cv(load_params(args.params), args.objective)
+    train = metrics["train"]
+    extra = {k: v for k, v in train.items() if k in ("adversary_acc", "dro_max_weight")}
+    print(f"{stage}: QWK pooled {metrics['qwk']['pooled']:.3f}, RMSE {metrics['rmse']:.3f}, "
+          f"runtime {metrics['runtime_s']:.0f}s {extra or ''}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""The real `dvc repro` in a temporary copy of the repository, on synthetic ELLIPSE-shaped
+essays and a tiny random encoder: every stage runs, a second repro runs nothing, metrics show,
+and switching `objective` re-runs `report` alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.synthetic import write_ellipse_csv
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL_STAGES = ["gbm_cv", "finetune_cv", "grl_cv", "dro_cv"]
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = os.environ | {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def tiny_params(params: dict, model: Path) -> dict:
+    params["data"].update(source="csv", csv_path="data/external/own.csv")
+    params["prepare"].update(n_folds=3, test_candidates=50, min_words=200, max_words=1000)
+    params["embed"].update(model=str(model), max_length=64, batch_size=8)
+    params["gbm"].update(n_estimators=30, early_stopping_rounds=5, n_jobs=1)
+    params["finetune"].update(model=str(model), max_length=64, batch_size=8, eval_batch_size=16, epochs=1)
+    params["report"].update(bootstrap_resamples=100, min_prompt_n=3, probe_folds=2)
+    return params
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, tiny_encoder):
+    root = tmp_path_factory.mktemp("repo")
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore", "README.md", "metrics/final_test.json"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / name, root / name)
+    for folder in ("aes", "stages"):
+        shutil.copytree(ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "data" / "external").mkdir(parents=True)
+    shutil.copy(ROOT / "data" / "external" / "README.md", root / "data" / "external")
+    write_ellipse_csv(root / "data" / "external" / "own.csv", n_prompts=14, per_prompt=9, seed=5)
+    params = tiny_params(yaml.safe_load((ROOT / "params.yaml").read_text()), tiny_encoder)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q"], root)
+    run(["git", "config", "user.email", "ci@example.com"], root)
+    run(["git", "config", "user.name", "ci"], root)
+    run(["dvc", "init", "-q"], root)
+    run(["dvc", "config", "core.analytics", "false"], root)
+    shutil.copytree(ROOT / ".dvc" / "plots", root / ".dvc" / "plots")
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "init"], root)
+    first = run(["dvc", "repro"], root)
+    return root, first
+
+
+def test_every_stage_writes_the_contract(repo):
+    root, first = repo
+    for stage in ["fetch", "prepare", "embed", *MODEL_STAGES, "report"]:
+        assert f"Running stage '{stage}'" in first.stdout
+    for stage in MODEL_STAGES:
+        metrics = json.loads((root / "metrics" / f"{stage}.json").read_text())
+        assert {"qwk", "rmse", "mae", "within_half_band", "n", "runtime_s"} <= set(metrics)
+        assert metrics["n"]["folds"] == 3
+        for name in ("by_prompt", "by_grade", "by_band"):
+            assert (root / "plots" / stage / f"{name}.csv").exists()
+    assert json.loads((root / "metrics" / "report.json").read_text())["decision"]
+    assert "<!-- results:start -->\n|" in (root / "README.md").read_text()
+    assert "Running stage 'final_test'" not in first.stdout  # frozen: the locked test is never scored by repro
+
+
+def test_plots_render(repo):
+    root, _ = repo
+    out = run(["dvc", "plots", "show", "--json"], root)
+    assert "per_prompt_qwk" in out.stdout and "confusion" in out.stdout
+
+
+def test_second_repro_runs_nothing(repo):
+    root, _ = repo
+    second = run(["dvc", "repro"], root)
+    assert "Running stage" not in second.stdout
+    shown = run(["dvc", "metrics", "show", "--json"], root)
+    assert "gbm_cv" in shown.stdout and "qwk" in shown.stdout
+
+
+def test_objective_switch_reruns_report_only(repo):
+    root, _ = repo
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    other = "grl" if params["objective"] != "grl" else "dro"
+    params["objective"] = other
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = run(["dvc", "status", "--json"], root)
+    assert set(json.loads(status.stdout)) == {"report"}
+    out = run(["dvc", "repro"], root)
+    ran = [line for line in out.stdout.splitlines() if line.startswith("Running stage")]
+    assert ran == ["Running stage 'report':"]
+    report = json.loads((root / "metrics" / "report.json").read_text())
+    assert report["candidate"]["objective"] == other

@@ -1,0 +1,40 @@
+"""A tiny repository for the fine-tuning tests: params.yaml + prepared essays + splits.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from aes.data import sha256_file, validate_and_clean
+from aes.evaluation import write_json
+from aes.params import load_params
+from aes.splits import build_splits
+from tests.synthetic import make_ellipse_frame
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_training_repo(root: Path, model: Path, n_prompts: int = 8, per_prompt: int = 6, **finetune) -> dict:
+    """Write ``root/params.yaml`` and ``root/data/prepared/{essays.csv,splits.json}``; return the params.
+
+    CV: 3 prompt-grouped folds over the non-test prompts; the finetune section is shrunk to the
+    tiny encoder (64 tokens, 2 epochs) and updated with ``finetune``.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["prepare"].update(n_folds=3, test_candidates=20, test_fraction=0.25)
+    params["finetune"].update(model=str(model), max_length=64, batch_size=8, eval_batch_size=16, epochs=2,
+                              trainable_layers=1, encoder_lr=1e-3, head_lr=1e-2, warmup_ratio=0.0)
+    params["finetune"].update(finetune)
+    params["report"].update(min_prompt_n=3)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    corpus = make_ellipse_frame(n_prompts=n_prompts, per_prompt=per_prompt, seed=3, words=(200, 240))
+    corpus["source_file"], corpus["source_row"] = "synthetic.csv", range(1, len(corpus) + 1)
+    essays, _ = validate_and_clean(corpus, params["prepare"])
+    prepared = root / "data" / "prepared"
+    prepared.mkdir(parents=True, exist_ok=True)
+    essays.to_csv(prepared / "essays.csv", index=False)
+    write_json(prepared / "splits.json", build_splits(essays, params["prepare"], sha256_file(prepared / "essays.csv")))
+    return load_params(root / "params.yaml")
