@@ -16,7 +16,6 @@ Install the parts without their unrelated dependency:
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -27,6 +26,7 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
+from aes.data import sha256_file
 from aes.errors import AESError
 
 MODEL_NAME = "all-mpnet-base-v2"
@@ -68,14 +68,6 @@ def find_installed_parts(packages: tuple[str, ...] = PART_PACKAGES, path: list[s
     return found
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _manifest_ok(folder: Path) -> bool:
     """True when ``folder`` has a manifest and every listed file matches its size and sha256."""
     try:
@@ -85,7 +77,7 @@ def _manifest_ok(folder: Path) -> bool:
         return False
     for rel, entry in files.items():
         path = folder / rel
-        if not path.is_file() or path.stat().st_size != entry["size"] or _sha256(path) != entry["sha256"]:
+        if not path.is_file() or path.stat().st_size != entry["size"] or sha256_file(path) != entry["sha256"]:
             return False
     return bool(files) and (folder / "config.json").is_file()
 
@@ -116,7 +108,7 @@ def _extract_model(archive: Path, dest: Path, parts: list[Path]) -> dict:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(info) as src, open(target, "wb") as out:
                     shutil.copyfileobj(src, out, length=1 << 22)
-                files[str(rel)] = {"size": target.stat().st_size, "sha256": _sha256(target)}
+                files[str(rel)] = {"size": target.stat().st_size, "sha256": sha256_file(target)}
     except (zipfile.BadZipFile, zlib.error, EOFError) as err:
         raise AESError(
             f"model '{MODEL_NAME}': the parts {[str(p) for p in parts]} do not form a valid zip ({err}); "

@@ -7,6 +7,7 @@ wrong type stops the stage with a message naming the key (and the closest known 
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,27 @@ SCHEMA: dict[str, Any] = {
 }
 
 
+class Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 scalars, as DVC reads and writes params.yaml.
+
+    PyYAML implements YAML 1.1, where unquoted ``no``/``yes``/``on``/``off`` are booleans and
+    ``2e-5`` is a string. ``dvc exp run -S`` rewrites params.yaml with ruamel (YAML 1.2) and drops
+    quotes that YAML 1.2 does not need (``"no"`` becomes ``no``), so we read it the way DVC does.
+    """
+
+
+Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+Yaml12Loader.add_implicit_resolver(  # exponent without a dot: 2e-5, 1E3
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
+
+
 def _type_ok(value: Any, expected: type) -> bool:
     if expected is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -137,7 +159,7 @@ def load_params(path: str | Path = "params.yaml") -> dict:
     if not path.exists():
         raise AESError(f"{path}: params file not found (run stages from the repository root)")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=Yaml12Loader)
     except yaml.YAMLError as err:
         raise AESError(f"{path}: not valid YAML: {err}") from None
     return validate(raw, SCHEMA, "", str(path))

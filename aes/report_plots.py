@@ -34,7 +34,7 @@ def _save(fig, path: Path) -> Path:
 def plot_per_prompt_qwk(table: pd.DataFrame, models: list[str], labels: dict[str, str], path: Path) -> Path:
     """Dot plot: one row per prompt (sorted by the first model's QWK), one marker per model."""
     t = table.dropna(subset=[f"qwk_{models[0]}"]).sort_values(f"qwk_{models[0]}").reset_index(drop=True)
-    fig, ax = plt.subplots(figsize=(8.5, 0.27 * len(t) + 1.8))
+    fig, ax = plt.subplots(figsize=(10, 0.27 * len(t) + 1.8))
     y = np.arange(len(t))
     values = t[[f"qwk_{m}" for m in models]].to_numpy(float)
     ax.hlines(y, np.nanmin(values, axis=1), np.nanmax(values, axis=1), color="0.8", linewidth=1)

@@ -104,3 +104,14 @@ def test_unknown_and_mistyped_params(tmp_path):
     (tmp_path / "p.yaml").write_text(text.replace("objective: dro", "objective: sgd"))
     with pytest.raises(AESError, match="'objective' must be one of erm, grl, dro"):
         load_params(tmp_path / "p.yaml")
+
+
+def test_params_read_as_dvc_writes_them(tmp_path):
+    """`dvc exp run -S` rewrites params.yaml as YAML 1.2: `"no"` loses its quotes, floats may be 2e-5."""
+    text = Path("params.yaml").read_text()
+    text = text.replace('mixed_precision: "no"', "mixed_precision: no").replace("encoder_lr: 3.0e-4", "encoder_lr: 3e-4")
+    (tmp_path / "p.yaml").write_text(text)
+    params = load_params(tmp_path / "p.yaml")
+    assert params["finetune"]["mixed_precision"] == "no"
+    assert params["finetune"]["encoder_lr"] == 3e-4
+    assert params["finetune"]["lora"] is False and params["finetune"]["epochs"] == 2

@@ -93,15 +93,16 @@ def test_second_repro_runs_nothing(repo):
 
 
 def test_objective_switch_reruns_report_only(repo):
+    """What users run: `dvc exp run -S objective=...` (DVC rewrites params.yaml as YAML 1.2)."""
     root, _ = repo
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "first run"], root)
     params = yaml.safe_load((root / "params.yaml").read_text())
     other = "grl" if params["objective"] != "grl" else "dro"
-    params["objective"] = other
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    status = run(["dvc", "status", "--json"], root)
-    assert set(json.loads(status.stdout)) == {"report"}
-    out = run(["dvc", "repro"], root)
+    out = run(["dvc", "exp", "run", "-S", f"objective={other}"], root)
     ran = [line for line in out.stdout.splitlines() if line.startswith("Running stage")]
     assert ran == ["Running stage 'report':"]
     report = json.loads((root / "metrics" / "report.json").read_text())
     assert report["candidate"]["objective"] == other
+    diff = json.loads(run(["dvc", "metrics", "diff", "--json"], root).stdout)
+    assert any(key.startswith("candidate.") for key in diff.get("metrics/report.json", {}))

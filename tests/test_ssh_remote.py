@@ -214,7 +214,7 @@ def test_push_clone_pull_and_run_cache_restore_over_ssh(sshd, tmp_path):
 
 
 def test_laptop_pulls_an_experiment_run_detached_on_the_box(sshd, tmp_path):
-    """docs/gpu-box.md end to end: aes-run on the box, `dvc exp pull` + `exp apply` here."""
+    """The README's GPU-box section end to end: aes-run on the box, `dvc exp pull` + `exp apply` here."""
     _, _, env = sshd
     box = make_project(tmp_path / "box" / "aes", {
         "train.py": TRAIN_PY, "dvc.yaml": DVC_YAML, "params.yaml": "p: 1\n", ".gitignore": "/output/\n",
