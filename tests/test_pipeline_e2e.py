@@ -106,3 +106,23 @@ def test_objective_switch_reruns_report_only(repo):
     assert report["candidate"]["objective"] == other
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], root).stdout)
     assert any(key.startswith("candidate.") for key in diff.get("metrics/report.json", {}))
+
+
+def test_locked_test_scored_only_when_unfrozen(repo):
+    """final_test is frozen: no repro touches it; unfrozen, the README's command scores the locked test once."""
+    root, _ = repo
+    placeholder = json.loads((root / "metrics" / "final_test.json").read_text())
+    assert "not run" in placeholder["status"]
+    frozen = run(["dvc", "repro"], root)  # report may have changed since: still the frozen stage must not run
+    assert "Running stage 'final_test'" not in frozen.stdout
+    assert "not run" in json.loads((root / "metrics" / "final_test.json").read_text())["status"]
+    run(["dvc", "unfreeze", "final_test"], root)
+    out = run(["dvc", "repro", "-s", "-f", "final_test"], root)  # the README's command
+    assert "Running stage 'final_test'" in out.stdout
+    run(["dvc", "freeze", "final_test"], root)
+    final = json.loads((root / "metrics" / "final_test.json").read_text())
+    splits = json.loads((root / "data" / "prepared" / "splits.json").read_text())
+    assert final["test"]["n"]["essays"] == splits["test"]["n_essays"] > 0
+    assert final["n_train"] == sum(len(fold["val_record_ids"]) for fold in splits["folds"])
+    assert -1.0 <= final["test"]["qwk"]["pooled"] <= 1.0
+    assert final["model"] in ("gbm_cv", "finetune_cv", "grl_cv", "dro_cv")
