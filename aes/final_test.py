@@ -17,8 +17,9 @@ import pandas as pd
 
 from aes.errors import AESError
 from aes.evaluation import write_json
-from aes.metrics import mae, per_group_qwk, qwk, rmse, within_half_band
-from aes.report import BASELINE_STAGE, candidate_stage
+from aes.metrics import finite_or_none, mae, per_group_qwk, qwk, rmse, within_half_band
+from aes.decision import BASELINE_STAGE
+from aes.params import stage_for_objective
 
 REPORT = Path("metrics/report.json")
 FINAL = Path("metrics/final_test.json")
@@ -59,10 +60,10 @@ def chosen_model(params: dict, report_path: Path = REPORT) -> dict:
         )
     verdict = decision["verdict"] if decision else None
     if override:
-        return {"stage": candidate_stage(objective), "objective": objective, "override": 1, "decision": verdict,
+        return {"stage": stage_for_objective(objective), "objective": objective, "override": 1, "decision": verdict,
                 "reason": f"OVERRIDE (final_test.override=true): candidate '{objective}' scored although the decision is {verdict or 'missing'}"}
     if decision["proceed"]:
-        return {"stage": candidate_stage(objective), "objective": objective, "override": 0, "decision": verdict,
+        return {"stage": stage_for_objective(objective), "objective": objective, "override": 0, "decision": verdict,
                 "reason": f"decision proceed: candidate '{objective}'"}
     return {"stage": BASELINE_STAGE, "objective": None, "override": 0, "decision": verdict,
             "reason": "decision defer: the frozen-embedding baseline"}
@@ -110,14 +111,13 @@ def score_test(test: pd.DataFrame, y_pred_raw: np.ndarray, min_prompt_n: int) ->
     y = test["y"].to_numpy(float)
     frame = pd.DataFrame({"prompt": test["prompt"].to_numpy(), "y_true": y, "y_pred_raw": y_pred_raw})
     per_prompt = per_group_qwk(frame, "prompt", min_prompt_n).dropna()
-    r6 = lambda v: None if v is None or not np.isfinite(v) else round(float(v), 6)  # noqa: E731
     return {
-        "qwk": {"pooled": r6(qwk(y, y_pred_raw)), "worst_prompt": r6(per_prompt.min() if len(per_prompt) else np.nan),
-                "median_prompt": r6(per_prompt.median() if len(per_prompt) else np.nan),
-                "per_prompt": {str(k): r6(v) for k, v in per_prompt.items()}},
-        "rmse": r6(rmse(y, y_pred_raw)),
-        "mae": r6(mae(y, y_pred_raw)),
-        "within_half_band": r6(within_half_band(y, y_pred_raw)),
+        "qwk": {"pooled": finite_or_none(qwk(y, y_pred_raw)), "worst_prompt": finite_or_none(per_prompt.min() if len(per_prompt) else np.nan),
+                "median_prompt": finite_or_none(per_prompt.median() if len(per_prompt) else np.nan),
+                "per_prompt": {str(k): finite_or_none(v) for k, v in per_prompt.items()}},
+        "rmse": finite_or_none(rmse(y, y_pred_raw)),
+        "mae": finite_or_none(mae(y, y_pred_raw)),
+        "within_half_band": finite_or_none(within_half_band(y, y_pred_raw)),
         "n": {"essays": int(len(test)), "prompts": int(test["prompt"].nunique()), "prompts_scored": int(len(per_prompt))},
     }
 

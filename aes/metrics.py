@@ -12,6 +12,7 @@ from sklearn.metrics import cohen_kappa_score
 
 SCORE_MIN, SCORE_MAX, SCORE_STEP = 1.0, 5.0, 0.5
 HALF_BANDS = np.arange(SCORE_MIN, SCORE_MAX + SCORE_STEP / 2, SCORE_STEP)  # shape (9,)
+N_BANDS = len(HALF_BANDS)
 
 
 def to_half_band(y) -> np.ndarray:
@@ -72,8 +73,29 @@ def per_group_qwk(oof: pd.DataFrame, by: str, min_n: int = 1) -> pd.Series:
     return pd.Series(out, dtype=float, name="qwk")
 
 
-def _nan_to_none(x: float) -> float | None:
+def finite_or_none(x: float) -> float | None:
+    """x rounded to 6 decimals for JSON, or None when it is None, NaN or infinite."""
     return None if x is None or not np.isfinite(x) else round(float(x), 6)
+
+
+def qwk_from_confusion(conf: np.ndarray) -> np.ndarray:
+    """Quadratic weighted kappa of confusion-count matrices.
+
+    conf: (..., K, K) counts, rows = true band, columns = predicted band. Returns (...) floats,
+    NaN where undefined (no essays, or a single label on both sides). Equals
+    :func:`qwk` on the essays the counts came from.
+    """
+    conf = np.asarray(conf, dtype=float)
+    k = conf.shape[-1]
+    idx = np.arange(k)
+    weight = (idx[:, None] - idx[None, :]) ** 2 / (k - 1) ** 2
+    n = conf.sum(axis=(-2, -1))
+    observed = (conf * weight).sum(axis=(-2, -1))
+    rows, cols = conf.sum(axis=-1), conf.sum(axis=-2)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        expected = np.einsum("...i,...j,ij->...", rows, cols, weight) / n
+        kappa = 1.0 - observed / expected
+    return np.where(expected > 0, kappa, np.nan)
 
 
 def summarize(oof: pd.DataFrame, min_prompt_n: int) -> dict:
@@ -86,16 +108,16 @@ def summarize(oof: pd.DataFrame, min_prompt_n: int) -> dict:
     y, p = oof["y_true"].to_numpy(), oof["y_pred_raw"].to_numpy()
     return {
         "qwk": {
-            "pooled": _nan_to_none(qwk(y, p)),
-            "fold_mean": _nan_to_none(float(np.nanmean(fold_qwk))),
-            "fold_std": _nan_to_none(float(np.nanstd(fold_qwk, ddof=1)) if len(fold_qwk) > 1 else float("nan")),
-            "worst_prompt": _nan_to_none(prompt_qwk.min() if len(prompt_qwk) else float("nan")),
-            "median_prompt": _nan_to_none(prompt_qwk.median() if len(prompt_qwk) else float("nan")),
-            "per_fold": {str(int(k)): _nan_to_none(v) for k, v in fold_qwk.items()},
+            "pooled": finite_or_none(qwk(y, p)),
+            "fold_mean": finite_or_none(float(np.nanmean(fold_qwk))),
+            "fold_std": finite_or_none(float(np.nanstd(fold_qwk, ddof=1)) if len(fold_qwk) > 1 else float("nan")),
+            "worst_prompt": finite_or_none(prompt_qwk.min() if len(prompt_qwk) else float("nan")),
+            "median_prompt": finite_or_none(prompt_qwk.median() if len(prompt_qwk) else float("nan")),
+            "per_fold": {str(int(k)): finite_or_none(v) for k, v in fold_qwk.items()},
         },
-        "rmse": _nan_to_none(rmse(y, p)),
-        "mae": _nan_to_none(mae(y, p)),
-        "within_half_band": _nan_to_none(within_half_band(y, p)),
+        "rmse": finite_or_none(rmse(y, p)),
+        "mae": finite_or_none(mae(y, p)),
+        "within_half_band": finite_or_none(within_half_band(y, p)),
         "n": {
             "essays": int(len(oof)),
             "prompts": int(oof["prompt"].nunique()),

@@ -22,8 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from aes.errors import AESError
-
-OBJECTIVE_STAGES = {"erm": "finetune_cv", "grl": "grl_cv", "dro": "dro_cv"}
+from aes.params import OBJECTIVES
 
 
 class Objective(nn.Module):
@@ -200,4 +199,4 @@ def make_objective(name: str, params: dict, group_sizes, hidden_size: int, fold:
     if name == "dro":
         dro = params["dro"]
         return GroupDRO(group_sizes, fold, dro["eta"], dro["size_adjustment"])
-    raise AESError(f"unknown objective '{name}'; expected one of {', '.join(OBJECTIVE_STAGES)}")
+    raise AESError(f"unknown objective '{name}'; expected one of {', '.join(OBJECTIVES)}")

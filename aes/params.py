@@ -15,7 +15,9 @@ import yaml
 
 from aes.errors import AESError
 
-OBJECTIVES = ("erm", "grl", "dro")
+# The fine-tuning objectives and the dvc.yaml stage that trains each (one loop, three stages).
+OBJECTIVE_STAGES = {"erm": "finetune_cv", "grl": "grl_cv", "dro": "dro_cv"}
+OBJECTIVES = tuple(OBJECTIVE_STAGES)
 
 # key -> type, or (type, allowed values). float keys accept ints; nested dicts are sections.
 SCHEMA: dict[str, Any] = {
@@ -163,3 +165,10 @@ def load_params(path: str | Path = "params.yaml") -> dict:
     except yaml.YAMLError as err:
         raise AESError(f"{path}: not valid YAML: {err}") from None
     return validate(raw, SCHEMA, "", str(path))
+
+
+def stage_for_objective(objective: str) -> str:
+    """dvc.yaml stage of a fine-tuning objective ('erm' -> 'finetune_cv'); AESError for an unknown one."""
+    if objective not in OBJECTIVE_STAGES:
+        raise AESError(f"unknown objective {objective!r}; expected one of {', '.join(OBJECTIVES)} (params.yaml key 'objective')")
+    return OBJECTIVE_STAGES[objective]

@@ -1,7 +1,8 @@
 """The report: compare every model on the same CV essays, test the difference, decide.
 
-Everything here is a small pure function on in-memory tables except the readers
-(:func:`load_model_outputs`, :func:`load_representation`) and writers at the end.
+This module reads the model stages' artifacts, assembles the evidence (bootstrap:
+:mod:`aes.bootstrap`, probe: :mod:`aes.probe`, calibration: :mod:`aes.calibration`, rule:
+:mod:`aes.decision`) and writes metrics/report.json, reports/decision.md, plot data and PNGs.
 
 Conventions: ``oof`` is a prediction table of the artifact contract (one row per CV essay:
 record_id, fold, prompt, grade, y_true, y_pred_raw, y_pred, residual). Scores are on the
@@ -17,39 +18,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from aes.bootstrap import prompt_bootstrap
+from aes.calibration import calibrated_metrics
+from aes.decision import BASELINE_STAGE, ERM_STAGE, MODEL_STAGES, check_decision_metric, decide, metric_value
 from aes.errors import AESError
 from aes.evaluation import metrics_path, predictions_path, read_metrics, read_predictions
-from aes.metrics import HALF_BANDS, band_labels, qwk, summarize, to_half_band
-
-BASELINE_STAGE = "gbm_cv"
-ERM_STAGE = "finetune_cv"
-OBJECTIVE_STAGES = {"erm": "finetune_cv", "grl": "grl_cv", "dro": "dro_cv"}
-MODEL_STAGES = ("gbm_cv", "finetune_cv", "grl_cv", "dro_cv")
-
-# Decision metrics: key in metrics/<stage>.json -> +1 if higher is better, -1 if lower is better.
-# Every one of them can be recomputed on a bootstrap resample of prompts (see prompt_bootstrap).
-METRIC_DIRECTION = {
-    "qwk.pooled": +1,
-    "qwk.fold_mean": +1,
-    "qwk.worst_prompt": +1,
-    "qwk.median_prompt": +1,
-    "rmse": -1,
-    "mae": -1,
-    "within_half_band": +1,
-}
-N_BANDS = len(HALF_BANDS)  # 9 half bands 1.0..5.0
-
+from aes.metrics import HALF_BANDS, N_BANDS, band_labels, qwk, to_half_band
+from aes.params import stage_for_objective
+from aes.probe import prompt_probe, prompt_probe_within_folds
 
 # --------------------------------------------------------------------------------------------
 # Inputs
 # --------------------------------------------------------------------------------------------
-
-
-def candidate_stage(objective: str) -> str:
-    """Stage name of the candidate fine-tuning objective ('erm' -> 'finetune_cv', ...)."""
-    if objective not in OBJECTIVE_STAGES:
-        raise AESError(f"params.yaml: objective must be one of {', '.join(OBJECTIVE_STAGES)}; got {objective!r}")
-    return OBJECTIVE_STAGES[objective]
 
 
 def load_model_outputs(stages, objective: str | None = None, root: Path = Path(".")) -> dict[str, dict]:
@@ -61,7 +41,7 @@ def load_model_outputs(stages, objective: str | None = None, root: Path = Path("
     essays (the comparison is paired).
     """
     out: dict[str, dict] = {}
-    cand = candidate_stage(objective) if objective is not None else None
+    cand = stage_for_objective(objective) if objective is not None else None
     for stage in stages:
         for path in (metrics_path(stage, root), predictions_path(stage, root)):
             if not path.exists():
@@ -103,378 +83,6 @@ def load_representation(npy: Path, ids_csv: Path, record_ids: np.ndarray) -> np.
     if missing:
         raise AESError(f"{npy}: no row for {len(missing)} CV essays (e.g. {missing[:3]}); re-run the stage that wrote it")
     return np.asarray(matrix[pos.loc[record_ids].to_numpy()], dtype=float)
-
-
-# --------------------------------------------------------------------------------------------
-# Paired bootstrap over prompts
-# --------------------------------------------------------------------------------------------
-
-
-def qwk_from_confusion(conf: np.ndarray) -> np.ndarray:
-    """Quadratic weighted kappa of confusion-count matrices.
-
-    conf: (..., K, K) counts, rows = true band, columns = predicted band. Returns (...) floats,
-    NaN where undefined (no essays, or a single label on both sides). Equals
-    :func:`aes.metrics.qwk` on the essays the counts came from.
-    """
-    conf = np.asarray(conf, dtype=float)
-    k = conf.shape[-1]
-    idx = np.arange(k)
-    weight = (idx[:, None] - idx[None, :]) ** 2 / (k - 1) ** 2
-    n = conf.sum(axis=(-2, -1))
-    observed = (conf * weight).sum(axis=(-2, -1))
-    rows, cols = conf.sum(axis=-1), conf.sum(axis=-2)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        expected = np.einsum("...i,...j,ij->...", rows, cols, weight) / n
-        kappa = 1.0 - observed / expected
-    return np.where(expected > 0, kappa, np.nan)
-
-
-def prompt_summaries(oof: pd.DataFrame, prompts: np.ndarray, folds: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-prompt sufficient statistics of one model.
-
-    prompts: (P,) prompt names; folds: (F,) fold ids. Returns conf (P, 9, 9) half-band confusion
-    counts, n (P,), sse / sae / within (P,) sums of squared error, absolute error and
-    within-half-band hits, and fold_of (P, F) one-hot prompt -> fold.
-    """
-    p_idx = pd.Index(prompts).get_indexer(oof["prompt"])
-    t = band_labels(oof["y_true"]) - 2
-    pr = band_labels(to_half_band(oof["y_pred_raw"])) - 2
-    P = len(prompts)
-    conf = np.bincount((p_idx * N_BANDS + t) * N_BANDS + pr, minlength=P * N_BANDS * N_BANDS).reshape(P, N_BANDS, N_BANDS)
-    err = oof["y_pred_raw"].to_numpy(float) - oof["y_true"].to_numpy(float)
-    hit = np.abs(to_half_band(oof["y_pred_raw"]) - oof["y_true"].to_numpy(float)) <= 0.5 + 1e-9
-    fold_of = np.zeros((P, len(folds)))
-    folds_per_prompt = oof.groupby("prompt")["fold"].nunique()
-    if (folds_per_prompt > 1).any():
-        raise AESError(f"prompt(s) {folds_per_prompt[folds_per_prompt > 1].index.tolist()[:3]} appear in several CV folds; "
-                       "folds must group by prompt (re-run `dvc repro prepare` and the model stages)")
-    prompt_fold = oof.groupby("prompt")["fold"].first()
-    fold_of[pd.Index(prompts).get_indexer(prompt_fold.index), pd.Index(folds).get_indexer(prompt_fold.to_numpy())] = 1.0
-    return {
-        "conf": conf.astype(float),
-        "n": np.bincount(p_idx, minlength=P).astype(float),
-        "sse": np.bincount(p_idx, weights=err**2, minlength=P),
-        "sae": np.bincount(p_idx, weights=np.abs(err), minlength=P),
-        "within": np.bincount(p_idx, weights=hit.astype(float), minlength=P),
-        "fold_of": fold_of,
-    }
-
-
-def _weighted_median(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Median of ``values`` (P,) repeated ``weights`` (B, P) integer times, per row -> (B,).
-
-    Matches np.median of the expanded list (mean of the two middle values when the count is even).
-    """
-    order = np.argsort(values)
-    v, w = values[order], weights[:, order]
-    cum = np.cumsum(w, axis=1)
-    total = cum[:, -1]
-    lo = np.array([np.searchsorted(c, (t - 1) // 2, side="right") for c, t in zip(cum, total)])
-    hi = np.array([np.searchsorted(c, t // 2, side="right") for c, t in zip(cum, total)])
-    ok = total > 0
-    lo, hi = np.minimum(lo, len(v) - 1), np.minimum(hi, len(v) - 1)
-    return np.where(ok, (v[lo] + v[hi]) / 2, np.nan)
-
-
-def resampled_metrics(stats: dict[str, np.ndarray], weights: np.ndarray, min_prompt_n: int) -> dict[str, np.ndarray]:
-    """Every decision metric of one model on prompt resamples.
-
-    stats: from :func:`prompt_summaries`. weights: (B, P) how many times each prompt is drawn
-    (all ones = the original data). Returns {metric key: (B,) values}; keys = METRIC_DIRECTION.
-    The essays of a prompt drawn twice count twice (the concatenation of the resampled prompts).
-    """
-    w = np.asarray(weights, dtype=float)
-    n = w @ stats["n"]
-    pooled_conf = np.einsum("bp,pij->bij", w, stats["conf"])
-    fold_conf = np.einsum("bp,pf,pij->bfij", w, stats["fold_of"], stats["conf"])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows -> NaN, intended
-        fold_mean = np.nanmean(qwk_from_confusion(fold_conf), axis=1)
-    prompt_qwk = qwk_from_confusion(stats["conf"])  # (P,) fixed per prompt
-    eligible = (stats["n"] >= min_prompt_n) & np.isfinite(prompt_qwk)
-    drawn = (w > 0) & eligible[None, :]
-    worst = np.where(drawn, np.where(eligible, prompt_qwk, 0.0)[None, :], np.inf).min(axis=1)
-    median = _weighted_median(np.where(eligible, prompt_qwk, 0.0), np.where(drawn, w, 0).astype(int))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return {
-            "qwk.pooled": qwk_from_confusion(pooled_conf),
-            "qwk.fold_mean": fold_mean,
-            "qwk.worst_prompt": np.where(np.isfinite(worst), worst, np.nan),
-            "qwk.median_prompt": median,
-            "rmse": np.sqrt(w @ stats["sse"] / n),
-            "mae": w @ stats["sae"] / n,
-            "within_half_band": w @ stats["within"] / n,
-        }
-
-
-def prompt_resample_weights(n_prompts: int, n_resamples: int, seed: int) -> np.ndarray:
-    """(B, P) integer counts: B resamples of P prompts drawn with replacement, seeded."""
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n_prompts, size=(n_resamples, n_prompts))
-    offsets = np.arange(n_resamples)[:, None] * n_prompts
-    return np.bincount((draws + offsets).ravel(), minlength=n_resamples * n_prompts).reshape(n_resamples, n_prompts)
-
-
-def prompt_bootstrap(oofs: dict[str, pd.DataFrame], pairs, n_resamples: int, seed: int, min_prompt_n: int) -> dict:
-    """Paired bootstrap over prompts of the gain of model A over model B.
-
-    oofs: {model: oof} on the same essays. pairs: [(name, A, B), ...]. Every model is scored on
-    the same (B, P) prompt resamples, so differences are paired. Returns {"pairs": {name: {metric:
-    {"delta", "gain", "ci_low", "ci_high", "p_not_better", "n_valid"}}}, "point": {model: {metric:
-    value}}, "n_prompts": P}: delta = A - B on the original data, gain = delta signed so positive is
-    better, ci_* = 95% percentile interval of the gain over resamples where it is defined,
-    p_not_better = share of those resamples with gain <= 0.
-    """
-    any_oof = next(iter(oofs.values()))
-    prompts = np.array(sorted(any_oof["prompt"].unique()))
-    folds = np.array(sorted(any_oof["fold"].unique()))
-    weights = prompt_resample_weights(len(prompts), n_resamples, seed)
-    ones = np.ones((1, len(prompts)))
-    point, boot = {}, {}
-    for model, oof in oofs.items():
-        stats = prompt_summaries(oof, prompts, folds)
-        point[model] = {k: float(v[0]) for k, v in resampled_metrics(stats, ones, min_prompt_n).items()}
-        boot[model] = resampled_metrics(stats, weights, min_prompt_n)
-    out: dict = {}
-    for name, a, b in pairs:
-        out[name] = {}
-        for metric, sign in METRIC_DIRECTION.items():
-            gains = sign * (boot[a][metric] - boot[b][metric])
-            valid = gains[np.isfinite(gains)]
-            delta = point[a][metric] - point[b][metric]
-            lo, hi = (np.percentile(valid, [2.5, 97.5]) if len(valid) else (np.nan, np.nan))
-            out[name][metric] = {
-                "delta": _r(delta),
-                "gain": _r(sign * delta),
-                "ci_low": _r(lo),
-                "ci_high": _r(hi),
-                "p_not_better": _r(float(np.mean(valid <= 0)) if len(valid) else np.nan),
-                "n_valid": int(len(valid)),
-            }
-    return {"pairs": out, "point": {m: {k: _r(v) for k, v in d.items()} for m, d in point.items()}, "n_prompts": int(len(prompts))}
-
-
-def _r(x) -> float | None:
-    return None if x is None or not np.isfinite(x) else round(float(x), 6)
-
-
-# --------------------------------------------------------------------------------------------
-# Prompt-leakage probe
-# --------------------------------------------------------------------------------------------
-
-
-def prompt_probe(features: np.ndarray, prompts: np.ndarray, n_folds: int, seed: int = 0) -> dict:
-    """How well a linear classifier recovers the prompt from a representation.
-
-    features: (n, d) one row per essay; prompts: (n,) labels. Standardised features ->
-    multinomial LogisticRegression, accuracy from StratifiedKFold(n_folds) cross-validation.
-    Prompts with fewer than n_folds essays are dropped (listed in the result). Returns accuracy,
-    accuracy_sd (across folds), chance (majority-class share), n_essays, n_prompts, dropped_prompts.
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_val_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    prompts = np.asarray(prompts).astype(str)
-    counts = pd.Series(prompts).value_counts()
-    dropped = sorted(counts[counts < n_folds].index.tolist())
-    keep = ~np.isin(prompts, dropped)
-    x, y = np.asarray(features, dtype=float)[keep], prompts[keep]
-    if len(np.unique(y)) < 2:
-        raise AESError(f"prompt probe needs >= 2 prompts with >= report.probe_folds={n_folds} essays; got {len(np.unique(y))}")
-    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0))
-    cv = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # convergence chatter on near-separable data
-        scores = cross_val_score(probe, x, y, cv=cv, scoring="accuracy")
-    return {
-        "accuracy": _r(scores.mean()),
-        "accuracy_sd": _r(scores.std(ddof=1)) if len(scores) > 1 else None,
-        "chance": _r(pd.Series(y).value_counts(normalize=True).iloc[0]),
-        "n_essays": int(len(y)),
-        "n_prompts": int(len(np.unique(y))),
-        "dropped_prompts": dropped,
-    }
-
-
-def prompt_probe_within_folds(features: np.ndarray, prompts: np.ndarray, folds: np.ndarray, n_folds: int, seed: int = 0) -> dict:
-    """The prompt probe run separately inside each CV fold, then averaged (weighted by essays).
-
-    Why: a fine-tuned representation of a fold's essays comes from that fold's model, and folds
-    group by prompt, so a probe across folds could tell prompts apart just by which model made the
-    vector. Inside one fold every vector comes from one model. features: (n, d); prompts, folds: (n,).
-    Returns accuracy, chance (both essay-weighted over folds), per_fold accuracy, n_essays,
-    n_prompts, dropped_prompts. Folds left with fewer than 2 probe-able prompts are skipped.
-    """
-    folds = np.asarray(folds)
-    per_fold, weights, chances, dropped, n_prompts = {}, [], [], [], 0
-    for k in np.unique(folds):
-        rows = folds == k
-        counts = pd.Series(np.asarray(prompts)[rows]).value_counts()
-        if (counts >= n_folds).sum() < 2:
-            dropped += sorted(counts.index.tolist())
-            continue
-        res = prompt_probe(np.asarray(features)[rows], np.asarray(prompts)[rows], n_folds, seed)
-        per_fold[str(int(k))] = res["accuracy"]
-        weights.append(res["n_essays"])
-        chances.append(res["chance"])
-        dropped += res["dropped_prompts"]
-        n_prompts += res["n_prompts"]
-    if not weights:
-        raise AESError(f"prompt probe: no CV fold has >= 2 prompts with >= report.probe_folds={n_folds} essays")
-    w = np.asarray(weights, dtype=float)
-    return {
-        "accuracy": _r(np.average([per_fold[k] for k in per_fold], weights=w)),
-        "chance": _r(np.average(chances, weights=w)),
-        "per_fold": per_fold,
-        "n_essays": int(w.sum()),
-        "n_prompts": int(n_prompts),
-        "dropped_prompts": sorted(dropped),
-    }
-
-
-# --------------------------------------------------------------------------------------------
-# Calibration: monotone half-band cut-points fitted on other folds only
-# --------------------------------------------------------------------------------------------
-
-DEFAULT_CUTS = (HALF_BANDS[:-1] + HALF_BANDS[1:]) / 2  # (8,) 1.25 .. 4.75 = plain rounding
-
-
-def apply_cut_points(y_pred_raw, cuts: np.ndarray) -> np.ndarray:
-    """Map raw predictions (n,) to half bands (n,) with 8 increasing cut-points (8,).
-
-    A prediction above cuts[j-1] and at most cuts[j] gets band HALF_BANDS[j].
-    """
-    return HALF_BANDS[np.searchsorted(np.asarray(cuts, dtype=float), np.asarray(y_pred_raw, dtype=float), side="left")]
-
-
-def fit_cut_points(y_true, y_pred_raw, n_grid: int = 40, n_passes: int = 3) -> np.ndarray:
-    """Cut-points (8,) that maximise QWK of ``apply_cut_points(y_pred_raw)`` against y_true (n,).
-
-    Coordinate ascent from plain rounding (1.25..4.75): each cut-point in turn tries n_grid values
-    between its neighbours and keeps the best (ties keep the current value), n_passes times.
-    Deterministic; training QWK never goes below that of plain rounding.
-    """
-    y_true, x = np.asarray(y_true, dtype=float), np.asarray(y_pred_raw, dtype=float)
-    t = band_labels(y_true) - 2
-    cuts = DEFAULT_CUTS.copy()
-
-    def score(c):
-        p = np.searchsorted(c, x, side="left")
-        conf = np.bincount(t * N_BANDS + p, minlength=N_BANDS * N_BANDS).reshape(N_BANDS, N_BANDS)
-        v = qwk_from_confusion(conf)
-        return -np.inf if not np.isfinite(v) else float(v)
-
-    best = score(cuts)
-    lo_all, hi_all = min(x.min(), 1.0) - 0.01, max(x.max(), 5.0) + 0.01
-    for _ in range(n_passes):
-        for j in range(len(cuts)):
-            lo = cuts[j - 1] if j > 0 else lo_all
-            hi = cuts[j + 1] if j + 1 < len(cuts) else hi_all
-            for value in np.linspace(lo, hi, n_grid + 2)[1:-1]:
-                trial = cuts.copy()
-                trial[j] = value
-                s = score(trial)
-                if s > best + 1e-12:
-                    best, cuts = s, trial
-    return cuts
-
-
-def calibrate_oof(oof: pd.DataFrame, fit=fit_cut_points) -> tuple[np.ndarray, dict]:
-    """Calibrated half-band predictions (n,) for an OOF table, fold by fold.
-
-    For fold k the cut-points are fitted on the rows of the OTHER folds (y_true, y_pred_raw)
-    and applied to fold k's y_pred_raw; fold k's labels are never seen. Approximation: the
-    other folds' predictions come from other folds' models (each is out-of-fold for its own
-    model), not from fold k's model on its training essays. Returns (y_cal, {fold: cuts list}).
-    """
-    y_cal = np.full(len(oof), np.nan)
-    cuts_by_fold = {}
-    fold = oof["fold"].to_numpy()
-    for k in np.unique(fold):
-        train, score = fold != k, fold == k
-        cuts = fit(oof["y_true"].to_numpy(float)[train], oof["y_pred_raw"].to_numpy(float)[train])
-        y_cal[score] = apply_cut_points(oof["y_pred_raw"].to_numpy(float)[score], cuts)
-        cuts_by_fold[str(int(k))] = [round(float(c), 4) for c in cuts]
-    return y_cal, cuts_by_fold
-
-
-def calibrated_metrics(oof: pd.DataFrame, min_prompt_n: int) -> dict:
-    """QWK (pooled, fold_mean, worst_prompt) of fold-wise calibrated and of raw predictions, plus cut-points."""
-    y_cal, cuts = calibrate_oof(oof)
-    cal, raw = summarize(oof.assign(y_pred_raw=y_cal), min_prompt_n), summarize(oof, min_prompt_n)
-    keys = ("pooled", "fold_mean", "worst_prompt")
-    return {"qwk": {k: cal["qwk"][k] for k in keys}, "qwk_uncalibrated": {k: raw["qwk"][k] for k in keys}, "cut_points": cuts}
-
-
-# --------------------------------------------------------------------------------------------
-# Decision
-# --------------------------------------------------------------------------------------------
-
-
-def check_decision_metric(key: str) -> None:
-    """AESError listing the valid keys unless ``key`` is a known decision metric."""
-    if key not in METRIC_DIRECTION:
-        raise AESError(
-            f"params.yaml: report.decision_metric '{key}' is not a known metric; valid keys: {', '.join(METRIC_DIRECTION)}"
-        )
-
-
-def metric_value(metrics: dict, key: str):
-    """Value of a dotted key ('qwk.pooled') in a metrics dict; AESError lists the valid keys."""
-    check_decision_metric(key)
-    value = metrics
-    for part in key.split("."):
-        if not isinstance(value, dict) or part not in value:
-            raise AESError(f"metrics file lacks key '{key}'; valid keys: {', '.join(METRIC_DIRECTION)}")
-        value = value[part]
-    return value
-
-
-def decide(candidate: dict, baseline: dict, ci: dict, metric: str, min_gain: float, max_worst_prompt_drop: float) -> dict:
-    """Proceed iff the candidate beats the baseline on ``metric`` by >= min_gain, the bootstrap CI of
-    that gain lies above 0, and the worst-prompt QWK drops by at most max_worst_prompt_drop.
-
-    candidate, baseline: metrics dicts (contract keys). ci: {metric: {"ci_low", ...}} for the pair
-    candidate - baseline (from :func:`prompt_bootstrap`). Returns a flat-ish dict with proceed (0/1),
-    verdict, the three checks (0/1), the numbers they used and human-readable reasons.
-    """
-    check_decision_metric(metric)
-    sign = METRIC_DIRECTION[metric]
-    cand_v, base_v = metric_value(candidate, metric), metric_value(baseline, metric)
-    gain = None if cand_v is None or base_v is None else sign * (cand_v - base_v)
-    ci_low = ci.get(metric, {}).get("ci_low")
-    cw, bw = metric_value(candidate, "qwk.worst_prompt"), metric_value(baseline, "qwk.worst_prompt")
-    drop = None if cw is None or bw is None else bw - cw
-    gain_ok = gain is not None and gain >= min_gain - 1e-12
-    ci_ok = ci_low is not None and ci_low > 0
-    worst_ok = drop is not None and drop <= max_worst_prompt_drop + 1e-12
-    reasons = []
-    if not gain_ok:
-        reasons.append(f"gain on {metric} {_fmt(gain)} < min_gain {min_gain:g}")
-    if not ci_ok:
-        reasons.append(f"95% bootstrap CI lower bound of the gain {_fmt(ci_low)} is not above 0")
-    if not worst_ok:
-        reasons.append(f"worst-prompt QWK drop {_fmt(drop)} > max_worst_prompt_drop {max_worst_prompt_drop:g}")
-    proceed = gain_ok and ci_ok and worst_ok
-    return {
-        "proceed": int(proceed),
-        "verdict": "proceed" if proceed else "defer",
-        "gain_ok": int(gain_ok),
-        "ci_ok": int(ci_ok),
-        "worst_prompt_ok": int(worst_ok),
-        "gain": _r(gain) if gain is not None else None,
-        "gain_ci_low": ci_low,
-        "gain_ci_high": ci.get(metric, {}).get("ci_high"),
-        "worst_prompt_drop": _r(drop) if drop is not None else None,
-        "reasons": reasons or [f"gain on {metric} {_fmt(gain)} >= {min_gain:g}, CI above 0, worst-prompt drop {_fmt(drop)} within tolerance"],
-    }
-
-
-def _fmt(x) -> str:
-    return "undefined" if x is None else f"{x:+.4f}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -551,7 +159,7 @@ def model_labels(objective: str) -> dict[str, str]:
     """Readable names of the stages, marking the candidate."""
     labels = {"gbm_cv": "baseline (embeddings + XGBoost)", "finetune_cv": "fine-tune ERM", "grl_cv": "fine-tune GRL", "dro_cv": "fine-tune group DRO",
               "frozen_embeddings": "frozen embeddings (embed stage)"}
-    cand = OBJECTIVE_STAGES[objective]
+    cand = stage_for_objective(objective)
     labels[cand] += " [candidate]"
     return labels
 
@@ -561,7 +169,7 @@ def comparison_pairs(objective: str) -> list[tuple[str, str, str]]:
 
     When the candidate is ERM itself, candidate_vs_erm is left out (it would be identically 0).
     """
-    cand = candidate_stage(objective)
+    cand = stage_for_objective(objective)
     pairs = [("candidate_vs_baseline", cand, BASELINE_STAGE)]
     if cand != ERM_STAGE:
         pairs.append(("candidate_vs_erm", cand, ERM_STAGE))
@@ -618,7 +226,7 @@ def build_report(params: dict, root: Path = Path(".")) -> tuple[dict, dict]:
     report is the metrics/report.json document; tables holds the aggregate DataFrames for plots.
     """
     rp, objective = params["report"], params["objective"]
-    cand = candidate_stage(objective)
+    cand = stage_for_objective(objective)
     check_decision_metric(rp["decision_metric"])
     outputs = load_model_outputs(MODEL_STAGES, objective, root)
     oofs = {s: o["oof"] for s, o in outputs.items()}

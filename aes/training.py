@@ -46,7 +46,8 @@ import pandas as pd
 from aes.errors import AESError
 from aes.evaluation import make_oof_frame, write_json, write_model_outputs
 from aes.metrics import qwk
-from aes.objectives import OBJECTIVE_STAGES, make_objective
+from aes.objectives import make_objective
+from aes.params import stage_for_objective
 from aes.progress import update_progress
 
 ESSAYS = Path("data/prepared/essays.csv")
@@ -55,12 +56,6 @@ SPLITS = Path("data/prepared/splits.json")
 BERT_LIKE = ("bert", "roberta", "xlm-roberta", "camembert", "electra")
 PROGRESS_EVERY = 10  # steps between aes.progress updates
 CURVE_EVERY = 10  # steps per point of the step-level training curves (window means)
-
-
-def stage_name(objective: str) -> str:
-    if objective not in OBJECTIVE_STAGES:
-        raise AESError(f"unknown objective '{objective}'; expected one of {', '.join(OBJECTIVE_STAGES)}")
-    return OBJECTIVE_STAGES[objective]
 
 
 def seed_everything(seed: int) -> None:
@@ -234,7 +229,7 @@ class Trainer:
         from aes.models import load_encoder
 
         self.params, self.ft, self.objective_name = params, params["finetune"], objective
-        self.stage = stage_name(objective)
+        self.stage = stage_for_objective(objective)
         _check_ft(self.ft)
         self.accelerator = accelerator
         self.tokenizer, encoder = load_encoder(self.ft["model"], dropout=self.ft["dropout"])
@@ -658,7 +653,7 @@ def run_cv(params: dict, objective: str, root: Path = Path(".")) -> dict:
     from aes.data import load_essays
     from aes.splits import cv_essays, load_splits
 
-    stage = stage_name(objective)
+    stage = stage_for_objective(objective)
     ft = params["finetune"]
     started = time.perf_counter()
     essays_path, splits_path = root / ESSAYS, root / SPLITS

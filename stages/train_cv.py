@@ -9,7 +9,8 @@ import argparse
 
 from aes.errors import stage_main
 from aes.params import load_params
-from aes.training import run_cv, stage_name
+from aes.params import stage_for_objective
+from aes.training import run_cv
 
 
 @stage_main
@@ -18,7 +19,7 @@ def main() -> None:
     parser.add_argument("--objective", required=True, help="erm | grl | dro")
     parser.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
     args = parser.parse_args()
-    stage = stage_name(args.objective)  # AESError for an unknown objective
+    stage = stage_for_objective(args.objective)  # AESError for an unknown objective
     metrics = run_cv(load_params(args.params), args.objective)
     train = metrics["train"]
     extra = {k: v for k, v in train.items() if k in ("adversary_acc", "dro_max_weight")}

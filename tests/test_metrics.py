@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aes.metrics import diagnostics, qwk, rmse, summarize, to_half_band, within_half_band
+from aes.metrics import HALF_BANDS, band_labels, diagnostics, qwk, qwk_from_confusion, rmse, summarize, to_half_band, within_half_band
 
 
 def test_half_band_rounding_and_clipping():
@@ -17,6 +17,20 @@ def test_qwk_hand_computed():
     # + (1/3)*(2/3)*4 + (1/3)*(1/3)*16 + (1/3)*(2/3)*0 = (32 + 4 + 8 + 16)/9 = 60/9.
     # kappa = 1 - (4/3)/(60/9) = 1 - 12/60 = 0.8
     assert qwk([1.0, 2.0, 3.0], [1.1, 2.8, 3.2]) == pytest.approx(0.8)
+
+
+def test_qwk_from_confusion_equals_qwk_on_the_essays():
+    # Gaps in the labels (no 1.5, no 4.0 ...) are where index-based weights would go wrong.
+    rng = np.random.default_rng(3)
+    y_true = rng.choice([1.0, 2.0, 2.5, 3.0, 5.0], size=200)
+    y_pred = y_true + rng.normal(0, 0.7, size=200)
+    t, p = band_labels(y_true) - 2, band_labels(to_half_band(y_pred)) - 2
+    conf = np.zeros((len(HALF_BANDS), len(HALF_BANDS)))
+    np.add.at(conf, (t, p), 1)
+    assert qwk_from_confusion(conf) == pytest.approx(qwk(y_true, y_pred), abs=1e-12)
+    batch = np.stack([conf, conf.T, np.zeros_like(conf)])  # (3, 9, 9): batched, transposed, empty
+    out = qwk_from_confusion(batch)
+    assert out[0] == pytest.approx(out[1]) and np.isnan(out[2])
 
 
 def test_qwk_perfect_and_undefined():

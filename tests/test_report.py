@@ -10,12 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from aes import bootstrap, calibration, decision, probe
 from aes import report as rep
 from aes.errors import AESError
 from aes.evaluation import make_oof_frame
 from aes.final_test import chosen_model, run_final_test
 from aes.metrics import qwk, summarize
-from aes.params import load_params
+from aes.params import load_params, stage_for_objective
 from tests.report_fixtures import make_cv_essays, write_fake_workspace
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,20 +44,20 @@ def _oof(essays: pd.DataFrame, noise_sd: float, seed: int, shift=None) -> pd.Dat
 def test_confusion_qwk_and_point_estimates_match_contract_metrics():
     essays = make_cv_essays(n_prompts=10, per_prompt=30)
     oof = _oof(essays, 0.5, 1)
-    boot = rep.prompt_bootstrap({"a": oof, "b": oof}, [("a_vs_b", "a", "b")], 50, 0, 20)
+    boot = bootstrap.prompt_bootstrap({"a": oof, "b": oof}, [("a_vs_b", "a", "b")], 50, 0, 20)
     contract = summarize(oof, 20)
     assert boot["point"]["a"]["qwk.pooled"] == pytest.approx(qwk(oof["y_true"], oof["y_pred_raw"]), abs=1e-6)
     for key in ("qwk.fold_mean", "qwk.worst_prompt", "qwk.median_prompt", "rmse", "mae", "within_half_band"):
-        assert boot["point"]["a"][key] == pytest.approx(rep.metric_value(contract, key), abs=1e-5), key
+        assert boot["point"]["a"][key] == pytest.approx(decision.metric_value(contract, key), abs=1e-5), key
     # a model against itself: every paired difference is exactly 0
     assert boot["pairs"]["a_vs_b"]["qwk.pooled"]["ci_low"] == boot["pairs"]["a_vs_b"]["qwk.pooled"]["ci_high"] == 0
 
 
 def test_resample_weights_draw_whole_prompts_with_replacement():
-    w = rep.prompt_resample_weights(n_prompts=7, n_resamples=500, seed=3)
+    w = bootstrap.prompt_resample_weights(n_prompts=7, n_resamples=500, seed=3)
     assert w.shape == (500, 7) and (w.sum(axis=1) == 7).all()
     assert (w == 0).any() and (w >= 2).any()  # some prompts left out, some drawn twice
-    assert np.array_equal(w, rep.prompt_resample_weights(7, 500, 3))  # seeded
+    assert np.array_equal(w, bootstrap.prompt_resample_weights(7, 500, 3))  # seeded
 
 
 def test_bootstrap_ci_covers_known_difference_and_excludes_zero():
@@ -64,7 +65,7 @@ def test_bootstrap_ci_covers_known_difference_and_excludes_zero():
     # 0.050 vs 0.054 = 3.92 sd of the gain across replicate data sets); this seed is a covering one.
     essays = make_cv_essays(n_prompts=40, per_prompt=30, seed=3)
     good, bad = _oof(essays, 0.3, 10), _oof(essays, 0.7, 11)
-    boot = rep.prompt_bootstrap({"good": good, "bad": bad}, [("g_vs_b", "good", "bad")], 1000, 5, 20)
+    boot = bootstrap.prompt_bootstrap({"good": good, "bad": bad}, [("g_vs_b", "good", "bad")], 1000, 5, 20)
     # The population difference, from a sample 50x larger drawn the same way.
     big = make_cv_essays(n_prompts=400, per_prompt=150, seed=99)
     true_qwk_gain = qwk(big["y"], _oof(big, 0.3, 1)["y_pred_raw"]) - qwk(big["y"], _oof(big, 0.7, 2)["y_pred_raw"])
@@ -82,7 +83,7 @@ def test_bootstrap_is_over_prompts_not_essays():
     odd = essays["prompt"].str[-1].astype(int).to_numpy() % 2 == 1
     a = _oof(essays, 0.05, 1, shift=np.where(odd, 0.0, 0.8))
     b = _oof(essays, 0.05, 2, shift=np.where(odd, 0.8, 0.0))
-    ci = rep.prompt_bootstrap({"a": a, "b": b}, [("a_vs_b", "a", "b")], 1000, 0, 20)["pairs"]["a_vs_b"]["rmse"]
+    ci = bootstrap.prompt_bootstrap({"a": a, "b": b}, [("a_vs_b", "a", "b")], 1000, 0, 20)["pairs"]["a_vs_b"]["rmse"]
     assert ci["ci_low"] < 0 < ci["ci_high"]
     assert ci["ci_high"] - ci["ci_low"] > 0.05  # wide: it is prompt-to-prompt variation that matters
 
@@ -99,10 +100,10 @@ def test_probe_finds_prompt_in_informative_representation_and_chance_in_random_o
     # one tiny prompt (2 essays < 4 folds) is dropped and reported
     prompts = np.concatenate([essays["prompt"].to_numpy(), ["tiny", "tiny"]])
     informative = np.vstack([informative, rng.normal(0, 1, (2, 12))])
-    hit = rep.prompt_probe(informative, prompts, n_folds=4)
+    hit = probe.prompt_probe(informative, prompts, n_folds=4)
     assert hit["accuracy"] > 0.95 and hit["chance"] == pytest.approx(1 / 8)
     assert hit["dropped_prompts"] == ["tiny"] and hit["n_prompts"] == 8
-    miss = rep.prompt_probe(random, essays["prompt"].to_numpy(), n_folds=4)
+    miss = probe.prompt_probe(random, essays["prompt"].to_numpy(), n_folds=4)
     assert miss["accuracy"] < miss["chance"] + 0.1
 
 
@@ -114,8 +115,8 @@ def test_within_fold_probe_ignores_which_fold_model_made_the_vector():
     folds = essays["fold"].to_numpy()
     x = rng.normal(0, 1, (len(essays), 8)) + rng.normal(0, 5, (5, 8))[folds]
     prompts = essays["prompt"].to_numpy()
-    across = rep.prompt_probe(x, prompts, n_folds=4)
-    within = rep.prompt_probe_within_folds(x, prompts, folds, n_folds=4)
+    across = probe.prompt_probe(x, prompts, n_folds=4)
+    within = probe.prompt_probe_within_folds(x, prompts, folds, n_folds=4)
     assert across["accuracy"] > 0.4 > across["chance"] + 0.2  # 2 prompts per fold: fold identity gives ~50%
     assert within["accuracy"] < within["chance"] + 0.1 and set(within["per_fold"]) == {"0", "1", "2", "3", "4"}
 
@@ -127,34 +128,34 @@ def test_cut_points_fix_compressed_predictions():
     essays = make_cv_essays(n_prompts=10, per_prompt=60, seed=6)
     shrunk = 3.0 + 0.4 * (essays["y"].to_numpy() - 3.0) + np.random.default_rng(1).normal(0, 0.1, len(essays))
     oof = make_oof_frame(essays, essays["fold"].to_numpy(), shrunk)
-    cuts = rep.fit_cut_points(oof["y_true"], oof["y_pred_raw"])
+    cuts = calibration.fit_cut_points(oof["y_true"], oof["y_pred_raw"])
     assert np.all(np.diff(cuts) > 0)
-    cal = rep.calibrated_metrics(oof, 20)
+    cal = calibration.calibrated_metrics(oof, 20)
     assert cal["qwk"]["pooled"] > qwk(oof["y_true"], oof["y_pred_raw"]) + 0.05
 
 
 def test_calibration_never_sees_the_scored_fold():
     essays = make_cv_essays(n_prompts=10, per_prompt=60, seed=7)
     oof = _oof(essays, 0.4, 3, shift=0.3)
-    y_cal, _ = rep.calibrate_oof(oof)
+    y_cal, _ = calibration.calibrate_oof(oof)
     scored = (oof["fold"] == 0).to_numpy()
     # Rewrite the labels of fold 0 completely: its calibrated predictions must not move.
     tampered = oof.copy()
     tampered.loc[scored, "y_true"] = 5.0
-    y_cal_tampered, _ = rep.calibrate_oof(tampered)
+    y_cal_tampered, _ = calibration.calibrate_oof(tampered)
     np.testing.assert_array_equal(y_cal[scored], y_cal_tampered[scored])
     # Control: a fit that includes fold 0 does react to the rewrite, so the check above has teeth.
-    leaky_before = rep.apply_cut_points(oof["y_pred_raw"][scored], rep.fit_cut_points(oof["y_true"], oof["y_pred_raw"]))
-    leaky_after = rep.apply_cut_points(oof["y_pred_raw"][scored], rep.fit_cut_points(tampered["y_true"], tampered["y_pred_raw"]))
+    leaky_before = calibration.apply_cut_points(oof["y_pred_raw"][scored], calibration.fit_cut_points(oof["y_true"], oof["y_pred_raw"]))
+    leaky_after = calibration.apply_cut_points(oof["y_pred_raw"][scored], calibration.fit_cut_points(tampered["y_true"], tampered["y_pred_raw"]))
     assert not np.array_equal(leaky_before, leaky_after)
     # And the fitter is only ever handed rows of the other folds.
     seen = []
 
     def spy(y_true, y_pred_raw):
         seen.append(set(np.round(y_pred_raw, 9)))
-        return rep.DEFAULT_CUTS
+        return calibration.DEFAULT_CUTS
 
-    rep.calibrate_oof(oof, fit=spy)
+    calibration.calibrate_oof(oof, fit=spy)
     for k, rows in enumerate(seen):
         fold_k = set(np.round(oof.loc[oof["fold"] == k, "y_pred_raw"], 9))
         assert rows and not rows & fold_k
@@ -182,20 +183,20 @@ CI_OK = {"qwk.pooled": {"ci_low": 0.01, "ci_high": 0.08}, "rmse": {"ci_low": 0.0
     ],
 )
 def test_decision_rule(cand, ci, proceed, failed):
-    d = rep.decide(cand, _m(0.70, 0.60), ci, "qwk.pooled", min_gain=0.01, max_worst_prompt_drop=0.05)
+    d = decision.decide(cand, _m(0.70, 0.60), ci, "qwk.pooled", min_gain=0.01, max_worst_prompt_drop=0.05)
     assert d["proceed"] == proceed and d["verdict"] == ("proceed" if proceed else "defer")
     if failed:
         assert d[failed] == 0 and len(d["reasons"]) == 1
 
 
 def test_decision_on_rmse_uses_lower_is_better():
-    d = rep.decide(_m(0.70, 0.60, rmse=0.45), _m(0.70, 0.60, rmse=0.50), CI_OK, "rmse", 0.01, 0.05)
+    d = decision.decide(_m(0.70, 0.60, rmse=0.45), _m(0.70, 0.60, rmse=0.50), CI_OK, "rmse", 0.01, 0.05)
     assert d["proceed"] == 1 and d["gain"] == pytest.approx(0.05)
 
 
 def test_unknown_decision_metric_lists_valid_keys(tmp_path, params):
     with pytest.raises(AESError, match=r"report.decision_metric 'qwk.mean'.*valid keys: qwk.pooled"):
-        rep.decide(_m(0.7, 0.6), _m(0.7, 0.6), CI_OK, "qwk.mean", 0.01, 0.05)
+        decision.decide(_m(0.7, 0.6), _m(0.7, 0.6), CI_OK, "qwk.mean", 0.01, 0.05)
     p = copy.deepcopy(params)
     p["report"]["decision_metric"] = "kappa"
     with pytest.raises(AESError, match="valid keys"):
@@ -229,7 +230,7 @@ def test_report_end_to_end(tmp_path, params):
     assert set(saved["delta"]) == {"candidate_vs_baseline", "candidate_vs_erm", "erm_vs_baseline"}
     probe = saved["probe"]
     assert probe["frozen_embeddings"]["within_fold"]["accuracy"] > 0.95 > probe["grl_cv"]["within_fold"]["accuracy"]
-    assert set(saved["calibration"]) == set(rep.MODEL_STAGES)
+    assert set(saved["calibration"]) == set(decision.MODEL_STAGES)
     readme = (tmp_path / "README.md").read_text()
     assert "OLD" not in readme and "keep me" in readme and "| fine-tune group DRO [candidate] |" in readme
     assert "Verdict" in (tmp_path / "reports/decision.md").read_text()
@@ -352,7 +353,7 @@ def test_final_test_candidate_fine_tunes_on_cv_and_never_uses_test_scores(tmp_pa
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(json.dumps({"objective": p["objective"], "decision": {"proceed": 1, "verdict": "proceed"}}))
     first = run_final_test(p, essays, splits, report, tmp_path / "final_a.json")
-    assert first["model"] == rep.candidate_stage(p["objective"]) and first["test"]["n"]["essays"] == len(splits["test"]["record_ids"])
+    assert first["model"] == stage_for_objective(p["objective"]) and first["test"]["n"]["essays"] == len(splits["test"]["record_ids"])
     # Rewrite every locked-test score: the trained model (and so its predictions' RMSE vs the
     # ORIGINAL scores) must be unchanged, i.e. the test scores never reached training.
     test_ids = set(splits["test"]["record_ids"])

@@ -156,7 +156,7 @@ def test_stage_script_rejects_an_unknown_objective(repo):
 def test_kill_minus_9_after_fold_0_then_resume(tmp_path, tiny_encoder):
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     # enough epochs that a fold takes seconds, so the kill lands between fold 0 and the end
-    params = make_training_repo(killed, tiny_encoder, epochs=15)
+    make_training_repo(killed, tiny_encoder, epochs=15)
     shutil.copytree(killed, clean)
     cmd = [sys.executable, str(ROOT / "stages/train_cv.py"), "--objective", "dro"]
     env = os.environ | {"OMP_NUM_THREADS": str(torch.get_num_threads())}

@@ -1,0 +1,154 @@
+"""Paired bootstrap over prompts: every model scored on the same resamples of whole prompts.
+
+Prompts, not essays, are the unit of resampling because the question is about unseen prompts
+and essays of one prompt are not independent. Each model is reduced once to per-prompt
+sufficient statistics (confusion counts, error sums), so B resamples cost B small matrix
+products instead of B recomputations over essays.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+
+from aes.errors import AESError
+from aes.metrics import N_BANDS, band_labels, finite_or_none, qwk_from_confusion, to_half_band
+
+# Metrics recomputed on each resample (the decision may use any of them): key in metrics/<stage>.json -> +1 if higher is better, -1 if lower is better.
+# Every one of them can be recomputed on a bootstrap resample of prompts.
+METRIC_DIRECTION = {
+    "qwk.pooled": +1,
+    "qwk.fold_mean": +1,
+    "qwk.worst_prompt": +1,
+    "qwk.median_prompt": +1,
+    "rmse": -1,
+    "mae": -1,
+    "within_half_band": +1,
+}
+
+
+def prompt_summaries(oof: pd.DataFrame, prompts: np.ndarray, folds: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-prompt sufficient statistics of one model.
+
+    prompts: (P,) prompt names; folds: (F,) fold ids. Returns conf (P, 9, 9) half-band confusion
+    counts, n (P,), sse / sae / within (P,) sums of squared error, absolute error and
+    within-half-band hits, and fold_of (P, F) one-hot prompt -> fold.
+    """
+    p_idx = pd.Index(prompts).get_indexer(oof["prompt"])
+    t = band_labels(oof["y_true"]) - 2
+    pr = band_labels(to_half_band(oof["y_pred_raw"])) - 2
+    P = len(prompts)
+    conf = np.bincount((p_idx * N_BANDS + t) * N_BANDS + pr, minlength=P * N_BANDS * N_BANDS).reshape(P, N_BANDS, N_BANDS)
+    err = oof["y_pred_raw"].to_numpy(float) - oof["y_true"].to_numpy(float)
+    hit = np.abs(to_half_band(oof["y_pred_raw"]) - oof["y_true"].to_numpy(float)) <= 0.5 + 1e-9
+    fold_of = np.zeros((P, len(folds)))
+    folds_per_prompt = oof.groupby("prompt")["fold"].nunique()
+    if (folds_per_prompt > 1).any():
+        raise AESError(f"prompt(s) {folds_per_prompt[folds_per_prompt > 1].index.tolist()[:3]} appear in several CV folds; "
+                       "folds must group by prompt (re-run `dvc repro prepare` and the model stages)")
+    prompt_fold = oof.groupby("prompt")["fold"].first()
+    fold_of[pd.Index(prompts).get_indexer(prompt_fold.index), pd.Index(folds).get_indexer(prompt_fold.to_numpy())] = 1.0
+    return {
+        "conf": conf.astype(float),
+        "n": np.bincount(p_idx, minlength=P).astype(float),
+        "sse": np.bincount(p_idx, weights=err**2, minlength=P),
+        "sae": np.bincount(p_idx, weights=np.abs(err), minlength=P),
+        "within": np.bincount(p_idx, weights=hit.astype(float), minlength=P),
+        "fold_of": fold_of,
+    }
+
+
+def _weighted_median(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Median of ``values`` (P,) repeated ``weights`` (B, P) integer times, per row -> (B,).
+
+    Matches np.median of the expanded list (mean of the two middle values when the count is even).
+    """
+    order = np.argsort(values)
+    v, w = values[order], weights[:, order]
+    cum = np.cumsum(w, axis=1)
+    total = cum[:, -1]
+    lo = np.array([np.searchsorted(c, (t - 1) // 2, side="right") for c, t in zip(cum, total)])
+    hi = np.array([np.searchsorted(c, t // 2, side="right") for c, t in zip(cum, total)])
+    ok = total > 0
+    lo, hi = np.minimum(lo, len(v) - 1), np.minimum(hi, len(v) - 1)
+    return np.where(ok, (v[lo] + v[hi]) / 2, np.nan)
+
+
+def resampled_metrics(stats: dict[str, np.ndarray], weights: np.ndarray, min_prompt_n: int) -> dict[str, np.ndarray]:
+    """Every decision metric of one model on prompt resamples.
+
+    stats: from :func:`prompt_summaries`. weights: (B, P) how many times each prompt is drawn
+    (all ones = the original data). Returns {metric key: (B,) values}; keys = METRIC_DIRECTION.
+    The essays of a prompt drawn twice count twice (the concatenation of the resampled prompts).
+    """
+    w = np.asarray(weights, dtype=float)
+    n = w @ stats["n"]
+    pooled_conf = np.einsum("bp,pij->bij", w, stats["conf"])
+    fold_conf = np.einsum("bp,pf,pij->bfij", w, stats["fold_of"], stats["conf"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows -> NaN, intended
+        fold_mean = np.nanmean(qwk_from_confusion(fold_conf), axis=1)
+    prompt_qwk = qwk_from_confusion(stats["conf"])  # (P,) fixed per prompt
+    eligible = (stats["n"] >= min_prompt_n) & np.isfinite(prompt_qwk)
+    drawn = (w > 0) & eligible[None, :]
+    worst = np.where(drawn, np.where(eligible, prompt_qwk, 0.0)[None, :], np.inf).min(axis=1)
+    median = _weighted_median(np.where(eligible, prompt_qwk, 0.0), np.where(drawn, w, 0).astype(int))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return {
+            "qwk.pooled": qwk_from_confusion(pooled_conf),
+            "qwk.fold_mean": fold_mean,
+            "qwk.worst_prompt": np.where(np.isfinite(worst), worst, np.nan),
+            "qwk.median_prompt": median,
+            "rmse": np.sqrt(w @ stats["sse"] / n),
+            "mae": w @ stats["sae"] / n,
+            "within_half_band": w @ stats["within"] / n,
+        }
+
+
+def prompt_resample_weights(n_prompts: int, n_resamples: int, seed: int) -> np.ndarray:
+    """(B, P) integer counts: B resamples of P prompts drawn with replacement, seeded."""
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n_prompts, size=(n_resamples, n_prompts))
+    offsets = np.arange(n_resamples)[:, None] * n_prompts
+    return np.bincount((draws + offsets).ravel(), minlength=n_resamples * n_prompts).reshape(n_resamples, n_prompts)
+
+
+def prompt_bootstrap(oofs: dict[str, pd.DataFrame], pairs, n_resamples: int, seed: int, min_prompt_n: int) -> dict:
+    """Paired bootstrap over prompts of the gain of model A over model B.
+
+    oofs: {model: oof} on the same essays. pairs: [(name, A, B), ...]. Every model is scored on
+    the same (B, P) prompt resamples, so differences are paired. Returns {"pairs": {name: {metric:
+    {"delta", "gain", "ci_low", "ci_high", "p_not_better", "n_valid"}}}, "point": {model: {metric:
+    value}}, "n_prompts": P}: delta = A - B on the original data, gain = delta signed so positive is
+    better, ci_* = 95% percentile interval of the gain over resamples where it is defined,
+    p_not_better = share of those resamples with gain <= 0.
+    """
+    any_oof = next(iter(oofs.values()))
+    prompts = np.array(sorted(any_oof["prompt"].unique()))
+    folds = np.array(sorted(any_oof["fold"].unique()))
+    weights = prompt_resample_weights(len(prompts), n_resamples, seed)
+    ones = np.ones((1, len(prompts)))
+    point, boot = {}, {}
+    for model, oof in oofs.items():
+        stats = prompt_summaries(oof, prompts, folds)
+        point[model] = {k: float(v[0]) for k, v in resampled_metrics(stats, ones, min_prompt_n).items()}
+        boot[model] = resampled_metrics(stats, weights, min_prompt_n)
+    out: dict = {}
+    for name, a, b in pairs:
+        out[name] = {}
+        for metric, sign in METRIC_DIRECTION.items():
+            gains = sign * (boot[a][metric] - boot[b][metric])
+            valid = gains[np.isfinite(gains)]
+            delta = point[a][metric] - point[b][metric]
+            lo, hi = (np.percentile(valid, [2.5, 97.5]) if len(valid) else (np.nan, np.nan))
+            out[name][metric] = {
+                "delta": finite_or_none(delta),
+                "gain": finite_or_none(sign * delta),
+                "ci_low": finite_or_none(lo),
+                "ci_high": finite_or_none(hi),
+                "p_not_better": finite_or_none(float(np.mean(valid <= 0)) if len(valid) else np.nan),
+                "n_valid": int(len(valid)),
+            }
+    return {"pairs": out, "point": {m: {k: finite_or_none(v) for k, v in d.items()} for m, d in point.items()}, "n_prompts": int(len(prompts))}
