@@ -16,8 +16,8 @@ import pandas as pd
 from aes.errors import AESError
 from aes.metrics import N_BANDS, band_labels, finite_or_none, qwk_from_confusion, to_half_band
 
-# Metrics recomputed on each resample (the decision may use any of them): key in metrics/<stage>.json -> +1 if higher is better, -1 if lower is better.
-# Every one of them can be recomputed on a bootstrap resample of prompts.
+# The metrics recomputed on every resample, so the decision rule may use any of them:
+# key in metrics/<stage>.json -> +1 if higher is better, -1 if lower is better.
 METRIC_DIRECTION = {
     "qwk.pooled": +1,
     "qwk.fold_mean": +1,

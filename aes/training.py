@@ -528,8 +528,9 @@ def config_hash(params: dict, objective: str, splits_bytes: bytes, essays_bytes:
     return digest.hexdigest()[:16]
 
 
-def _fold_info(result: dict) -> dict:
-    return {k: result.get(k) for k in ("target_mean", "target_std", "epochs", "best_epoch", "prompts", "fold_s", "history")}
+def _fold_info(result: dict, with_timing: bool = True) -> dict:
+    keys = ("target_mean", "target_std", "epochs", "best_epoch", "prompts", "history") + (("fold_s",) if with_timing else ())
+    return {k: result.get(k) for k in keys}
 
 
 def _curve_point(step: int, window: list[dict]) -> dict:
@@ -543,13 +544,16 @@ def _curve_point(step: int, window: list[dict]) -> dict:
     return point
 
 
-def save_fold(folder: Path, result: dict) -> None:
-    """Write one fold's weights (safetensors) + config json; predictions/pooled if present."""
+def save_fold(folder: Path, result: dict, with_timing: bool = True) -> None:
+    """Write one fold's weights (safetensors) + fold.json (target scaling, epochs, prompts, curves).
+
+    with_timing=False leaves the wall-clock time out, so the DVC out is byte-identical across re-runs.
+    """
     from safetensors.torch import save_file
 
     folder.mkdir(parents=True, exist_ok=True)
     save_file(result["state"], str(folder / "weights.safetensors"))
-    (folder / "fold.json").write_text(json.dumps(_fold_info(result), indent=2) + "\n")
+    (folder / "fold.json").write_text(json.dumps(_fold_info(result, with_timing), indent=2) + "\n")
 
 
 def write_checkpoint(root: Path, k: int, result: dict) -> None:
@@ -705,7 +709,7 @@ def run_cv(params: dict, objective: str, root: Path = Path(".")) -> dict:
     models_dir = root / "models" / stage
     shutil.rmtree(models_dir, ignore_errors=True)
     for k in folds:
-        save_fold(models_dir / f"fold_{k}", results[k])
+        save_fold(models_dir / f"fold_{k}", results[k], with_timing=False)  # times are in metrics/<stage>.json
         write_json(models_dir / f"fold_{k}" / "config.json", {
             "stage": stage, "objective": objective, "model": ft["model"], "trainable_layers": ft["trainable_layers"],
             "lora": ft["lora"], "max_length": ft["max_length"], "target_mean": results[k]["target_mean"],

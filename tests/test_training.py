@@ -50,6 +50,9 @@ def test_stage_writes_the_contract_and_is_bit_identical_on_rerun(repo, tmp_path)
     run_cv(params, "grl", again_root)
     assert (again_root / "data/predictions/grl_cv.csv").read_bytes() == first  # same params -> same bytes
     assert np.array_equal(np.load(again_root / "data/representations/grl_cv.npy"), reps)
+    for path in sorted((root / "models/grl_cv").rglob("*")):  # the DVC out too: no wall-clock times in it
+        if path.is_file():
+            assert (again_root / path.relative_to(root)).read_bytes() == path.read_bytes(), path.name
 
     cv = cv_essays(load_essays(root / "data/prepared/essays.csv"), load_splits(root / "data/prepared/splits.json"))
     oof = pd.read_csv(root / "data/predictions/grl_cv.csv", dtype={"record_id": str})
