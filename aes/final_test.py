@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from aes.decision import BASELINE_STAGE
 from aes.errors import AESError
 from aes.evaluation import write_json
 from aes.metrics import finite_or_none, mae, per_group_qwk, qwk, rmse, within_half_band
-from aes.decision import BASELINE_STAGE
 from aes.params import stage_for_objective
 
 REPORT = Path("metrics/report.json")

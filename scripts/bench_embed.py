@@ -11,7 +11,6 @@ mean-pooled vector). Writes bench/embed.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
