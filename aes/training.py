@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from aes.embedding import mean_pool  # the same pooling as the frozen-embedding baseline
 from aes.errors import AESError
 from aes.evaluation import make_oof_frame, write_json, write_model_outputs
 from aes.metrics import qwk
@@ -99,12 +100,6 @@ def _check_ft(ft: dict) -> None:
         raise AESError(f"finetune.inner_val_fraction must be in [0, 1); got {ft['inner_val_fraction']}")
     if ft["layer_lr_decay"] <= 0:
         raise AESError(f"finetune.layer_lr_decay must be > 0; got {ft['layer_lr_decay']}")
-
-
-def mean_pool(hidden, attention_mask):
-    """Mean of ``hidden`` (B, T, H) over positions where ``attention_mask`` (B, T) is 1 -> (B, H)."""
-    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
 
 
 def encoder_layers(model, ft: dict):
