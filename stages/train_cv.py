@@ -8,8 +8,7 @@ data/representations/<stage>.npy + <stage>_ids.csv and DVCLive curves at dvclive
 import argparse
 
 from aes.errors import stage_main
-from aes.params import load_params
-from aes.params import stage_for_objective
+from aes.params import load_params, stage_for_objective
 from aes.training import run_cv
 
 
