@@ -1,9 +1,9 @@
 """Prompt-holdout automated essay scoring on ELLIPSE.
 
-One module per concern: ``data`` (fetch, validate), ``splits`` (locked test, CV folds),
-``metrics`` (half-band QWK and friends), ``evaluation`` (the artifact contract every model
-writes), ``models`` (encoder resolution), ``embedding``, ``gbm``, ``objectives``,
-``training``, ``report`` and ``runs`` (detached runs on a GPU box).
+Sub-packages, one per concern, so that ``dvc.yaml`` can depend on whole folders:
+``core`` (errors, params, registry, metrics, artifacts, io, progress), ``data`` (corpus, splits),
+``encoders`` (model resolution, embedding), ``baseline`` (gbm), ``finetune`` (training),
+``report`` (comparison and decision), ``holdout`` (final_test) and ``ops`` (aes-run; no stage).
 """
 
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""Benchmark aes.embedding against sentence-transformers on the same model, essays and machine.
+"""Benchmark aes.encoders.embedding against sentence-transformers on the same model, essays and machine.
 
 For each max_length: essays/s of ``aes.embedding.encode`` and of ``SentenceTransformer.encode``
 (model loading excluded, one short warm-up each), and the agreement of the two embeddings
@@ -24,7 +24,7 @@ ESSAYS = Path("data/prepared/essays.csv")
 def load_texts(n: int, seed: int = 0) -> tuple[list[str], str]:
     """n real prepared essays (a seeded sample) if present, else synthetic ones."""
     if ESSAYS.exists():
-        from aes.data import load_essays
+        from aes.data.corpus import load_essays
 
         essays = load_essays(ESSAYS)
         return essays.sample(n=min(n, len(essays)), random_state=seed)["text"].tolist(), str(ESSAYS)
@@ -47,9 +47,9 @@ def main() -> None:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from aes.embedding import encode
-    from aes.evaluation import write_json
-    from aes.models import load_encoder, resolve_model
+    from aes.encoders.embedding import encode
+    from aes.core.io import write_json
+    from aes.encoders.resolve import load_encoder, resolve_model
 
     torch.set_num_threads(args.threads)
     load_before = round(os.getloadavg()[0], 2)

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aes.data import load_essays
-from aes.metrics import qwk
-from aes.params import load_params
-from aes.splits import cv_essays, load_splits
-from aes.training import Trainer, make_accelerator
+from aes.data.corpus import load_essays
+from aes.core.metrics import qwk
+from aes.core.params import load_params
+from aes.data.splits import cv_essays, load_splits
+from aes.finetune.loop import Trainer, make_accelerator
 
 
 def main() -> None:

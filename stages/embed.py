@@ -1,17 +1,14 @@
 """embed: mean-pooled frozen-encoder embeddings of the CV essays (the locked test is never read)."""
 
 import time
-from pathlib import Path
 
-from aes.data import load_essays
-from aes.embedding import embed_texts, save_embeddings
-from aes.errors import stage_main
-from aes.evaluation import write_json
-from aes.params import load_params
-from aes.splits import cv_essays, load_splits
-
-OUT_DIR = Path("data/embeddings")
-METRICS = Path("metrics/embed.json")
+from aes.core.io import write_json
+from aes.core.errors import stage_main
+from aes.core.params import load_params
+from aes.core.registry import EMBED_METRICS, EMBEDDINGS
+from aes.data.corpus import load_essays
+from aes.data.splits import cv_essays, load_splits
+from aes.encoders.embedding import embed_texts, save_embeddings
 
 
 @stage_main
@@ -21,8 +18,8 @@ def main() -> None:
     started = time.perf_counter()
     embeddings = embed_texts(cv["text"].tolist(), params["model"], params["max_length"], params["batch_size"], device="auto")
     runtime_s = time.perf_counter() - started  # includes loading the encoder
-    save_embeddings(OUT_DIR, embeddings, cv["record_id"])
-    write_json(METRICS, {
+    save_embeddings(EMBEDDINGS, embeddings, cv["record_id"])
+    write_json(EMBED_METRICS, {
         "n_essays": int(len(cv)), "dim": int(embeddings.shape[1]), "model": params["model"],
         "max_length": params["max_length"], "runtime_s": round(runtime_s, 1),
         "essays_per_s": round(len(cv) / runtime_s, 2),

@@ -1,22 +1,18 @@
 """fetch: the ELLIPSE releases (local copy, upstream GitHub or your own CSV), checksum-verified."""
 
-from pathlib import Path
-
-from aes.data import fetch
-from aes.errors import stage_main
-from aes.evaluation import write_json
-from aes.params import load_params
-
-RAW = Path("data/raw/ellipse.csv")
-PROVENANCE = Path("data/provenance.json")
+from aes.core.io import write_json
+from aes.core.errors import stage_main
+from aes.core.params import load_params
+from aes.core.registry import PROVENANCE, RAW_CSV
+from aes.data.corpus import fetch
 
 
 @stage_main
 def main() -> None:
     params = load_params()
     corpus, provenance = fetch(params["data"])
-    RAW.parent.mkdir(parents=True, exist_ok=True)
-    corpus.to_csv(RAW, index=False)
+    RAW_CSV.parent.mkdir(parents=True, exist_ok=True)
+    corpus.to_csv(RAW_CSV, index=False)
     write_json(PROVENANCE, provenance)
     print(f"fetched {provenance['rows']} rows from {[f['file'] for f in provenance['files']]}")
 

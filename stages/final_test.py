@@ -4,11 +4,11 @@ Refuses unless metrics/report.json holds a decision or final_test.override is tr
 Writes metrics/final_test.json, which no other stage reads.
 """
 
-from aes.data import load_essays
-from aes.errors import stage_main
-from aes.final_test import chosen_model, run_final_test
-from aes.params import load_params
-from aes.splits import load_splits
+from aes.core.errors import stage_main
+from aes.core.params import load_params
+from aes.data.corpus import load_essays
+from aes.data.splits import load_splits
+from aes.holdout.final_test import chosen_model, run_final_test
 
 
 @stage_main

@@ -1,27 +1,20 @@
 """prepare: validate and clean the essays, then carve the locked test and the CV folds."""
 
-from pathlib import Path
-
-import pandas as pd
-
-from aes.data import sha256_file, validate_and_clean
-from aes.errors import AESError, stage_main
-from aes.evaluation import write_json
-from aes.params import load_params
-from aes.splits import build_splits
-
-RAW = Path("data/raw/ellipse.csv")
-ESSAYS = Path("data/prepared/essays.csv")
-SPLITS = Path("data/prepared/splits.json")
-REPORT = Path("metrics/prepare.json")
+from aes.core.io import write_json
+from aes.core.errors import AESError, stage_main
+from aes.core.io import sha256_file
+from aes.core.params import load_params
+from aes.core.registry import ESSAYS, PREPARE_METRICS, RAW_CSV, SPLITS
+from aes.data.corpus import read_csv_as_written, validate_and_clean
+from aes.data.splits import build_splits
 
 
 @stage_main
 def main() -> None:
     params = load_params()["prepare"]
-    if not RAW.exists():
-        raise AESError(f"{RAW}: not found; run `dvc repro fetch` first")
-    corpus = pd.read_csv(RAW, dtype={"text_id_kaggle": str}, keep_default_na=True)
+    if not RAW_CSV.exists():
+        raise AESError(f"{RAW_CSV}: not found; run `dvc repro fetch` first")
+    corpus = read_csv_as_written(RAW_CSV, str(RAW_CSV), dtype={"text_id_kaggle": str})
     essays, report = validate_and_clean(corpus, params, on_invalid=params["invalid_rows"])
     ESSAYS.parent.mkdir(parents=True, exist_ok=True)
     essays.to_csv(ESSAYS, index=False)
@@ -32,7 +25,7 @@ def main() -> None:
         test={k: splits["test"][k] for k in ("n_essays", "share")} | {"prompts": len(splits["test"]["prompts"])},
         cv={"n_essays": int(len(essays) - splits["test"]["n_essays"]), "folds": {str(f["fold"]): f["n_val"] for f in splits["folds"]}},
     )
-    write_json(REPORT, report)
+    write_json(PREPARE_METRICS, report)
     print(f"kept {report['rows_kept']}/{report['rows_in']} essays; dropped {report['dropped']}; "
           f"locked test: {len(splits['test']['prompts'])} prompts, {splits['test']['n_essays']} essays")
 

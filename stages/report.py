@@ -3,9 +3,9 @@
 Writes metrics/report.json, reports/decision.md, plots/report/ and README.md's results table.
 """
 
-from aes.errors import stage_main
-from aes.params import load_params
-from aes.report import run_report
+from aes.core.errors import stage_main
+from aes.core.params import load_params
+from aes.report.assemble import run_report
 
 
 @stage_main

@@ -7,9 +7,10 @@ data/representations/<stage>.npy + <stage>_ids.csv and DVCLive curves at dvclive
 
 import argparse
 
-from aes.errors import stage_main
-from aes.params import load_params, stage_for_objective
-from aes.training import run_cv
+from aes.core.errors import stage_main
+from aes.core.params import load_params
+from aes.core.registry import stage_for_objective
+from aes.finetune.cv import run_cv
 
 
 @stage_main

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from aes.evaluation import make_oof_frame, write_model_outputs
+from aes.core.artifacts import make_oof_frame, write_model_outputs
 
 # Prediction noise (sd, score points) per stage: smaller noise = better model.
 DEFAULT_NOISE = {"gbm_cv": 0.55, "finetune_cv": 0.45, "grl_cv": 0.42, "dro_cv": 0.35}

@@ -3,10 +3,10 @@ from pathlib import Path
 
 import pytest
 
-from aes import data
-from aes.data import fetch, validate_and_clean
-from aes.errors import AESError
-from aes.params import load_params
+from aes.data import corpus as data
+from aes.data.corpus import fetch, validate_and_clean
+from aes.core.errors import AESError
+from aes.core.params import load_params
 from tests.synthetic import make_ellipse_frame
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "ellipse"
@@ -99,6 +99,12 @@ def test_unknown_and_mistyped_params(tmp_path):
     (tmp_path / "p.yaml").write_text(text.replace("  n_folds: 5", "  n_folds: five"))
     with pytest.raises(AESError, match="'prepare.n_folds' must be int"):
         load_params(tmp_path / "p.yaml")
+    (tmp_path / "p.yaml").write_text(text.replace("  epochs: 2", "  epochs: 0"))
+    with pytest.raises(AESError, match="key 'finetune.epochs' must be >= 1; got 0"):
+        load_params(tmp_path / "p.yaml")
+    (tmp_path / "p.yaml").write_text(text.replace("  warmup_ratio: 0.1", "  warmup_ratio: 1.0"))
+    with pytest.raises(AESError, match=r"key 'finetune.warmup_ratio' must be >= 0 and < 1; got 1.0"):
+        load_params(tmp_path / "p.yaml")
     (tmp_path / "p.yaml").write_text(text.replace("objective: dro", "objective: sgd"))
     with pytest.raises(AESError, match="'objective' must be one of erm, grl, dro"):
         load_params(tmp_path / "p.yaml")
@@ -113,3 +119,16 @@ def test_params_read_as_dvc_writes_them(tmp_path):
     assert params["finetune"]["mixed_precision"] == "no"
     assert params["finetune"]["encoder_lr"] == 3e-4
     assert params["finetune"]["lora"] is False and params["finetune"]["epochs"] == 2
+
+
+@pytest.mark.parametrize("written,shown", [("3.25", "got Overall=3.25 ("), ("N/A", "got Overall='N/A' ("), ("", "got Overall=an empty cell (")])
+def test_bad_score_is_quoted_as_written(tmp_path, written, shown):
+    """A score read from a CSV is quoted the way the person wrote it, never as np.float64(3.25) or nan."""
+    frame = make_ellipse_frame().astype({"Overall": object})
+    frame.loc[7, "Overall"] = written
+    path = tmp_path / "own.csv"
+    frame.to_csv(path, index=False)
+    corpus, _ = fetch({"source": "csv", "csv_path": str(path), "local_dir": "", "zip_password": ""})
+    with pytest.raises(AESError, match="own.csv row 8 ") as err:
+        validate_and_clean(corpus, PREP)
+    assert shown in str(err.value) and "np.float64" not in str(err.value)

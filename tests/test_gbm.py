@@ -7,13 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import xgboost as xgb
-import yaml
 
-from aes.data import validate_and_clean
-from aes.evaluation import PREDICTION_COLUMNS
-from aes.gbm import best_iteration, build_features, cross_validate, text_stats
-from aes.splits import build_splits, cv_essays
+from aes.data.corpus import validate_and_clean
+from aes.core.artifacts import PREDICTION_COLUMNS
+from aes.baseline.gbm import best_iteration, build_features, cross_validate, text_stats
+from aes.data.splits import build_splits, cv_essays
 from tests.synthetic import make_ellipse_frame
+from tests.yamlio import load_yaml, dump_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 GBM = {
@@ -88,12 +88,12 @@ def test_cross_validate_is_seeded_and_predicts_every_essay():
 def workspace(tmp_path_factory, tiny_encoder):
     """A tiny prepared repo (essays + splits + params) where embed and gbm_cv have run."""
     root = tmp_path_factory.mktemp("gbm_ws")
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = load_yaml((ROOT / "params.yaml").read_text())
     params["prepare"].update(n_folds=3, test_candidates=50)
     params["embed"].update(model=str(tiny_encoder), max_length=64, batch_size=8)
     params["gbm"].update(n_estimators=40, early_stopping_rounds=5, n_jobs=1, text_stats=True)
     params["report"].update(min_prompt_n=3)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (root / "params.yaml").write_text(dump_yaml(params))
     essays, _ = validate_and_clean(
         make_ellipse_frame(n_prompts=10, per_prompt=8, seed=3).assign(source_file="own.csv", source_row=lambda f: f.index + 1),
         params["prepare"],

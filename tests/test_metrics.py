@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aes.metrics import HALF_BANDS, band_labels, diagnostics, qwk, qwk_from_confusion, rmse, summarize, to_half_band, within_half_band
+from aes.core.metrics import HALF_BANDS, band_labels, diagnostics, qwk, qwk_from_confusion, rmse, summarize, to_half_band, within_half_band
 
 
 def test_half_band_rounding_and_clipping():

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-import aes.mpnet as mpnet
-from aes.errors import AESError
-from aes.models import resolve_model
-from aes.mpnet import MANIFEST, PART_PACKAGES, assemble_mpnet, find_installed_parts
+import aes.encoders.mpnet as mpnet
+from aes.core.errors import AESError
+from aes.encoders.resolve import resolve_model
+from aes.encoders.mpnet import MANIFEST, PART_PACKAGES, assemble_mpnet, find_installed_parts
 
 WEIGHTS = bytes(range(256)) * 40  # stands in for model.safetensors
 

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from aes.errors import AESError
-from aes.objectives import GradientReversal, GroupDRO, Objective, dann_weight, make_objective, reverse_gradient
+from aes.core.errors import AESError
+from aes.finetune.objectives import GradientReversal, GroupDRO, Objective, dann_weight, make_objective, reverse_gradient
 
 PARAMS = {"grl": {"max_weight": 0.3, "adversary_hidden": 8, "adversary_lr": 1e-3}, "dro": {"eta": 0.01, "size_adjustment": 0.0}}
 

@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.synthetic import write_ellipse_csv
+from tests.yamlio import load_yaml, dump_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_STAGES = ["gbm_cv", "finetune_cv", "grl_cv", "dro_cv"]
@@ -49,8 +49,8 @@ def repo(tmp_path_factory, tiny_encoder):
     (root / "data" / "external").mkdir(parents=True)
     shutil.copy(ROOT / "data" / "external" / "README.md", root / "data" / "external")
     write_ellipse_csv(root / "data" / "external" / "own.csv", n_prompts=14, per_prompt=9, seed=5)
-    params = tiny_params(yaml.safe_load((ROOT / "params.yaml").read_text()), tiny_encoder)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    params = tiny_params(load_yaml((ROOT / "params.yaml").read_text()), tiny_encoder)
+    (root / "params.yaml").write_text(dump_yaml(params))
     run(["git", "init", "-q"], root)
     run(["git", "config", "user.email", "ci@example.com"], root)
     run(["git", "config", "user.name", "ci"], root)
@@ -74,8 +74,23 @@ def test_every_stage_writes_the_contract(repo):
         for name in ("by_prompt", "by_grade", "by_band"):
             assert (root / "plots" / stage / f"{name}.csv").exists()
     assert json.loads((root / "metrics" / "report.json").read_text())["decision"]
-    assert "<!-- results:start -->\n|" in (root / "README.md").read_text()
+    assert (root / "README.md").read_bytes() == (ROOT / "README.md").read_bytes()  # no stage writes outside dvc.yaml
     assert "Running stage 'final_test'" not in first.stdout  # frozen: the locked test is never scored by repro
+
+
+def test_editing_an_imported_module_makes_its_stages_stale(repo):
+    """What tests/test_stage_deps.py guarantees statically, seen through `dvc status`."""
+    root, _ = repo
+    module = root / "aes" / "encoders" / "resolve.py"  # imported lazily by embed (and so by the stages after it)
+    original = module.read_text()
+    try:
+        module.write_text(original + "\n# edited\n")
+        status = json.loads(run(["dvc", "status", "--json"], root).stdout)
+        changed = {name for name, entries in status.items() if any("changed deps" in e for e in entries if isinstance(e, dict))}
+        assert {"embed", "gbm_cv", "finetune_cv", "grl_cv", "dro_cv"} <= changed and "prepare" not in changed, status
+    finally:
+        module.write_text(original)
+    assert json.loads(run(["dvc", "status", "--json"], root).stdout) == {}  # __pycache__ is ignored by .dvcignore
 
 
 def test_plots_render(repo):
@@ -97,7 +112,7 @@ def test_objective_switch_reruns_report_only(repo):
     root, _ = repo
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-qm", "first run"], root)
-    params = yaml.safe_load((root / "params.yaml").read_text())
+    params = load_yaml((root / "params.yaml").read_text())
     other = "grl" if params["objective"] != "grl" else "dro"
     out = run(["dvc", "exp", "run", "-S", f"objective={other}"], root)
     ran = [line for line in out.stdout.splitlines() if line.startswith("Running stage")]

@@ -3,9 +3,8 @@ known params with valid values, so a GPU run never dies on a typo after hours of
 
 from pathlib import Path
 
-import yaml
 
-from aes.params import Yaml12Loader, load_params, validate
+from aes.core.params import load_params, parse_yaml, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,7 +19,7 @@ def apply_overrides(params: dict, args_file: Path) -> dict:
         for part in path:
             section = section[part]
         assert leaf in section, f"{key} is not a params key"
-        section[leaf] = yaml.load(value, Loader=Yaml12Loader)  # dvc parses -S values as YAML 1.2
+        section[leaf] = parse_yaml(value)  # dvc parses -S values as YAML 1.2
     return params
 
 

@@ -10,13 +10,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aes import bootstrap, calibration, decision, probe
-from aes import report as rep
-from aes.errors import AESError
-from aes.evaluation import make_oof_frame
-from aes.final_test import chosen_model, run_final_test
-from aes.metrics import qwk, summarize
-from aes.params import load_params, stage_for_objective
+from aes.report import bootstrap
+from aes.report import calibration
+from aes.report import decision
+from aes.report import probe
+from aes.report import assemble as rep
+from aes.core.errors import AESError
+from aes.core.artifacts import make_oof_frame
+from aes.holdout.final_test import chosen_model, run_final_test
+from aes.core.metrics import qwk, summarize
+from aes.core.params import load_params
+from aes.core.registry import MODEL_STAGES, stage_for_objective
 from tests.report_fixtures import make_cv_essays, write_fake_workspace
 
 REPO = Path(__file__).resolve().parents[1]
@@ -223,16 +227,14 @@ def test_missing_upstream_stage_is_named(tmp_path, params):
 
 def test_report_end_to_end(tmp_path, params):
     write_fake_workspace(tmp_path, n_prompts=10, per_prompt=30)
-    (tmp_path / "README.md").write_text("# t\n<!-- results:start -->\nOLD\n<!-- results:end -->\nkeep me\n")
     report = rep.run_report(params, tmp_path)
     saved = json.loads((tmp_path / "metrics/report.json").read_text())
     assert saved["decision"]["proceed"] in (0, 1) and saved["stages"]["candidate"] == "dro_cv"
     assert set(saved["delta"]) == {"candidate_vs_baseline", "candidate_vs_erm", "erm_vs_baseline"}
     probe = saved["probe"]
     assert probe["frozen_embeddings"]["within_fold"]["accuracy"] > 0.95 > probe["grl_cv"]["within_fold"]["accuracy"]
-    assert set(saved["calibration"]) == set(decision.MODEL_STAGES)
-    readme = (tmp_path / "README.md").read_text()
-    assert "OLD" not in readme and "keep me" in readme and "| fine-tune group DRO [candidate] |" in readme
+    assert set(saved["calibration"]) == set(MODEL_STAGES)
+    assert not (tmp_path / "README.md").exists()  # the README table is `aes-readme`'s job, not the stage's
     assert "Verdict" in (tmp_path / "reports/decision.md").read_text()
     conf = pd.read_csv(tmp_path / "plots/report/confusion.csv")
     assert list(conf.columns) == ["model", "y_true", "y_pred", "count"] and len(conf) == 4 * 81
@@ -243,16 +245,6 @@ def test_report_end_to_end(tmp_path, params):
     assert {"per_prompt_qwk.png", "residual_by_band.png", "residual_by_grade.png", "confusion_dro_cv.png",
             "training_curves.png", "adversary_accuracy.png", "dro_max_weight.png"} <= png
     assert report["decision"] == saved["decision"]
-
-
-def test_readme_without_markers_is_left_alone(tmp_path, params):
-    write_fake_workspace(tmp_path, representations=False, curves=False, n_prompts=6, per_prompt=25)
-    (tmp_path / "README.md").write_text("# no markers\n")
-    with pytest.warns(UserWarning) as caught:  # also the probe's "representation missing" warnings
-        rep.run_report(params, tmp_path)
-    assert any("lacks the markers" in str(w.message) for w in caught)
-    assert (tmp_path / "README.md").read_text() == "# no markers\n"
-    assert "missing" in json.loads((tmp_path / "metrics/report.json").read_text())["probe"]["dro_cv"]["status"]
 
 
 def test_stale_metrics_file_is_detected(tmp_path, params):
@@ -315,7 +307,7 @@ def test_final_test_follows_decision_and_states_override(tmp_path, params):
 
 
 def test_final_test_baseline_trains_on_all_cv_essays_and_scores_locked_test(tmp_path, params, tiny_encoder, monkeypatch):
-    from aes.embedding import embed_texts, save_embeddings
+    from aes.encoders.embedding import embed_texts, save_embeddings
     from tests.synthetic import make_ellipse_frame
 
     raw = make_ellipse_frame(n_prompts=6, per_prompt=12, seed=3)
@@ -342,8 +334,8 @@ def test_final_test_baseline_trains_on_all_cv_essays_and_scores_locked_test(tmp_
 
 
 def test_final_test_candidate_fine_tunes_on_cv_and_never_uses_test_scores(tmp_path, tiny_encoder):
-    from aes.data import load_essays
-    from aes.splits import load_splits
+    from aes.data.corpus import load_essays
+    from aes.data.splits import load_splits
     from tests.training_fixtures import make_training_repo
 
     p = make_training_repo(tmp_path, tiny_encoder, epochs=1)
@@ -361,13 +353,13 @@ def test_final_test_candidate_fine_tunes_on_cv_and_never_uses_test_scores(tmp_pa
     captured = {}
 
     def capture(choice, train, test, params):
-        from aes.final_test import default_fit_predict
+        from aes.holdout.final_test import default_fit_predict
 
         captured["pred"] = default_fit_predict(choice, train, test, params)
         return captured["pred"]
 
     run_final_test(p, flipped, splits, report, tmp_path / "final_b.json", fit_predict=capture)
     original_test = essays[essays["record_id"].isin(test_ids)]
-    from aes.metrics import rmse
+    from aes.core.metrics import rmse
 
     assert rmse(original_test["y"], captured["pred"]) == pytest.approx(first["test"]["rmse"], abs=1e-6)

@@ -13,17 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from aes import runs
+from aes.ops import runs
 from tests.tiny_dvc import make_project, sh, tool_env
 
 pytestmark = pytest.mark.slow
 
 WORK_PY = """\
 import json, sys, time
-import yaml
-from aes.progress import update_progress
+from aes.core.progress import update_progress
+from tests.yamlio import load_yaml
 
-p = yaml.safe_load(open("params.yaml"))
+p = load_yaml(open("params.yaml"))
 update_progress(stage="work", step=0, total_steps=2)
 print("working", flush=True)
 time.sleep(p["sleep_s"])
@@ -69,7 +69,7 @@ def project(tmp_path):
 
 def aes_run(repo: Path, *args: str) -> str:
     """The CLI as a user runs it; the launcher process exits while the job goes on."""
-    return sh([sys.executable, "-m", "aes.runs", *args], repo, tool_env()).stdout
+    return sh([sys.executable, "-m", "aes.ops.runs", *args], repo, tool_env()).stdout
 
 
 def wait_state(run_dir: Path, until, timeout: float = 60) -> dict:
@@ -152,10 +152,10 @@ def test_killed_job_is_reported_died(project):
 
 
 def test_bad_input_is_a_clear_error(project):
-    proc = subprocess.run([sys.executable, "-m", "aes.runs", "start", "--name", "no spaces"],
+    proc = subprocess.run([sys.executable, "-m", "aes.ops.runs", "start", "--name", "no spaces"],
                           cwd=project, env=tool_env(), capture_output=True, text=True)
     assert proc.returncode == 2 and "--name 'no spaces'" in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "aes.runs", "status", "nosuchrun"],
+    proc = subprocess.run([sys.executable, "-m", "aes.ops.runs", "status", "nosuchrun"],
                           cwd=project, env=tool_env(), capture_output=True, text=True)
     assert proc.returncode == 2 and "run 'nosuchrun': not found" in proc.stderr
 

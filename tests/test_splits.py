@@ -1,8 +1,8 @@
 import pandas as pd
 import pytest
 
-from aes.errors import AESError
-from aes.splits import build_splits, cv_essays, inner_split, locked_test_essays
+from aes.core.errors import AESError
+from aes.data.splits import build_splits, cv_essays, inner_split, locked_test_essays
 from tests.synthetic import make_ellipse_frame
 
 PARAMS = {"test_fraction": 0.2, "test_candidates": 200, "n_folds": 4, "seed": 3}

@@ -31,9 +31,9 @@ HOST = "127.0.0.1"  # the only address this test talks to
 
 TRAIN_PY = """\
 import json, os, pathlib
-import yaml
+from tests.yamlio import load_yaml
 
-p = yaml.safe_load(open("params.yaml"))["p"]
+p = load_yaml(open("params.yaml"))["p"]
 # Counts real executions, outside the repo, so a restore from the run cache is visible.
 with open(os.environ["TINY_COUNTER"], "a") as fh:
     fh.write("ran p=%s\\n" % p)
@@ -199,7 +199,7 @@ def test_push_clone_pull_and_run_cache_restore_over_ssh(sshd, tmp_path):
     sh(["dvc", "repro"], src, env)
     sh(["dvc", "push", "--run-cache"], src, env)
     # dvc push --run-cache sends only the run-cache entries; push their outputs too.
-    sh([sys.executable, "-m", "aes.runs", "push-run-cache"], src, env)
+    sh([sys.executable, "-m", "aes.ops.runs", "push-run-cache"], src, env)
     assert _runs(env) == ["ran p=1", "ran p=2"]
 
     # A fresh clone asking for p=2 restores it from the run cache instead of re-running it.
@@ -224,8 +224,8 @@ def test_laptop_pulls_an_experiment_run_detached_on_the_box(sshd, tmp_path):
     sh(["git", "commit", "-q", "-am", "remote"], box, env)
     runs_before = _runs(env)
 
-    sh([sys.executable, "-m", "aes.runs", "start", "--name", "p3", "--", "-S", "p=3"], box, env)
-    from aes import runs
+    sh([sys.executable, "-m", "aes.ops.runs", "start", "--name", "p3", "--", "-S", "p=3"], box, env)
+    from aes.ops import runs
 
     (run_dir,) = runs.list_runs(box)
     deadline = time.monotonic() + 60

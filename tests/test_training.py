@@ -11,13 +11,14 @@ import pandas as pd
 import pytest
 import torch
 
-from aes.data import load_essays
-from aes.errors import AESError
-from aes.evaluation import PREDICTION_COLUMNS
-from aes.objectives import Objective
-from aes.params import load_params
-from aes.splits import cv_essays, load_splits
-from aes.training import Trainer, make_accelerator, run_cv
+from aes.data.corpus import load_essays
+from aes.core.errors import AESError
+from aes.core.artifacts import PREDICTION_COLUMNS
+from aes.finetune.objectives import Objective
+from aes.core.params import load_params
+from aes.data.splits import cv_essays, load_splits
+from aes.finetune.cv import run_cv
+from aes.finetune.loop import Trainer, make_accelerator
 from tests.training_fixtures import ROOT, make_training_repo
 
 
@@ -82,7 +83,8 @@ def test_a_fold_never_sees_its_validation_essays(repo, monkeypatch):
     root, params = repo
     trainer, cv, data = _trainer(root, _variant(params, inner_val_fraction=0.3))
     seen, phase = [], {"predict": False}
-    original_inputs, original_predict = Trainer.batch_inputs, Trainer.predict
+    backbone_kind = type(trainer.backbone)
+    original_inputs, original_predict = backbone_kind.batch_inputs, Trainer.predict
 
     def spy_inputs(self, data, rows):
         seen.append((phase["predict"], set(np.asarray(rows).tolist())))
@@ -96,7 +98,7 @@ def test_a_fold_never_sees_its_validation_essays(repo, monkeypatch):
         finally:
             phase["predict"] = False
 
-    monkeypatch.setattr(Trainer, "batch_inputs", spy_inputs)
+    monkeypatch.setattr(backbone_kind, "batch_inputs", spy_inputs)
     monkeypatch.setattr(Trainer, "predict", spy_predict)
     result = trainer.train_fold(cv, data, 1)
     val = set(np.flatnonzero(cv["fold"] == 1).tolist())
@@ -113,8 +115,8 @@ def test_lora_trains_only_adapters_and_reinit_changes_the_top_layer(repo):
     result = trainer.train_fold(cv, data, 0)
     assert result["state"] and all("lora_" in name or name.startswith("head.") for name in result["state"])
     trainer, _, _ = _trainer(root, _variant(params, reinit_top_layers=1))
-    fresh = trainer.fresh_model().layers[0].state_dict()
-    pristine = trainer.pristine[0].state_dict()
+    fresh = trainer.backbone.fresh_model().layers[0].state_dict()
+    pristine = trainer.backbone.pristine[0].state_dict()
     assert not torch.equal(fresh["attention.self.query.weight"], pristine["attention.self.query.weight"])
 
 
@@ -132,7 +134,7 @@ def test_bad_input_names_the_param(repo, monkeypatch):
     with pytest.raises(AESError, match="unknown objective 'mse'"):
         run_cv(params, "mse", root)
     with pytest.raises(AESError, match="finetune.lora_target_modules.*'nope'"):
-        _trainer(root, _variant(params, lora=True, lora_target_modules=["nope"]))[0].fresh_model()
+        _trainer(root, _variant(params, lora=True, lora_target_modules=["nope"]))[0].backbone.fresh_model()
     with pytest.raises(AESError, match="finetune.trainable_layers=5"):
         _trainer(root, _variant(params, trainable_layers=5))
     if not torch.cuda.is_available():
@@ -200,12 +202,12 @@ def test_cached_training_needs_a_bert_like_encoder(repo, tmp_path, tiny_encoder)
 
 
 def test_curves_are_skipped_with_a_warning_without_dvclive(tmp_path, monkeypatch):
-    from aes.training import _Curves
+    from aes.finetune.callbacks import DVCLiveCurves
 
     monkeypatch.setitem(sys.modules, "dvclive", None)  # import dvclive -> ImportError
     with pytest.warns(UserWarning, match="dvclive is not installed"):
-        curves = _Curves("finetune_cv", tmp_path)
-    curves.log_epoch(0, {"epoch": 0, "step": 5, "train_mse": 1.0})
-    curves.log_step(0, {"step": 5, "train_loss": 1.0})
+        curves = DVCLiveCurves(tmp_path / "dvclive" / "finetune_cv")
+    curves.on_epoch_end(0, {"epoch": 0, "step": 5, "train_mse": 1.0})
+    curves.on_curve_point(0, {"step": 5, "train_loss": 1.0})
     curves.end()
     assert not (tmp_path / "dvclive").exists()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
 
-from aes.data import sha256_file, validate_and_clean
-from aes.evaluation import write_json
-from aes.params import load_params
-from aes.splits import build_splits
+from aes.core.io import sha256_file
+from aes.data.corpus import validate_and_clean
+from aes.core.io import write_json
+from aes.core.params import load_params
+from aes.data.splits import build_splits
 from tests.synthetic import make_ellipse_frame
+from tests.yamlio import load_yaml, dump_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,13 +24,13 @@ def make_training_repo(root: Path, model: Path, n_prompts: int = 8, per_prompt: 
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params = load_yaml((ROOT / "params.yaml").read_text())
     params["prepare"].update(n_folds=3, test_candidates=20, test_fraction=0.25)
     params["finetune"].update(model=str(model), max_length=64, batch_size=8, eval_batch_size=16, epochs=2,
                               trainable_layers=1, encoder_lr=1e-3, head_lr=1e-2, warmup_ratio=0.0)
     params["finetune"].update(finetune)
     params["report"].update(min_prompt_n=3)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (root / "params.yaml").write_text(dump_yaml(params))
     corpus = make_ellipse_frame(n_prompts=n_prompts, per_prompt=per_prompt, seed=3, words=(200, 240))
     corpus["source_file"], corpus["source_row"] = "synthetic.csv", range(1, len(corpus) + 1)
     essays, _ = validate_and_clean(corpus, params["prepare"])

@@ -11,7 +11,7 @@ terminal, stdin from /dev/null), so it survives logout and the launching shell. 
 - ``progress.json``: written by :func:`aes.progress.update_progress` inside the stages (the
   launcher sets ``$AES_PROGRESS_FILE``).
 
-A supervisor process (``python -m aes.runs _supervise RUN_DIR``) runs the experiment, then pushes
+A supervisor process (``python -m aes.ops.runs _supervise RUN_DIR``) runs the experiment, then pushes
 it (``dvc exp push --run-cache GIT_REMOTE NAME``, or ``dvc push --run-cache`` without a git
 remote) and the outputs of every run-cache entry (:func:`push_run_cache_outputs`), and writes the
 final state. If it is killed (``kill -9``, reboot) the file still says ``running``; ``status``
@@ -32,8 +32,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from aes.errors import AESError, stage_main
-from aes.progress import ENV_VAR as PROGRESS_ENV
+from aes.core.errors import AESError, stage_main
+from aes.core.progress import ENV_VAR as PROGRESS_ENV
 
 OUTPUT_DIR = "output"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -134,7 +134,7 @@ def start(
             push_cmds.append(["dvc", "exp", "push", "--run-cache", *r, git_remote, name])
         else:
             push_cmds.append(["dvc", "push", "--run-cache", *r])
-        push_cmds.append([sys.executable, "-m", "aes.runs", "push-run-cache", *r])
+        push_cmds.append([sys.executable, "-m", "aes.ops.runs", "push-run-cache", *r])
 
     run_dir = root / OUTPUT_DIR / f"{stamp}_{name}"
     run_dir.mkdir(parents=True, exist_ok=False)
@@ -156,7 +156,7 @@ def start(
     with open(run_dir / "driver.log", "ab") as log:
         # New session: no controlling terminal, so closing the shell (SIGHUP) does not reach it.
         subprocess.Popen(
-            [sys.executable, "-m", "aes.runs", "_supervise", str(run_dir)],
+            [sys.executable, "-m", "aes.ops.runs", "_supervise", str(run_dir)],
             cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, close_fds=True,
         )

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from aes.bootstrap import METRIC_DIRECTION
-from aes.errors import AESError
-from aes.metrics import finite_or_none
-from aes.params import OBJECTIVE_STAGES
-
-BASELINE_STAGE = "gbm_cv"
-ERM_STAGE = OBJECTIVE_STAGES["erm"]
-MODEL_STAGES = (BASELINE_STAGE, *OBJECTIVE_STAGES.values())
+from aes.report.bootstrap import METRIC_DIRECTION
+from aes.core.errors import AESError
+from aes.core.metrics import finite_or_none
 
 
 def check_decision_metric(key: str) -> None:

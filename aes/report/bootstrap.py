@@ -13,8 +13,8 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from aes.errors import AESError
-from aes.metrics import N_BANDS, band_labels, finite_or_none, qwk_from_confusion, to_half_band
+from aes.core.errors import AESError
+from aes.core.metrics import N_BANDS, band_labels, finite_or_none, qwk_from_confusion, to_half_band
 
 # The metrics recomputed on every resample, so the decision rule may use any of them:
 # key in metrics/<stage>.json -> +1 if higher is better, -1 if lower is better.

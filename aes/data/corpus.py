@@ -6,7 +6,7 @@ Every release file has a pinned sha256; a file that does not match is refused. P
 
 from __future__ import annotations
 
-import hashlib
+
 import io
 import os
 import shutil
@@ -19,8 +19,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from aes.errors import AESError
-from aes.metrics import HALF_BANDS
+from aes.core.errors import AESError
+from aes.core.io import sha256_bytes, sha256_file
+from aes.core.registry import ESSAYS
+from aes.core.metrics import HALF_BANDS
 
 UPSTREAM = "https://raw.githubusercontent.com/scrosseye/ELLIPSE-Corpus/main"
 LOCAL_DIR_ENV = "ELLIPSE_DIR"
@@ -54,18 +56,6 @@ ID, TEXT, PROMPT, GRADE = "text_id_kaggle", "full_text", "prompt", "grade"
 PREPARED_COLUMNS = ["record_id", "text", "prompt", "grade", "y", "n_words", "source_file", "source_row"]
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _verify(path: Path, expected: str, what: str) -> str:
     actual = sha256_file(path)
     if actual != expected:
@@ -73,9 +63,11 @@ def _verify(path: Path, expected: str, what: str) -> str:
     return actual
 
 
-def _read_csv_bytes(data: bytes, where: str) -> pd.DataFrame:
+def read_csv_as_written(source, where: str, dtype: dict | None = None) -> pd.DataFrame:
+    """Read a CSV where only an empty cell is missing: ``N/A``, ``null`` ... stay the text the person wrote,
+    so an error can quote it."""
     try:
-        return pd.read_csv(io.BytesIO(data), encoding="utf-8", keep_default_na=True)
+        return pd.read_csv(source, encoding="utf-8", keep_default_na=False, na_values=[""], dtype=dtype)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
         raise AESError(f"{where}: cannot be read as a UTF-8 CSV: {err}") from None
 
@@ -84,7 +76,7 @@ def _read_release(path: Path, release: Release, password: str) -> tuple[pd.DataF
     """Verify and read one release file. Returns its rows and a provenance record."""
     record = {"release": release.name, "file": release.filename, "sha256": _verify(path, release.sha256, release.filename)}
     if release.member is None:
-        frame = _read_csv_bytes(path.read_bytes(), str(path))
+        frame = read_csv_as_written(io.BytesIO(path.read_bytes()), str(path))
         source = release.filename
     else:
         try:
@@ -100,7 +92,7 @@ def _read_release(path: Path, release: Release, password: str) -> tuple[pd.DataF
                 f"{path}!{release.member}: checksum mismatch: expected sha256 {release.member_sha256}, got {actual}"
             )
         record.update(member=release.member, member_sha256=actual)
-        frame = _read_csv_bytes(data, f"{path}!{release.member}")
+        frame = read_csv_as_written(io.BytesIO(data), f"{path}!{release.member}")
         source = release.member
     if len(frame) != release.rows:
         raise AESError(f"{path}: expected {release.rows} rows in {source}, found {len(frame)}")
@@ -134,7 +126,7 @@ def fetch(data_params: dict) -> tuple[pd.DataFrame, dict]:
         path = Path(data_params["csv_path"])
         if not data_params["csv_path"] or not path.is_file():
             raise AESError(f"data.csv_path: file '{path}' not found (expected an ELLIPSE-shaped CSV for data.source: csv)")
-        frame = _read_csv_bytes(path.read_bytes(), str(path))
+        frame = read_csv_as_written(io.BytesIO(path.read_bytes()), str(path))
         frame["source_file"] = path.name
         frame["source_row"] = np.arange(1, len(frame) + 1)
         frames.append(frame)
@@ -172,6 +164,21 @@ def fetch(data_params: dict) -> tuple[pd.DataFrame, dict]:
 def count_words(text: pd.Series) -> pd.Series:
     """Whitespace-separated tokens per essay (reproduces the corpus' 200-1,000-word count)."""
     return text.fillna("").astype(str).str.split().str.len().astype(int)
+
+
+def as_written(value) -> str:
+    """A cell value as the person wrote it: ``3.25``, ``'N/A'``, ``an empty cell`` (never ``np.float64(3.25)``)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "an empty cell"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    try:
+        float(value)
+        return str(value)  # numeric text: '3.25' is shown as 3.25
+    except ValueError:
+        return repr(str(value))
 
 
 def _row_name(frame: pd.DataFrame, i: int) -> str:
@@ -219,8 +226,7 @@ def validate_and_clean(corpus: pd.DataFrame, prepare_params: dict, on_invalid: s
         if bad.any():
             if on_invalid == "error":
                 i = int(np.flatnonzero(bad)[0])
-                value = frame.iloc[i][target] if reason == "score_off_grid" else None
-                got = f"; got {target}={value!r}" if value is not None else ""
+                got = f"; got {target}={as_written(frame.iloc[i][target])}" if reason == "score_off_grid" else ""
                 raise AESError(f"{_row_name(frame, i)}: expected {expected[reason]}{got} ({int(bad.sum())} such row(s))")
             dropped[reason] = int(bad.sum())
             keep &= ~bad
@@ -247,7 +253,7 @@ def validate_and_clean(corpus: pd.DataFrame, prepare_params: dict, on_invalid: s
     return prepared, report
 
 
-def load_essays(path: str | Path = "data/prepared/essays.csv") -> pd.DataFrame:
+def load_essays(path: str | Path = ESSAYS) -> pd.DataFrame:
     """Read prepared essays (columns ``PREPARED_COLUMNS``)."""
     path = Path(path)
     if not path.exists():

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import xgboost as xgb
 
-from aes.errors import AESError
-from aes.progress import update_progress
-from aes.splits import inner_split
+from aes.core.errors import AESError
+from aes.core.progress import update_progress
+from aes.data.splits import inner_split
 
 TEXT_STAT_NAMES = ["n_words", "n_sentences", "n_paragraphs", "mean_word_length", "type_token_ratio"]
 _SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)")

@@ -1,4 +1,4 @@
-"""PNG figures of the report (matplotlib, Agg). Inputs are the aggregate tables of aes.report
+"""PNG figures of the report (matplotlib, Agg). Inputs are the aggregate tables of aes.report.assemble
 and the DVCLive training curves; each function writes one file and returns its path."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from aes.metrics import HALF_BANDS  # noqa: E402
+from aes.core.metrics import HALF_BANDS  # noqa: E402
 
 # DVCLive metric names (file stems, aes/training.py's step-level curves) for each figure.
 CURVE_PATTERNS = {

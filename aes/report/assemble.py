@@ -1,8 +1,8 @@
 """The report: compare every model on the same CV essays, test the difference, decide.
 
 This module reads the model stages' artifacts, assembles the evidence (bootstrap:
-:mod:`aes.bootstrap`, probe: :mod:`aes.probe`, calibration: :mod:`aes.calibration`, rule:
-:mod:`aes.decision`) and writes metrics/report.json, reports/decision.md, plot data and PNGs.
+:mod:`aes.report.bootstrap`, probe: :mod:`aes.report.probe`, calibration: :mod:`aes.report.calibration`, rule:
+:mod:`aes.report.decision`) and writes metrics/report.json, reports/decision.md, plot data and PNGs.
 
 Conventions: ``oof`` is a prediction table of the artifact contract (one row per CV essay:
 record_id, fold, prompt, grade, y_true, y_pred_raw, y_pred, residual). Scores are on the
@@ -18,14 +18,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from aes.bootstrap import prompt_bootstrap
-from aes.calibration import calibrated_metrics
-from aes.decision import BASELINE_STAGE, ERM_STAGE, MODEL_STAGES, check_decision_metric, decide, metric_value
-from aes.errors import AESError
-from aes.evaluation import metrics_path, predictions_path, read_metrics, read_predictions
-from aes.metrics import HALF_BANDS, N_BANDS, band_labels, qwk, to_half_band
-from aes.params import stage_for_objective
-from aes.probe import prompt_probe, prompt_probe_within_folds
+from aes.report.bootstrap import prompt_bootstrap
+from aes.report.calibration import calibrated_metrics
+from aes.report.decision import check_decision_metric, decide, metric_value
+from aes.report.markdown import decision_md, model_labels
+from aes.core.errors import AESError
+from aes.core.artifacts import read_metrics, read_predictions
+from aes.core.metrics import HALF_BANDS, N_BANDS, band_labels, qwk, to_half_band
+from aes.core.registry import (
+    BASELINE_STAGE, DECISION_MD, DVCLIVE, EMBEDDINGS, ERM_STAGE, MODEL_LABELS, MODEL_STAGES, REPORT_JSON, REPORT_PLOTS, metrics_path,
+    predictions_path, representation_paths, stage_for_objective,
+)
+from aes.report.probe import prompt_probe, prompt_probe_within_folds
 
 # --------------------------------------------------------------------------------------------
 # Inputs
@@ -152,18 +156,6 @@ def confusion_long(oofs: dict[str, pd.DataFrame]) -> pd.DataFrame:
 # Assembly and writers (the stage calls run_report)
 # --------------------------------------------------------------------------------------------
 
-README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
-
-
-def model_labels(objective: str) -> dict[str, str]:
-    """Readable names of the stages, marking the candidate."""
-    labels = {"gbm_cv": "baseline (embeddings + XGBoost)", "finetune_cv": "fine-tune ERM", "grl_cv": "fine-tune GRL", "dro_cv": "fine-tune group DRO",
-              "frozen_embeddings": "frozen embeddings (embed stage)"}
-    cand = stage_for_objective(objective)
-    labels[cand] += " [candidate]"
-    return labels
-
-
 def comparison_pairs(objective: str) -> list[tuple[str, str, str]]:
     """(name, A, B) pairs compared with the bootstrap: candidate-baseline, candidate-erm, erm-baseline.
 
@@ -197,10 +189,10 @@ def run_probes(oof: pd.DataFrame, stages, n_folds: int, seed: int, root: Path = 
     reasons that have nothing to do with the prompt). A representation whose files are missing gets {"status": "missing ..."} instead of numbers.
     """
     ids, prompts, folds = oof["record_id"].to_numpy(), oof["prompt"].to_numpy(), oof["fold"].to_numpy()
-    sources = {"frozen_embeddings": (root / "data/embeddings/embeddings.npy", root / "data/embeddings/record_ids.csv")}
+    sources = {"frozen_embeddings": (root / EMBEDDINGS / "embeddings.npy", root / EMBEDDINGS / "record_ids.csv")}
     for stage in stages:
         if stage != BASELINE_STAGE:
-            sources[stage] = (root / f"data/representations/{stage}.npy", root / f"data/representations/{stage}_ids.csv")
+            sources[stage] = representation_paths(stage, root)
     out = {}
     for name, (npy, ids_csv) in sources.items():
         x = load_representation(npy, ids_csv, ids)
@@ -295,102 +287,13 @@ def _nest(flat: dict) -> dict:
     return out
 
 
-def _cell(x, digits: int = 3) -> str:
-    return "–" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.{digits}f}"
-
-
-def results_table_md(report: dict) -> str:
-    """Markdown table of the headline metrics of every model (README and decision.md)."""
-    labels = model_labels(report["objective"])
-    lines = ["| model | QWK pooled | QWK fold mean ± sd | worst-prompt QWK | RMSE |", "|---|---|---|---|---|"]
-    for stage, m in report["models"].items():
-        lines.append(f"| {labels[stage]} | {_cell(m['qwk_pooled'])} | {_cell(m['qwk_fold_mean'])} ± {_cell(m['qwk_fold_std'])} "
-                     f"| {_cell(m['qwk_worst_prompt'])} | {_cell(m['rmse'])} |")
-    return "\n".join(lines)
-
-
-def decision_md(report: dict) -> str:
-    """The readable decision document (reports/decision.md)."""
-    d, rule, labels = report["decision"], report["rule"], model_labels(report["objective"])
-    b = report["bootstrap"]
-    lines = [
-        "# Decision: fine-tuned candidate vs frozen-embedding baseline",
-        "",
-        f"**Verdict: {d['verdict'].upper()}** (candidate objective `{report['objective']}` = stage `{report['stages']['candidate']}`).",
-        "",
-        f"Rule (params.yaml `report`): {rule['text']}.",
-        "",
-        *[f"- {r}" for r in d["reasons"]],
-        "",
-        "## Out-of-fold results (prompt-grouped CV; every prompt unseen by the model that scored it)",
-        "",
-        results_table_md(report),
-        "",
-        f"## Paired differences, 95% bootstrap CI over prompts ({b['resamples']} resamples of {b['n_prompts']} prompts, seed {b['seed']})",
-        "",
-        "Gain = difference signed so that positive is better (for RMSE: first model's RMSE is lower).",
-        "",
-        "| comparison | metric | difference | gain | 95% CI of gain | share of resamples gain <= 0 |",
-        "|---|---|---|---|---|---|",
-    ]
-    for name, metrics in report["delta"].items():
-        for key in ("qwk.pooled", "qwk.fold_mean", "qwk.worst_prompt", "rmse"):
-            v = metrics[key]
-            lines.append(f"| {name.replace('_', ' ')} | {key} | {_cell(v['delta'], 4)} | {_cell(v['gain'], 4)} "
-                         f"| [{_cell(v['ci_low'], 4)}, {_cell(v['ci_high'], 4)}] | {_cell(v['p_not_better'], 3)} |")
-    lines += ["", "## Prompt-leakage probe", "",
-              "Linear probe (standardised features, logistic regression, stratified CV within the CV essays) predicting "
-              "the prompt. Accuracy near chance = the representation carries little prompt identity.", "",
-              "| representation | within-fold accuracy | within-fold chance | all-CV-essays accuracy | all-CV chance | prompts | dropped prompts |",
-              "|---|---|---|---|---|---|---|"]
-    for name, p in report["probe"].items():
-        if "within_fold" in p:
-            w, a = p["within_fold"], p["all_essays"]
-            lines.append(f"| {labels.get(name, name)} | {_cell(w['accuracy'])} | {_cell(w['chance'])} | {_cell(a['accuracy'])} ± {_cell(a['accuracy_sd'])} "
-                         f"| {_cell(a['chance'])} | {a['n_prompts']} | {', '.join(a['dropped_prompts']) or 'none'} |")
-        else:
-            lines.append(f"| {labels.get(name, name)} | {p.get('status')} | | | | | |")
-    lines += ["", "Within-fold: the probe runs inside each CV fold (one fine-tuned model per fold), the comparable figure. "
-              "All-CV-essays: one probe over every CV essay; for fine-tuned models the vectors come from a different "
-              "model per fold, which a probe can tell apart, so read that column for the frozen embeddings only."]
-    if report["calibration"]:
-        lines += ["", "## Calibration (monotone half-band cut-points)", "",
-                  "Cut-points maximise QWK on the out-of-fold predictions of the *other* folds and are applied to the "
-                  "scored fold. Approximation: those predictions come from the other folds' models, not from the "
-                  "scored fold's model on its own training essays.", "",
-                  "| model | QWK pooled raw → calibrated | fold mean raw → calibrated | worst prompt raw → calibrated |", "|---|---|---|---|"]
-        for stage, c in report["calibration"].items():
-            lines.append(f"| {labels[stage]} | {_cell(c['qwk_pooled_uncalibrated'])} → {_cell(c['qwk_pooled'])} "
-                         f"| {_cell(c['qwk_fold_mean_uncalibrated'])} → {_cell(c['qwk_fold_mean'])} "
-                         f"| {_cell(c['qwk_worst_prompt_uncalibrated'])} → {_cell(c['qwk_worst_prompt'])} |")
-    lines += ["", "Figures: `plots/report/png/`. Numbers: `metrics/report.json`.", ""]
-    return "\n".join(lines)
-
-
-def update_readme(readme: Path, report: dict) -> bool:
-    """Replace the text between the results markers of README.md; False (with a warning) if absent."""
-    if not readme.exists():
-        warnings.warn(f"{readme} not found; results table not written there", stacklevel=2)
-        return False
-    text = readme.read_text()
-    start, end = text.find(README_START), text.find(README_END)
-    if start < 0 or end < start:
-        warnings.warn(f"{readme} lacks the markers {README_START} ... {README_END}; left unchanged", stacklevel=2)
-        return False
-    d = report["decision"]
-    body = (f"\n{results_table_md(report)}\n\nDecision (`{report['rule']['metric']}`, candidate `{report['objective']}`): "
-            f"**{d['verdict']}** — {'; '.join(d['reasons'])}. Details: [reports/decision.md](reports/decision.md).\n")
-    readme.write_text(text[: start + len(README_START)] + body + text[end:])
-    return True
-
-
 def write_report(report: dict, tables: dict, root: Path = Path(".")) -> list[Path]:
-    """Write metrics/report.json, plots/report/*.csv + png/*.png, reports/decision.md and README's table."""
-    from aes import report_plots as rplots
-    from aes.evaluation import write_json
+    """Write metrics/report.json, plots/report/*.csv + png/*.png and reports/decision.md."""
+    from aes.report import plots as rplots
+    from aes.core.io import write_json
 
     written = []
-    pdir, png = root / "plots/report", root / "plots/report/png"
+    pdir, png = root / REPORT_PLOTS, root / REPORT_PLOTS / "png"
     pdir.mkdir(parents=True, exist_ok=True)
     for name, table in tables.items():
         path = pdir / f"{name}.csv"
@@ -404,16 +307,14 @@ def write_report(report: dict, tables: dict, root: Path = Path(".")) -> list[Pat
     for m in models:
         written.append(rplots.plot_confusion(tables["confusion"], m, labels[m], png / f"confusion_{m}.png"))
     for kind, ylabel in (("training_curves", "training loss"), ("adversary_accuracy", "adversary (prompt) accuracy"), ("dro_max_weight", "max DRO group weight")):
-        path = rplots.plot_curves(root / "dvclive", models, labels, kind, png / f"{kind}.png", ylabel)
+        path = rplots.plot_curves(root / DVCLIVE, models, labels, kind, png / f"{kind}.png", ylabel)
         if path is not None:
             written.append(path)
-    (root / "reports").mkdir(exist_ok=True)
-    (root / "reports/decision.md").write_text(decision_md(report))
-    written.append(root / "reports/decision.md")
-    write_json(root / "metrics/report.json", report)
-    written.append(root / "metrics/report.json")
-    if update_readme(root / "README.md", report):
-        written.append(root / "README.md")
+    (root / DECISION_MD).parent.mkdir(exist_ok=True)
+    (root / DECISION_MD).write_text(decision_md(report))
+    written.append(root / DECISION_MD)
+    write_json(root / REPORT_JSON, report)
+    written.append(root / REPORT_JSON)
     return written
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from aes.metrics import HALF_BANDS, N_BANDS, band_labels, qwk_from_confusion, summarize
+from aes.core.metrics import HALF_BANDS, N_BANDS, band_labels, qwk_from_confusion, summarize
 
 DEFAULT_CUTS = (HALF_BANDS[:-1] + HALF_BANDS[1:]) / 2  # (8,) 1.25 .. 4.75 = plain rounding
 

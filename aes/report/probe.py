@@ -7,8 +7,8 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from aes.errors import AESError
-from aes.metrics import finite_or_none
+from aes.core.errors import AESError
+from aes.core.metrics import finite_or_none
 
 
 def prompt_probe(features: np.ndarray, prompts: np.ndarray, n_folds: int, seed: int = 0) -> dict:

@@ -1,7 +1,7 @@
 """Progress reporting for detached runs.
 
 Long stages call :func:`update_progress`; when ``$AES_PROGRESS_FILE`` is set (the detached
-launcher in :mod:`aes.runs` sets it), the fields are merged into that JSON file atomically.
+launcher in :mod:`aes.ops.runs` sets it), the fields are merged into that JSON file atomically.
 Without the variable it does nothing, so stages run the same under plain ``dvc repro``.
 """
 

@@ -15,17 +15,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from aes.decision import BASELINE_STAGE
-from aes.errors import AESError
-from aes.evaluation import write_json
-from aes.metrics import finite_or_none, mae, per_group_qwk, qwk, rmse, within_half_band
-from aes.params import stage_for_objective
-
-REPORT = Path("metrics/report.json")
-FINAL = Path("metrics/final_test.json")
+from aes.core.errors import AESError
+from aes.core.io import write_json
+from aes.core.metrics import finite_or_none, mae, per_group_qwk, qwk, rmse, within_half_band
+from aes.core.registry import BASELINE_STAGE, EMBEDDINGS, FINAL_TEST_JSON, REPORT_JSON, stage_for_objective
 
 
-def read_decision(report_path: Path = REPORT) -> dict | None:
+
+def read_decision(report_path: Path = REPORT_JSON) -> dict | None:
     """The ``decision`` block of the report (proceed 0/1, verdict, ...), or None if there is none."""
     if not report_path.exists():
         return None
@@ -39,7 +36,7 @@ def read_decision(report_path: Path = REPORT) -> dict | None:
     return {**decision, "objective": report.get("objective")}
 
 
-def chosen_model(params: dict, report_path: Path = REPORT) -> dict:
+def chosen_model(params: dict, report_path: Path = REPORT_JSON) -> dict:
     """Which configuration the locked test scores, and why.
 
     Returns {"stage", "objective" (None for the baseline), "override" (0/1), "decision" (verdict or
@@ -75,8 +72,8 @@ def fit_predict_gbm(train: pd.DataFrame, test: pd.DataFrame, params: dict, train
     train/test: essays (text, prompt, y); train_embeddings: (n_train, H) from the embed stage.
     The test essays are embedded here with the same ``embed`` params.
     """
-    from aes.embedding import embed_texts
-    from aes.gbm import build_features, fit_fold
+    from aes.encoders.embedding import embed_texts
+    from aes.baseline.gbm import build_features, fit_fold
 
     emb = params["embed"]
     test_embeddings = embed_texts(test["text"].tolist(), emb["model"], emb["max_length"], emb["batch_size"], device="auto")
@@ -90,11 +87,11 @@ def fit_predict_gbm(train: pd.DataFrame, test: pd.DataFrame, params: dict, train
 def fit_predict_finetune(train: pd.DataFrame, test: pd.DataFrame, params: dict, objective: str) -> np.ndarray:
     """Candidate on the locked test: fine-tune with ``objective`` on all CV essays -> (n_test,) predictions.
 
-    Reuses the CV training loop (:meth:`aes.training.Trainer.train_fold`) on one frame where the
+    Reuses the CV training loop (:meth:`aes.finetune.loop.Trainer.train_fold`) on one frame where the
     CV essays are the training fold and the test essays the validation fold (fold -1). The test
     scores are blanked (NaN) before the frame reaches the trainer, so they cannot be used.
     """
-    from aes.training import Trainer, make_accelerator
+    from aes.finetune.loop import Trainer, make_accelerator
 
     frame = pd.concat(
         [train[["record_id", "text", "prompt", "y"]].assign(fold=0),
@@ -122,14 +119,14 @@ def score_test(test: pd.DataFrame, y_pred_raw: np.ndarray, min_prompt_n: int) ->
     }
 
 
-def run_final_test(params: dict, essays: pd.DataFrame, splits: dict, report_path: Path = REPORT, out_path: Path = FINAL,
+def run_final_test(params: dict, essays: pd.DataFrame, splits: dict, report_path: Path = REPORT_JSON, out_path: Path = FINAL_TEST_JSON,
                    fit_predict=None) -> dict:
     """Gate, train the chosen configuration on all CV essays, score the locked test once, write out_path.
 
     essays: all prepared essays; splits: splits.json document. ``fit_predict(choice, train, test,
     params) -> (n_test,)`` defaults to :func:`default_fit_predict` (tests pass a stub).
     """
-    from aes.splits import cv_essays, locked_test_essays
+    from aes.data.splits import cv_essays, locked_test_essays
 
     choice = chosen_model(params, report_path)  # gate first: nothing is trained or read before it
     train, test = cv_essays(essays, splits), locked_test_essays(essays, splits)
@@ -154,7 +151,7 @@ def run_final_test(params: dict, essays: pd.DataFrame, splits: dict, report_path
 def default_fit_predict(choice: dict, train: pd.DataFrame, test: pd.DataFrame, params: dict) -> np.ndarray:
     """Dispatch to the baseline or the fine-tuned model (the one model call of the final test)."""
     if choice["stage"] == BASELINE_STAGE:
-        from aes.embedding import load_embeddings
+        from aes.encoders.embedding import load_embeddings
 
-        return fit_predict_gbm(train, test, params, load_embeddings(Path("data/embeddings"), train["record_id"]))
+        return fit_predict_gbm(train, test, params, load_embeddings(EMBEDDINGS, train["record_id"]))
     return fit_predict_finetune(train, test, params, choice["objective"])

@@ -21,8 +21,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from aes.errors import AESError
-from aes.params import OBJECTIVES
+from aes.core.errors import AESError
+from aes.core.registry import OBJECTIVES
 
 
 class Objective(nn.Module):
@@ -99,8 +99,6 @@ class GradientReversal(Objective):
 
     def __init__(self, group_sizes, fold: int, hidden_size: int, adversary_hidden: int, max_weight: float, adversary_lr: float):
         super().__init__(group_sizes, fold)
-        if adversary_hidden < 1:
-            raise AESError(f"grl.adversary_hidden must be >= 1; got {adversary_hidden}")
         self.max_weight = float(max_weight)
         self.adversary_lr = float(adversary_lr)
         self.adversary = nn.Sequential(
@@ -144,8 +142,6 @@ class GroupDRO(Objective):
 
     def __init__(self, group_sizes, fold: int, eta: float, size_adjustment: float):
         super().__init__(group_sizes, fold)
-        if eta < 0:
-            raise AESError(f"dro.eta must be >= 0; got {eta}")
         self.eta = float(eta)
         self.size_adjustment = float(size_adjustment)
         self.register_buffer("q", torch.full((self.n_groups,), 1.0 / self.n_groups))

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from aes.errors import AESError
-from aes.progress import update_progress
+from aes.core.errors import AESError
+from aes.core.progress import update_progress
 
 EMBEDDINGS_FILE = "embeddings.npy"
 RECORD_IDS_FILE = "record_ids.csv"
@@ -43,8 +43,6 @@ def resolve_device(device: str = "auto") -> str:
 
 def usable_max_length(tokenizer, model, max_length: int) -> int:
     """Check ``max_length`` (tokens) against what the model can encode; return it."""
-    if max_length < 2:
-        raise AESError(f"embed.max_length must be >= 2 tokens; got {max_length}")
     limit = getattr(tokenizer, "model_max_length", None)
     if not limit or limit > 100_000:  # tokenizers without a limit report ~1e30
         limit = getattr(model.config, "max_position_embeddings", None)
@@ -75,8 +73,6 @@ def encode(texts: list[str], tokenizer, model, max_length: int, batch_size: int,
     bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
     if bad:
         raise AESError(f"texts to embed must be strings; item {bad[0]} is {type(texts[bad[0]]).__name__}")
-    if batch_size < 1:
-        raise AESError(f"embed.batch_size must be >= 1; got {batch_size}")
     max_length = usable_max_length(tokenizer, model, max_length)
     hidden = model.config.hidden_size
     out = np.zeros((len(texts), hidden), dtype=np.float32)
@@ -109,12 +105,12 @@ def encode(texts: list[str], tokenizer, model, max_length: int, batch_size: int,
 
 
 def embed_texts(texts: list[str], model_spec: str, max_length: int, batch_size: int, device: str = "cpu") -> np.ndarray:
-    """Embed ``texts`` with the encoder named by ``model_spec`` (see :mod:`aes.models`).
+    """Embed ``texts`` with the encoder named by ``model_spec`` (see :mod:`aes.encoders.resolve`).
 
     Returns (n, H) float32, row i for texts[i]; H is the encoder's hidden size.
     ``max_length`` is in tokens (longer texts are truncated); ``device`` is cpu, cuda or auto.
     """
-    from aes.models import load_encoder
+    from aes.encoders.resolve import load_encoder
 
     tokenizer, model = load_encoder(model_spec)
     return encode(texts, tokenizer, model, max_length, batch_size, resolve_device(device))

@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
 
-from aes.errors import AESError
-from aes.metrics import HALF_BANDS, band_labels
+from aes.core.errors import AESError
+from aes.core.registry import SPLITS
+from aes.core.metrics import HALF_BANDS, band_labels
 
 
 def score_distribution(y: np.ndarray) -> np.ndarray:
@@ -32,8 +33,6 @@ def carve_test_prompts(essays: pd.DataFrame, fraction: float, n_candidates: int,
     closest to ``fraction`` of all essays, and scores it by |share - fraction| plus the total
     variation distance between the test and remaining score distributions. Lowest score wins.
     """
-    if not 0.0 < fraction < 1.0:
-        raise AESError(f"prepare.test_fraction must be in (0, 1); got {fraction}")
     sizes = essays.groupby("prompt").size().sort_index()
     prompts, counts = sizes.index.to_numpy(), sizes.to_numpy()
     if len(prompts) < 3:
@@ -58,8 +57,6 @@ def carve_test_prompts(essays: pd.DataFrame, fraction: float, n_candidates: int,
 def make_cv_folds(cv: pd.DataFrame, n_folds: int, seed: int) -> np.ndarray:
     """Fold index (0..n_folds-1) per essay of ``cv``: prompt-grouped, stratified on half bands."""
     n_prompts = cv["prompt"].nunique()
-    if n_folds < 2:
-        raise AESError(f"prepare.n_folds must be >= 2; got {n_folds}")
     if n_prompts < n_folds:
         raise AESError(
             f"prepare.n_folds={n_folds} but only {n_prompts} prompts remain for CV after the locked test; "
@@ -114,7 +111,7 @@ def build_splits(essays: pd.DataFrame, params: dict, dataset_sha256: str) -> dic
     }
 
 
-def load_splits(path: str | Path = "data/prepared/splits.json") -> dict:
+def load_splits(path: str | Path = SPLITS) -> dict:
     path = Path(path)
     if not path.exists():
         raise AESError(f"{path}: splits not found; run `dvc repro prepare` first")
@@ -150,8 +147,6 @@ def inner_split(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[np.nda
 
     Returns positional (train_idx, val_idx) arrays; no prompt is on both sides.
     """
-    if not 0.0 < fraction < 1.0:
-        raise AESError(f"inner validation fraction must be in (0, 1); got {fraction}")
     if frame["prompt"].nunique() < 2:
         raise AESError("inner split needs at least 2 prompts in the training fold")
     splitter = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)

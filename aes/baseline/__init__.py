@@ -1,0 +1,1 @@
+"""Frozen-embedding baselines: gradient boosting over the embed stage's vectors (gbm)."""

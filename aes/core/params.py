@@ -1,0 +1,196 @@
+"""Load and validate ``params.yaml``.
+
+The schema below is the single list of known keys, their types and their allowed values or
+ranges. A key that is unknown, missing, of the wrong type or out of range stops the stage with a
+message naming the key (and the closest known key for typos). The file is read as YAML 1.2 with
+ruamel.yaml, the library DVC itself uses to read and rewrite it (``dvc exp run -S``).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aes.core.errors import AESError
+from aes.core.registry import OBJECTIVES
+
+
+@dataclass(frozen=True)
+class Key:
+    """One leaf param: its type and, optionally, allowed values, bounds and minimum list length.
+
+    ``float`` keys accept ints (cast to float). Bounds: ``ge``/``gt`` below, ``le``/``lt`` above.
+    """
+
+    type: type
+    choices: tuple | None = None
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    min_len: int | None = None
+
+    def range_text(self) -> str:
+        low = f">= {self.ge:g}" if self.ge is not None else f"> {self.gt:g}" if self.gt is not None else ""
+        high = f"<= {self.le:g}" if self.le is not None else f"< {self.lt:g}" if self.lt is not None else ""
+        return " and ".join(t for t in (low, high) if t)
+
+    def in_range(self, value) -> bool:
+        return not (
+            (self.ge is not None and value < self.ge) or (self.gt is not None and value <= self.gt)
+            or (self.le is not None and value > self.le) or (self.lt is not None and value >= self.lt)
+        )
+
+
+def Int(ge=None, gt=None, le=None, lt=None) -> Key:  # noqa: N802 - reads like a type in the schema
+    return Key(int, ge=ge, gt=gt, le=le, lt=lt)
+
+
+def Float(ge=None, gt=None, le=None, lt=None) -> Key:  # noqa: N802
+    return Key(float, ge=ge, gt=gt, le=le, lt=lt)
+
+
+def Choice(*values: str) -> Key:  # noqa: N802
+    return Key(str, choices=values)
+
+
+FRACTION = Float(gt=0, lt=1)  # a share of essays held out: strictly between 0 and 1
+RATE = Float(ge=0, lt=1)  # a probability or ratio that may be 0 (dropout, warm-up, optional split)
+
+SCHEMA: dict[str, Any] = {
+    "objective": Choice(*OBJECTIVES),
+    "data": {
+        "source": Choice("local", "upstream", "csv"),
+        "local_dir": Key(str),
+        "csv_path": Key(str),
+        "zip_password": Key(str),
+    },
+    "prepare": {
+        "target": Choice("Overall", "Cohesion", "Syntax", "Vocabulary", "Phraseology", "Grammar", "Conventions"),
+        "min_words": Int(ge=0),
+        "max_words": Int(ge=1),
+        "invalid_rows": Choice("error", "drop"),
+        "test_fraction": FRACTION,
+        "test_candidates": Int(ge=1),
+        "n_folds": Int(ge=2),
+        "seed": Int(ge=0),
+    },
+    "embed": {"model": Key(str), "max_length": Int(ge=2), "batch_size": Int(ge=1)},
+    "gbm": {
+        "text_stats": Key(bool),
+        "n_estimators": Int(ge=1),
+        "learning_rate": Float(gt=0),
+        "max_depth": Int(ge=1),
+        "min_child_weight": Float(ge=0),
+        "subsample": Float(gt=0, le=1),
+        "colsample_bytree": Float(gt=0, le=1),
+        "reg_lambda": Float(ge=0),
+        "early_stopping_rounds": Int(ge=1),
+        "inner_val_fraction": FRACTION,
+        "n_jobs": Int(ge=1),
+        "seed": Int(ge=0),
+    },
+    "finetune": {
+        "model": Key(str),
+        "max_length": Int(ge=2),
+        "trainable_layers": Int(ge=-1),  # -1: the whole encoder
+        "epochs": Int(ge=1),
+        "batch_size": Int(ge=1),
+        "grad_accum_steps": Int(ge=1),
+        "encoder_lr": Float(ge=0),
+        "head_lr": Float(gt=0),
+        "layer_lr_decay": Float(gt=0),
+        "weight_decay": Float(ge=0),
+        "warmup_ratio": RATE,
+        "dropout": RATE,
+        "reinit_top_layers": Int(ge=0),
+        "gradient_checkpointing": Key(bool),
+        "lora": Key(bool),
+        "lora_r": Int(ge=1),
+        "lora_alpha": Int(ge=1),
+        "lora_dropout": RATE,
+        "lora_target_modules": Key(list, min_len=1),
+        "mixed_precision": Choice("no", "bf16", "fp16"),
+        "device": Choice("auto", "cpu", "cuda"),
+        "inner_val_fraction": RATE,  # 0: no inner split, train a fixed number of epochs
+        "eval_batch_size": Int(ge=1),
+        "seed": Int(ge=0),
+    },
+    "erm": {},
+    "grl": {"max_weight": Float(ge=0), "adversary_hidden": Int(ge=1), "adversary_lr": Float(gt=0)},
+    "dro": {"eta": Float(ge=0), "size_adjustment": Float(ge=0)},
+    "report": {
+        "min_prompt_n": Int(ge=1),
+        "bootstrap_resamples": Int(ge=1),
+        "bootstrap_seed": Int(ge=0),
+        "probe_folds": Int(ge=2),
+        "calibration": Key(bool),
+        "decision_metric": Key(str),
+        "min_gain": Float(ge=0),
+        "max_worst_prompt_drop": Float(ge=0),
+    },
+    "final_test": {"override": Key(bool)},
+}
+
+
+def _type_ok(value: Any, expected: type) -> bool:
+    if expected is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if expected is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, expected)
+
+
+def _check_leaf(value: Any, spec: Key, name: str, source: str) -> Any:
+    if not _type_ok(value, spec.type):
+        raise AESError(f"{source}: key '{name}' must be {spec.type.__name__}, got {value!r} ({type(value).__name__})")
+    if spec.choices is not None and value not in spec.choices:
+        raise AESError(f"{source}: key '{name}' must be one of {', '.join(spec.choices)}; got {value!r}")
+    if spec.type in (int, float) and not spec.in_range(value):
+        raise AESError(f"{source}: key '{name}' must be {spec.range_text()}; got {value!r}")
+    if spec.min_len is not None and len(value) < spec.min_len:
+        raise AESError(f"{source}: key '{name}' must have at least {spec.min_len} item(s); got {value!r}")
+    return float(value) if spec.type is float else value
+
+
+def validate(params: Any, schema: dict[str, Any] = SCHEMA, where: str = "", source: str = "params.yaml") -> dict:
+    """Check ``params`` against ``schema``; return it with float keys cast to float."""
+    if not isinstance(params, dict):
+        raise AESError(f"{source}: {where or 'top level'} must be a mapping, got {type(params).__name__}")
+    for key in params:
+        if key not in schema:
+            close = difflib.get_close_matches(str(key), list(schema), n=1)
+            hint = f" (did you mean '{where}{close[0]}'?)" if close else ""
+            known = ", ".join(schema) or "none"
+            raise AESError(f"{source}: unknown key '{where}{key}'{hint}; known keys here: {known}")
+    out: dict[str, Any] = {}
+    for key, spec in schema.items():
+        name = f"{where}{key}"
+        if key not in params:
+            raise AESError(f"{source}: missing key '{name}'")
+        value = params[key]
+        if isinstance(spec, dict):
+            out[key] = validate(value if value is not None else {}, spec, f"{name}.", source)
+        else:
+            out[key] = _check_leaf(value, spec, name, source)
+    return out
+
+
+def parse_yaml(text: str, source: str = "<string>") -> Any:
+    """Parse YAML 1.2 text the way DVC does (``no`` is a string, ``2e-5`` a float); plain Python types."""
+    from ruamel.yaml import YAML, YAMLError
+
+    try:
+        return YAML(typ="safe", pure=True).load(text)
+    except YAMLError as err:
+        raise AESError(f"{source}: not valid YAML: {err}") from None
+
+
+def load_params(path: str | Path = "params.yaml") -> dict:
+    """Read and validate the params file. Returns the nested dict."""
+    path = Path(path)
+    if not path.exists():
+        raise AESError(f"{path}: params file not found (run stages from the repository root)")
+    return validate(parse_yaml(path.read_text(), str(path)), SCHEMA, "", str(path))

@@ -1,0 +1,1 @@
+"""Frozen encoders: resolve a model param to weights (resolve, mpnet), tokenise, pool and embed (embedding)."""

@@ -1,0 +1,78 @@
+"""Fold checkpoints, so a killed stage resumes instead of retraining, and the fold model files.
+
+A finished fold is written to ``.checkpoints/<stage>/<config_hash>/fold_<k>/`` (temp folder renamed
+into place, ``DONE`` marker last); a re-run with the same params, splits and essays loads it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+FOLD_INFO_KEYS = ("target_mean", "target_std", "epochs", "best_epoch", "prompts", "history")
+
+
+def config_hash(params: dict, objective: str, splits_bytes: bytes, essays_bytes: bytes) -> str:
+    """sha256 over the finetune + objective params, splits.json bytes and essays.csv bytes."""
+    digest = hashlib.sha256()
+    cfg = {"objective": objective, "finetune": params["finetune"], objective: params.get(objective, {})}
+    digest.update(json.dumps(cfg, sort_keys=True).encode())
+    digest.update(hashlib.sha256(splits_bytes).digest())
+    digest.update(hashlib.sha256(essays_bytes).digest())
+    return digest.hexdigest()[:16]
+
+
+def save_fold(folder: Path, result: dict, with_timing: bool = True) -> None:
+    """Write one fold's weights (safetensors) + fold.json (target scaling, epochs, prompts, curves).
+
+    with_timing=False leaves the wall-clock time out, so the DVC out is byte-identical across re-runs.
+    """
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(result["state"], str(folder / "weights.safetensors"))
+    keys = FOLD_INFO_KEYS + (("fold_s",) if with_timing else ())
+    (folder / "fold.json").write_text(json.dumps({k: result.get(k) for k in keys}, indent=2) + "\n")
+
+
+def write_checkpoint(root: Path, k: int, result: dict) -> None:
+    """Atomically write fold ``k`` under ``root``: temp folder, rename, then the DONE marker."""
+    final = root / f"fold_{k}"
+    tmp = root / f".fold_{k}.tmp{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_fold(tmp, result)
+    np.save(tmp / "pred_raw.npy", np.asarray(result["pred_raw"], dtype=np.float64))
+    np.save(tmp / "pooled.npy", np.asarray(result["pooled"], dtype=np.float32))
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    (final / "DONE").write_text("ok\n")
+
+
+def read_checkpoint(root: Path, k: int) -> dict | None:
+    """Fold ``k``'s result if its DONE marker exists, else None."""
+    from safetensors.torch import load_file
+
+    folder = root / f"fold_{k}"
+    if not (folder / "DONE").exists():
+        return None
+    info = json.loads((folder / "fold.json").read_text())
+    return {
+        **info,
+        "pred_raw": np.load(folder / "pred_raw.npy"),
+        "pooled": np.load(folder / "pooled.npy"),
+        "state": load_file(str(folder / "weights.safetensors")),
+    }
+
+
+def remove_checkpoints(checkpoints: Path, stage: str) -> None:
+    """Drop a stage's checkpoints (this config and any stale ones) once its outputs are written."""
+    shutil.rmtree(checkpoints / stage, ignore_errors=True)
+    try:
+        checkpoints.rmdir()  # only when no other stage has checkpoints there
+    except OSError:
+        pass

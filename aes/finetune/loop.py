@@ -1,0 +1,233 @@
+"""One fold loop for the three fine-tuning stages (objective erm | grl | dro).
+
+Model: a backbone (:mod:`aes.finetune.backbones`), masked mean pooling and a linear head that
+predicts the standardised score ``z = (y - mean) / std`` (mean and std of the fold's training
+essays); predictions are mapped back to the raw 1-5 scale. The objective
+(:mod:`aes.finetune.objectives`) turns predictions into a loss; callbacks
+(:mod:`aes.finetune.callbacks`) hear about steps, curve points and epochs.
+
+Discipline: a fold never looks at its validation essays while training. By default every fold
+trains a fixed number of epochs; with ``finetune.inner_val_fraction > 0`` the fold's training
+essays are split by prompt (:func:`aes.data.splits.inner_split`) and the epoch with the best inner
+QWK is kept. Seeds: python, numpy, torch and the data order are seeded per fold (seed + fold), so
+a fold gives the same numbers whether or not the folds before it ran in the same process.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pandas as pd
+
+from aes.core.errors import AESError
+from aes.core.metrics import qwk
+from aes.core.registry import stage_for_objective
+from aes.finetune.backbones import Backbone, Prepared, make_backbone
+from aes.finetune.callbacks import CURVE_EVERY, Callback, curve_point
+from aes.finetune.modules import trainable_state
+from aes.finetune.objectives import make_objective
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_accelerator(ft: dict):
+    """An ``accelerate.Accelerator`` for ``finetune.device`` / ``mixed_precision`` / ``grad_accum_steps``."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
+    has_gpu = torch.cuda.is_available()
+    if ft["device"] == "cuda" and not has_gpu:
+        raise AESError("finetune.device is 'cuda' but no CUDA GPU is visible (use 'auto' or 'cpu')")
+    use_gpu = has_gpu and ft["device"] != "cpu"
+    if ft["mixed_precision"] != "no" and not use_gpu:
+        raise AESError(
+            f"finetune.mixed_precision is '{ft['mixed_precision']}' but training runs on the CPU "
+            "(no GPU visible or finetune.device: cpu); set finetune.mixed_precision: \"no\""
+        )
+    # One process may run several stages (tests): accelerate keeps singletons, start them afresh.
+    AcceleratorState._reset_state(True)
+    GradientState._reset_state()
+    return Accelerator(cpu=not use_gpu, mixed_precision=ft["mixed_precision"], gradient_accumulation_steps=ft["grad_accum_steps"])
+
+
+class Trainer:
+    """Holds the pretrained weights once per stage and trains one fold at a time from them."""
+
+    def __init__(self, params: dict, objective: str, accelerator, backbone: Backbone | None = None):
+        self.params, self.ft, self.objective_name = params, params["finetune"], objective
+        self.stage = stage_for_objective(objective)
+        self.accelerator = accelerator
+        self.backbone = backbone if backbone is not None else make_backbone(self.ft, self.stage)
+        self.hidden_size = self.backbone.hidden_size
+
+    def prepare(self, texts: list[str]) -> Prepared:
+        """Tokenise the essays and, for cached training, run the frozen trunk once."""
+        return self.backbone.prepare(texts, self.accelerator.device)
+
+    def steps_per_epoch(self, n_train: int) -> int:
+        return math.ceil(n_train / self.ft["batch_size"])
+
+    def optimizer(self, model, objective):
+        """AdamW: encoder_lr * layer_lr_decay**depth per layer, head_lr for the head, plus the objective's groups."""
+        import torch
+
+        ft = self.ft
+        groups = []
+
+        def add(params, lr, name):
+            params = [p for p in params if p.requires_grad]
+            decay = [p for p in params if p.ndim >= 2]  # weight matrices; no decay for biases / LayerNorm
+            no_decay = [p for p in params if p.ndim < 2]
+            if decay:
+                groups.append({"params": decay, "lr": lr, "weight_decay": ft["weight_decay"], "name": name})
+            if no_decay:
+                groups.append({"params": no_decay, "lr": lr, "weight_decay": 0.0, "name": name + ".no_decay"})
+
+        for depth, params in model.layer_groups():
+            add(params, ft["encoder_lr"] * ft["layer_lr_decay"] ** depth, f"encoder.depth{depth}")
+        add(model.head.parameters(), ft["head_lr"], "head")
+        for group in objective.param_groups():
+            add(group["params"], group["lr"], group["name"])
+        return torch.optim.AdamW(groups, lr=ft["encoder_lr"], weight_decay=ft["weight_decay"])
+
+    def predict(self, model, data: Prepared, rows: np.ndarray):
+        """(pred_z (m,), pooled (m, H)) float32 numpy for essay rows (m,), in that order."""
+        import torch
+
+        model.eval()
+        pred = np.zeros(len(rows), dtype=np.float32)
+        pooled = np.zeros((len(rows), self.hidden_size), dtype=np.float32)
+        order = np.argsort(-data.lengths[rows], kind="stable")
+        bs = self.ft["eval_batch_size"]
+        with torch.inference_mode(), self.accelerator.autocast():
+            for start in range(0, len(rows), bs):
+                pos = order[start : start + bs]
+                inputs = {k: v.to(self.accelerator.device) for k, v in self.backbone.batch_inputs(data, rows[pos]).items()}
+                p, z = model(**inputs)
+                pooled[pos] = p.float().cpu().numpy()
+                pred[pos] = z.float().cpu().numpy()
+        return pred, pooled
+
+    def fold_rows(self, cv: pd.DataFrame, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(train, inner validation, validation) row positions of fold ``k``; inner is empty unless asked for."""
+        from aes.data.splits import inner_split
+
+        fold_of = cv["fold"].to_numpy()
+        train_rows, val_rows = np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k)
+        if len(train_rows) == 0:
+            raise AESError(f"fold {k}: the training part has no essays (every CV essay is in fold {k})")
+        inner_rows = np.array([], dtype=int)
+        if self.ft["inner_val_fraction"] > 0:
+            fit_pos, inner_pos = inner_split(cv.iloc[train_rows].reset_index(drop=True), self.ft["inner_val_fraction"], self.ft["seed"] + k)
+            train_rows, inner_rows = train_rows[fit_pos], train_rows[inner_pos]
+        return train_rows, inner_rows, val_rows
+
+    def train_fold(self, cv: pd.DataFrame, data: Prepared, k: int, callbacks: list[Callback] = ()) -> dict:
+        """Train on the essays with ``fold != k``; predict the essays with ``fold == k``.
+
+        Returns dict with pred_raw (n_val,), pooled (n_val, H) float32, state (trainable tensors),
+        target_mean/std, epochs (list of per-epoch log dicts), best_epoch, prompts, history.
+        """
+        import torch
+        from transformers import get_linear_schedule_with_warmup
+
+        ft, acc = self.ft, self.accelerator
+        train_rows, inner_rows, val_rows = self.fold_rows(cv, k)
+        y = cv["y"].to_numpy(dtype=np.float64)
+        mean, std = float(y[train_rows].mean()), float(y[train_rows].std())
+        std = std if std > 1e-8 else 1.0
+        prompts = sorted(cv["prompt"].iloc[train_rows].unique())
+        group_of = {p: g for g, p in enumerate(prompts)}
+        group = cv["prompt"].map(group_of).fillna(-1).to_numpy(dtype=np.int64)
+        sizes = [int((group[train_rows] == g).sum()) for g in range(len(prompts))]
+
+        seed_everything(ft["seed"] + k)
+        model = self.backbone.fresh_model()
+        objective = make_objective(self.objective_name, self.params, sizes, self.hidden_size, k)
+        optimizer = self.optimizer(model, objective)
+        per_epoch = math.ceil(self.steps_per_epoch(len(train_rows)) / ft["grad_accum_steps"])
+        total_updates = per_epoch * ft["epochs"]
+        scheduler = get_linear_schedule_with_warmup(optimizer, round(ft["warmup_ratio"] * total_updates), total_updates)
+        target_z = torch.as_tensor((y - mean) / std, dtype=torch.float32)
+        group_t = torch.as_tensor(group)
+
+        def collate(rows):
+            rows = np.asarray(rows)
+            batch = self.backbone.batch_inputs(data, rows)
+            batch["target_z"] = target_z[rows]
+            batch["group"] = group_t[rows]
+            return batch
+
+        generator = torch.Generator().manual_seed(ft["seed"] + k)
+        loader = torch.utils.data.DataLoader(
+            train_rows.tolist(), batch_size=ft["batch_size"], shuffle=True, generator=generator, collate_fn=collate
+        )
+        model, optimizer, loader = acc.prepare(model, optimizer, loader)
+        objective.to(acc.device)
+
+        total_steps = len(loader) * ft["epochs"]
+        step, epochs, best = 0, [], {"qwk": -math.inf, "epoch": None, "state": None}
+        history, window = [], []  # step-level curve points; batch logs since the last point
+        for epoch in range(ft["epochs"]):
+            model.train()
+            for batch in loader:
+                with acc.accumulate(model):
+                    target, grp = batch.pop("target_z"), batch.pop("group")
+                    with acc.autocast():
+                        pooled, pred = model(**batch)
+                        loss, batch_logs = objective.loss(pred, target, pooled, grp, step / total_steps)
+                    if not torch.isfinite(loss.detach()):
+                        raise AESError(
+                            f"{self.stage}: non-finite training loss ({float(loss.detach())}) at fold {k}, epoch {epoch}, "
+                            f"step {step}; lower finetune.encoder_lr / head_lr or check the data"
+                        )
+                    acc.backward(loss)
+                    optimizer.step()
+                    if acc.sync_gradients:
+                        scheduler.step()
+                    optimizer.zero_grad()
+                step += 1
+                window.append(batch_logs)
+                if step % CURVE_EVERY == 0 or step == total_steps:
+                    history.append(curve_point(step, window))
+                    window = []
+                    for cb in callbacks:
+                        cb.on_curve_point(k, history[-1])
+                for cb in callbacks:
+                    cb.on_step(k, epoch, step, total_steps)
+            logs = {"epoch": epoch, "step": step, **objective.epoch_logs()}
+            if len(inner_rows):
+                inner_z, _ = self.predict(model, data, inner_rows)
+                logs["inner_qwk"] = float(qwk(y[inner_rows], inner_z * std + mean))
+                if logs["inner_qwk"] > best["qwk"]:
+                    best = {"qwk": logs["inner_qwk"], "epoch": epoch, "state": trainable_state(acc.unwrap_model(model))}
+            epochs.append(logs)
+            for cb in callbacks:
+                cb.on_epoch_end(k, logs)
+
+        model = acc.unwrap_model(model)
+        if best["state"] is not None:
+            model.load_state_dict(best["state"], strict=False)
+        val_z, val_pooled = self.predict(model, data, val_rows)
+        result = {
+            "pred_raw": (val_z.astype(np.float64) * std + mean),
+            "pooled": val_pooled,
+            "state": trainable_state(model),
+            "target_mean": mean,
+            "target_std": std,
+            "epochs": epochs,
+            "best_epoch": best["epoch"] if best["epoch"] is not None else ft["epochs"] - 1,
+            "prompts": prompts,
+            "history": history,
+        }
+        acc.free_memory()
+        return result

@@ -1,0 +1,97 @@
+"""The trainable regressors: encoder layers + masked mean pooling + a linear head on the standardised score.
+
+Both return ``(pooled (B, H), pred_z (B,))`` and list their layer parameter groups by depth below
+the top (0 = top layer) so the optimizer can apply layer-wise learning-rate decay.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from aes.core.errors import AESError
+from aes.encoders.embedding import mean_pool  # the same pooling as the frozen-embedding baseline
+
+
+class TopLayersRegressor(nn.Module):
+    """Top encoder layers + mean pooling + linear head over cached hidden states.
+
+    forward(hidden_states (B, T, H), attention_mask (B, T)) -> (pooled (B, H), pred_z (B,)).
+    """
+
+    def __init__(self, layers, hidden_size: int):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.head = nn.Linear(hidden_size, 1)
+
+    def forward(self, hidden_states, attention_mask):
+        hidden = hidden_states
+        additive = (1.0 - attention_mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
+        for layer in self.layers:
+            out = layer(hidden, additive)
+            hidden = out[0] if isinstance(out, tuple) else out
+        pooled = mean_pool(hidden, attention_mask)
+        return pooled, self.head(pooled).squeeze(-1)
+
+    def layer_groups(self):
+        """[(lr depth below the top, params)]: 0 for the top layer, 1 the one below, ..."""
+        k = len(self.layers)
+        return [(k - 1 - i, list(layer.parameters())) for i, layer in enumerate(self.layers)]
+
+
+class EncoderRegressor(nn.Module):
+    """Whole encoder + mean pooling + linear head from tokens.
+
+    forward(input_ids (B, T), attention_mask (B, T)) -> (pooled (B, H), pred_z (B,)).
+    """
+
+    def __init__(self, encoder, hidden_size: int):
+        super().__init__()
+        self.encoder = encoder
+        self.head = nn.Linear(hidden_size, 1)
+
+    def forward(self, input_ids, attention_mask):
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        pooled = mean_pool(hidden, attention_mask)
+        return pooled, self.head(pooled).squeeze(-1)
+
+    def layer_groups(self):
+        layers = getattr(getattr(self.encoder, "encoder", None), "layer", None)
+        if layers is None:
+            return [(0, list(self.encoder.parameters()))]
+        n = len(layers)
+        in_layers = {id(p) for layer in layers for p in layer.parameters()}
+        embeddings = getattr(self.encoder, "embeddings", None)
+        in_emb = {id(p) for p in embeddings.parameters()} if embeddings is not None else set()
+        rest = [p for p in self.encoder.parameters() if id(p) not in in_layers and id(p) not in in_emb]
+        groups = [(n - 1 - i, list(layer.parameters())) for i, layer in enumerate(layers)]
+        if embeddings is not None:
+            groups.append((n, list(embeddings.parameters())))
+        return groups + [(0, rest)]
+
+
+def apply_lora(module, ft: dict):
+    """Inject LoRA adapters into ``module`` (in place) and freeze all its non-adapter weights."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    targets = list(ft["lora_target_modules"])
+    if not all(isinstance(t, str) and t for t in targets):
+        raise AESError(f"finetune.lora_target_modules must be a non-empty list of module names; got {targets!r}")
+    names = {name.rsplit(".", 1)[-1] for name, _ in module.named_modules()}
+    missing = [t for t in targets if t not in names]
+    if missing:
+        linear = sorted({name.rsplit(".", 1)[-1] for name, m in module.named_modules() if type(m).__name__ == "Linear"})
+        raise AESError(
+            f"finetune.lora_target_modules: {missing} not found in the trained part of model '{ft['model']}'; "
+            f"its linear modules are {linear}"
+        )
+    config = LoraConfig(r=ft["lora_r"], lora_alpha=ft["lora_alpha"], lora_dropout=ft["lora_dropout"], target_modules=targets)
+    module = inject_adapter_in_model(config, module)
+    for name, param in module.named_parameters():
+        param.requires_grad = "lora_" in name
+    return module
+
+
+def trainable_state(model) -> dict:
+    """The trained tensors only (top layers / adapters + head), detached copies on the CPU."""
+    return {name: p.detach().cpu().clone().contiguous() for name, p in model.named_parameters() if p.requires_grad}
