@@ -1,6 +1,6 @@
 """Benchmark aes.encoders.embedding against sentence-transformers on the same model, essays and machine.
 
-For each max_length: essays/s of ``aes.embedding.encode`` and of ``SentenceTransformer.encode``
+For each max_length: essays/s of ``aes.encoders.embedding.encode`` and of ``SentenceTransformer.encode``
 (model loading excluded, one short warm-up each), and the agreement of the two embeddings
 (cosine per essay; cosine ignores ST's final normalisation layer, so ~1 means the same
 mean-pooled vector). Writes bench/embed.json.
@@ -47,8 +47,8 @@ def main() -> None:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from aes.encoders.embedding import encode
     from aes.core.io import write_json
+    from aes.encoders.embedding import encode
     from aes.encoders.resolve import load_encoder, resolve_model
 
     torch.set_num_threads(args.threads)

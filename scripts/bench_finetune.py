@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aes.data.corpus import load_essays
 from aes.core.metrics import qwk
 from aes.core.params import load_params
+from aes.data.corpus import load_essays
 from aes.data.splits import cv_essays, load_splits
 from aes.finetune.loop import Trainer, make_accelerator
 

@@ -2,8 +2,8 @@
 
 import time
 
-from aes.core.io import write_json
 from aes.core.errors import stage_main
+from aes.core.io import write_json
 from aes.core.params import load_params
 from aes.core.registry import EMBED_METRICS, EMBEDDINGS
 from aes.data.corpus import load_essays

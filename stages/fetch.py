@@ -1,7 +1,7 @@
 """fetch: the ELLIPSE releases (local copy, upstream GitHub or your own CSV), checksum-verified."""
 
-from aes.core.io import write_json
 from aes.core.errors import stage_main
+from aes.core.io import write_json
 from aes.core.params import load_params
 from aes.core.registry import PROVENANCE, RAW_CSV
 from aes.data.corpus import fetch

@@ -1,7 +1,7 @@
 """finetune_cv | grl_cv | dro_cv: fine-tune the encoder with one objective, prompt-grouped CV.
 
-Usage: python stages/train_cv.py --objective erm|grl|dro  (stage finetune_cv, grl_cv, dro_cv).
-Writes the model artifact contract (aes/evaluation.py), models/<stage>/fold_<k>/,
+Usage: python -m stages.train_cv --objective erm|grl|dro  (stage finetune_cv, grl_cv, dro_cv).
+Writes the model artifact contract (aes/core/artifacts.py), models/<stage>/fold_<k>/,
 data/representations/<stage>.npy + <stage>_ids.csv and DVCLive curves at dvclive/<stage>.
 """
 

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from aes.core.artifacts import make_oof_frame, write_model_outputs
+from aes.core.io import write_json
 
 # Prediction noise (sd, score points) per stage: smaller noise = better model.
 DEFAULT_NOISE = {"gbm_cv": 0.55, "finetune_cv": 0.45, "grl_cv": 0.42, "dro_cv": 0.35}
@@ -39,6 +40,10 @@ def write_fake_workspace(root: Path, noise: dict | None = None, seed: int = 0, s
     for stage in stages or DEFAULT_NOISE:
         pred = essays["y"].to_numpy() + rng.normal(0.0, noise[stage], n)
         write_model_outputs(stage, make_oof_frame(essays, essays["fold"].to_numpy(), pred), 1.0, 20, root=root)
+    splits = {"dataset_sha256": "fake", "params": {"groups": "prompt"}, "test": {"prompts": ["Prompt T"], "record_ids": []},
+              "folds": [{"fold": int(k), "val_prompts": sorted(essays.loc[essays["fold"] == k, "prompt"].unique().tolist())}
+                        for k in sorted(essays["fold"].unique())]}
+    write_json(root / "data/prepared/splits.json", splits)
     if representations:
         prompt_code = pd.factorize(essays["prompt"])[0]
         centers = rng.normal(0, 1, (n_prompts, 16))

@@ -3,10 +3,10 @@ from pathlib import Path
 
 import pytest
 
-from aes.data import corpus as data
-from aes.data.corpus import fetch, validate_and_clean
 from aes.core.errors import AESError
 from aes.core.params import load_params
+from aes.data import corpus as data
+from aes.data.corpus import fetch, validate_and_clean
 from tests.synthetic import make_ellipse_frame
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "ellipse"

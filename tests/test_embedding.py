@@ -3,8 +3,8 @@ import pandas as pd
 import pytest
 import torch
 
-from aes.encoders.embedding import embed_texts, load_embeddings, mean_pool, save_embeddings
 from aes.core.errors import AESError
+from aes.encoders.embedding import embed_texts, load_embeddings, mean_pool, save_embeddings
 from tests.synthetic import WORDS
 
 

@@ -8,12 +8,12 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
-from aes.data.corpus import validate_and_clean
-from aes.core.artifacts import PREDICTION_COLUMNS
 from aes.baseline.gbm import best_iteration, build_features, cross_validate, text_stats
+from aes.core.artifacts import PREDICTION_COLUMNS
+from aes.data.corpus import validate_and_clean
 from aes.data.splits import build_splits, cv_essays
 from tests.synthetic import make_ellipse_frame
-from tests.yamlio import load_yaml, dump_yaml
+from tests.yamlio import dump_yaml, load_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 GBM = {

@@ -7,8 +7,8 @@ import pytest
 
 import aes.encoders.mpnet as mpnet
 from aes.core.errors import AESError
-from aes.encoders.resolve import resolve_model
 from aes.encoders.mpnet import MANIFEST, PART_PACKAGES, assemble_mpnet, find_installed_parts
+from aes.encoders.resolve import resolve_model
 
 WEIGHTS = bytes(range(256)) * 40  # stands in for model.safetensors
 

@@ -5,60 +5,21 @@ and switching `objective` re-runs `report` alone."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from aes.core.registry import MODEL_STAGES
 from tests.synthetic import write_ellipse_csv
-from tests.yamlio import load_yaml, dump_yaml
-
-ROOT = Path(__file__).resolve().parents[1]
-MODEL_STAGES = ["gbm_cv", "finetune_cv", "grl_cv", "dro_cv"]
-
-
-def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = os.environ | {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
-    return proc
-
-
-def tiny_params(params: dict, model: Path) -> dict:
-    params["data"].update(source="csv", csv_path="data/external/own.csv")
-    params["prepare"].update(n_folds=3, test_candidates=50, min_words=200, max_words=1000)
-    params["embed"].update(model=str(model), max_length=64, batch_size=8)
-    params["gbm"].update(n_estimators=30, early_stopping_rounds=5, n_jobs=1)
-    params["finetune"].update(model=str(model), max_length=64, batch_size=8, eval_batch_size=16, epochs=1)
-    params["report"].update(bootstrap_resamples=100, min_prompt_n=3, probe_folds=2)
-    return params
+from tests.tiny_pipeline import ROOT, make_pipeline_repo, run
+from tests.yamlio import load_yaml
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory, tiny_encoder):
     root = tmp_path_factory.mktemp("repo")
-    for name in ("dvc.yaml", ".gitignore", ".dvcignore", "README.md", "metrics/final_test.json"):
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(ROOT / name, root / name)
-    for folder in ("aes", "stages"):
-        shutil.copytree(ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
     (root / "data" / "external").mkdir(parents=True)
-    shutil.copy(ROOT / "data" / "external" / "README.md", root / "data" / "external")
-    write_ellipse_csv(root / "data" / "external" / "own.csv", n_prompts=14, per_prompt=9, seed=5)
-    params = tiny_params(load_yaml((ROOT / "params.yaml").read_text()), tiny_encoder)
-    (root / "params.yaml").write_text(dump_yaml(params))
-    run(["git", "init", "-q"], root)
-    run(["git", "config", "user.email", "ci@example.com"], root)
-    run(["git", "config", "user.name", "ci"], root)
-    run(["dvc", "init", "-q"], root)
-    run(["dvc", "config", "core.analytics", "false"], root)
-    shutil.copytree(ROOT / ".dvc" / "plots", root / ".dvc" / "plots")
-    run(["git", "add", "-A"], root)
-    run(["git", "commit", "-qm", "init"], root)
+    write_ellipse_csv(root / "data" / "external" / "own.csv", n_prompts=14, per_prompt=9, seed=5)  # git-ignored
+    make_pipeline_repo(root, tiny_encoder, "data/external/own.csv")
     first = run(["dvc", "repro"], root)
     return root, first
 
@@ -81,13 +42,14 @@ def test_every_stage_writes_the_contract(repo):
 def test_editing_an_imported_module_makes_its_stages_stale(repo):
     """What tests/test_stage_deps.py guarantees statically, seen through `dvc status`."""
     root, _ = repo
-    module = root / "aes" / "encoders" / "resolve.py"  # imported lazily by embed (and so by the stages after it)
+    module = root / "aes" / "encoders" / "resolve.py"  # imported lazily (inside functions) by prepare, embed, training
     original = module.read_text()
     try:
         module.write_text(original + "\n# edited\n")
         status = json.loads(run(["dvc", "status", "--json"], root).stdout)
         changed = {name for name, entries in status.items() if any("changed deps" in e for e in entries if isinstance(e, dict))}
-        assert {"embed", "gbm_cv", "finetune_cv", "grl_cv", "dro_cv"} <= changed and "prepare" not in changed, status
+        assert {"prepare", "embed", "gbm_cv", "finetune_cv", "grl_cv", "dro_cv"} <= changed, status
+        assert not {"fetch", "report"} & changed, status  # neither imports aes.encoders
     finally:
         module.write_text(original)
     assert json.loads(run(["dvc", "status", "--json"], root).stdout) == {}  # __pycache__ is ignored by .dvcignore

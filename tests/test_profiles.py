@@ -3,7 +3,6 @@ known params with valid values, so a GPU run never dies on a typo after hours of
 
 from pathlib import Path
 
-
 from aes.core.params import load_params, parse_yaml, validate
 
 ROOT = Path(__file__).resolve().parents[1]

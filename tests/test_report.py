@@ -10,17 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aes.report import bootstrap
-from aes.report import calibration
-from aes.report import decision
-from aes.report import probe
-from aes.report import assemble as rep
-from aes.core.errors import AESError
 from aes.core.artifacts import make_oof_frame
-from aes.holdout.final_test import chosen_model, run_final_test
+from aes.core.errors import AESError
 from aes.core.metrics import qwk, summarize
 from aes.core.params import load_params
 from aes.core.registry import MODEL_STAGES, stage_for_objective
+from aes.holdout.final_test import chosen_model, run_final_test
+from aes.report import assemble as rep
+from aes.report import bootstrap, calibration, decision, probe
 from tests.report_fixtures import make_cv_essays, write_fake_workspace
 
 REPO = Path(__file__).resolve().parents[1]

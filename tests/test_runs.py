@@ -21,9 +21,9 @@ pytestmark = pytest.mark.slow
 WORK_PY = """\
 import json, sys, time
 from aes.core.progress import update_progress
-from tests.yamlio import load_yaml
+from aes.core.params import parse_yaml
 
-p = load_yaml(open("params.yaml"))
+p = parse_yaml(open("params.yaml").read())
 update_progress(stage="work", step=0, total_steps=2)
 print("working", flush=True)
 time.sleep(p["sleep_s"])
@@ -168,3 +168,14 @@ def test_stop_terminates_the_run_and_marks_it_failed(project):
     done = wait_state(run_dir, lambda s: s["state"] != "running", timeout=20)
     assert done["state"] == "failed" and done["exit_code"] != 0
     assert "working" in (run_dir / "driver.log").read_text()
+
+
+def test_queued_sweep_runs_detached_and_pushes_every_experiment(project, tmp_path):
+    """`dvc exp run --queue -S ...` here, then `aes-run start --queued` runs the sweep and pushes it all."""
+    sh(["dvc", "exp", "run", "--queue", "-S", "sleep_s=0.2,0.3"], project)
+    aes_run(project, "start", "--name", "sweep", "--queued")
+    done = wait_state(only_run(project), lambda s: s["state"] != "running", timeout=180)
+    assert done["state"] == "succeeded", (only_run(project) / "driver.log").read_text()
+    assert done["command"] == ["dvc", "exp", "run", "--run-all"]
+    refs = [r for r in sh(["git", "ls-remote", str(tmp_path / "origin.git")], project).stdout.split() if r.startswith("refs/exps/")]
+    assert len(refs) == 2, refs  # both experiments of the sweep reached origin

@@ -31,9 +31,9 @@ HOST = "127.0.0.1"  # the only address this test talks to
 
 TRAIN_PY = """\
 import json, os, pathlib
-from tests.yamlio import load_yaml
+from aes.core.params import parse_yaml
 
-p = load_yaml(open("params.yaml"))["p"]
+p = parse_yaml(open("params.yaml").read())["p"]
 # Counts real executions, outside the repo, so a restore from the run cache is visible.
 with open(os.environ["TINY_COUNTER"], "a") as fh:
     fh.write("ran p=%s\\n" % p)

@@ -60,7 +60,10 @@ def import_closure(script: Path) -> set[Path]:
 
 
 def script_of(stage: dict) -> Path:
-    return Path(next(tok for tok in stage["cmd"].split() if tok.endswith(".py")))
+    """stages/x.py of ``cmd: python -m stages.x ...`` (-m: the workspace's own aes/ is imported, not an installed one)."""
+    tokens = stage["cmd"].split()
+    assert tokens[:2] == ["python", "-m"], f"{stage['cmd']!r}: run stages as modules (python -m stages.<name>)"
+    return Path(*tokens[2].split(".")).with_suffix(".py")
 
 
 def covered(path: Path, deps: list[str]) -> bool:

@@ -11,14 +11,14 @@ import pandas as pd
 import pytest
 import torch
 
-from aes.data.corpus import load_essays
-from aes.core.errors import AESError
 from aes.core.artifacts import PREDICTION_COLUMNS
-from aes.finetune.objectives import Objective
+from aes.core.errors import AESError
 from aes.core.params import load_params
+from aes.data.corpus import load_essays
 from aes.data.splits import cv_essays, load_splits
 from aes.finetune.cv import run_cv
 from aes.finetune.loop import Trainer, make_accelerator
+from aes.finetune.objectives import Objective
 from tests.training_fixtures import ROOT, make_training_repo
 
 

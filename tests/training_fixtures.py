@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
-from aes.core.io import sha256_file
-from aes.data.corpus import validate_and_clean
-from aes.core.io import write_json
+from aes.core.io import sha256_file, write_json
 from aes.core.params import load_params
+from aes.data.corpus import validate_and_clean
 from aes.data.splits import build_splits
 from tests.synthetic import make_ellipse_frame
-from tests.yamlio import load_yaml, dump_yaml
+from tests.yamlio import dump_yaml, load_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 

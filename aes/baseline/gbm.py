@@ -1,7 +1,7 @@
 """Frozen-embedding baseline: XGBoost regression on essay embeddings (+ optional text statistics).
 
 Per CV fold the model trains on the other folds. Early stopping watches an inner split of that
-training data, grouped by prompt (:func:`aes.splits.inner_split`), so the number of trees is
+training data, grouped by prompt (:func:`aes.data.splits.inner_split`), so the number of trees is
 chosen on prompts the model did not train on, and the validation fold is only ever predicted.
 """
 

@@ -4,7 +4,7 @@ For a stage named ``<stage>``:
 
 - ``data/predictions/<stage>.csv``: out-of-fold predictions, one row per CV essay, columns
   ``PREDICTION_COLUMNS`` (a DVC out: derived from essays, never committed);
-- ``metrics/<stage>.json``: :func:`aes.metrics.summarize` plus ``runtime_s`` (committed);
+- ``metrics/<stage>.json``: :func:`aes.core.metrics.summarize` plus ``runtime_s`` (committed);
 - ``plots/<stage>/by_prompt.csv``, ``by_grade.csv``, ``by_band.csv``: residual diagnostics
   (aggregates, committed as DVC plot data).
 """

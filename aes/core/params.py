@@ -76,6 +76,9 @@ SCHEMA: dict[str, Any] = {
         "test_candidates": Int(ge=1),
         "n_folds": Int(ge=2),
         "seed": Int(ge=0),
+        "groups": Choice("prompt", "topic"),  # the unit the locked test and the CV folds keep whole
+        "topic_model": Key(str),
+        "topic_similarity": Float(gt=0, le=1),
     },
     "embed": {"model": Key(str), "max_length": Int(ge=2), "batch_size": Int(ge=1)},
     "gbm": {

@@ -6,7 +6,6 @@ Every release file has a pinned sha256; a file that does not match is refused. P
 
 from __future__ import annotations
 
-
 import io
 import os
 import shutil
@@ -21,8 +20,8 @@ import pandas as pd
 
 from aes.core.errors import AESError
 from aes.core.io import sha256_bytes, sha256_file
-from aes.core.registry import ESSAYS
 from aes.core.metrics import HALF_BANDS
+from aes.core.registry import ESSAYS
 
 UPSTREAM = "https://raw.githubusercontent.com/scrosseye/ELLIPSE-Corpus/main"
 LOCAL_DIR_ENV = "ELLIPSE_DIR"
@@ -61,6 +60,22 @@ def _verify(path: Path, expected: str, what: str) -> str:
     if actual != expected:
         raise AESError(f"{path}: checksum mismatch for {what}: expected sha256 {expected}, got {actual}")
     return actual
+
+
+def project_root() -> Path:
+    """The folder `dvc` was run in: ``$DVC_ROOT``, else the working directory.
+
+    DVC runs queued and ``--temp`` experiments in a copy under ``.dvc/tmp/exps/`` but sets
+    ``DVC_ROOT`` to the original repository, so a path relative to the checkout (the default
+    ``../shared/ellipse``) means the same folder in every kind of run.
+    """
+    return Path(os.environ.get("DVC_ROOT") or ".")
+
+
+def resolve_data_path(value: str) -> Path:
+    """A data path param as a path: ``~`` expanded, a relative one taken from :func:`project_root`."""
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else project_root() / path
 
 
 def read_csv_as_written(source, where: str, dtype: dict | None = None) -> pd.DataFrame:
@@ -123,17 +138,18 @@ def fetch(data_params: dict) -> tuple[pd.DataFrame, dict]:
     provenance: dict = {"source": source, "files": []}
     frames = []
     if source == "csv":
-        path = Path(data_params["csv_path"])
+        path = resolve_data_path(data_params["csv_path"])
         if not data_params["csv_path"] or not path.is_file():
             raise AESError(f"data.csv_path: file '{path}' not found (expected an ELLIPSE-shaped CSV for data.source: csv)")
         frame = read_csv_as_written(io.BytesIO(path.read_bytes()), str(path))
         frame["source_file"] = path.name
         frame["source_row"] = np.arange(1, len(frame) + 1)
         frames.append(frame)
-        provenance["files"].append({"release": "own", "file": str(path), "sha256": sha256_file(path), "rows": int(len(frame)), "pinned": False})
+        provenance["files"].append({"release": "own", "file": data_params["csv_path"], "sha256": sha256_file(path), "rows": int(len(frame)), "pinned": False})
     elif source == "local":
-        folder = Path(os.environ.get(LOCAL_DIR_ENV) or data_params["local_dir"]).expanduser()
-        provenance["local_dir"] = str(folder)
+        given = os.environ.get(LOCAL_DIR_ENV) or data_params["local_dir"]
+        folder = resolve_data_path(given)
+        provenance["local_dir"] = given  # as given, not resolved: provenance.json stays the same on every machine
         if not folder.is_dir():
             raise AESError(
                 f"data.local_dir: folder '{folder}' not found; expected a folder with "

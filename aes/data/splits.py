@@ -15,8 +15,8 @@ import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
 
 from aes.core.errors import AESError
-from aes.core.registry import SPLITS
 from aes.core.metrics import HALF_BANDS, band_labels
+from aes.core.registry import SPLITS
 
 
 def score_distribution(y: np.ndarray) -> np.ndarray:
@@ -26,27 +26,27 @@ def score_distribution(y: np.ndarray) -> np.ndarray:
     return counts / max(counts.sum(), 1.0)
 
 
-def carve_test_prompts(essays: pd.DataFrame, fraction: float, n_candidates: int, seed: int) -> list[str]:
-    """Choose whole prompts for the locked test, deterministically from ``seed``.
+def carve_test_groups(essays: pd.DataFrame, fraction: float, n_candidates: int, seed: int) -> list[str]:
+    """Choose whole groups (column ``group``: prompts or topics) for the locked test, deterministically from ``seed``.
 
-    Tries ``n_candidates`` random prompt orders; for each, takes the prefix whose essay count is
+    Tries ``n_candidates`` random group orders; for each, takes the prefix whose essay count is
     closest to ``fraction`` of all essays, and scores it by |share - fraction| plus the total
     variation distance between the test and remaining score distributions. Lowest score wins.
     """
-    sizes = essays.groupby("prompt").size().sort_index()
-    prompts, counts = sizes.index.to_numpy(), sizes.to_numpy()
-    if len(prompts) < 3:
-        raise AESError(f"only {len(prompts)} prompt(s) in the data; prompt-holdout needs at least 3")
+    sizes = essays.groupby("group").size().sort_index()
+    groups, counts = sizes.index.to_numpy(), sizes.to_numpy()
+    if len(groups) < 3:
+        raise AESError(f"only {len(groups)} group(s) of prompts in the data; prompt-holdout needs at least 3")
     total, target = counts.sum(), fraction * counts.sum()
     rng = np.random.default_rng(seed)
     best, best_cost = None, np.inf
     for _ in range(max(1, n_candidates)):
-        order = rng.permutation(len(prompts))
+        order = rng.permutation(len(groups))
         cum = np.cumsum(counts[order])
         k = int(np.argmin(np.abs(cum - target))) + 1
-        k = min(max(k, 1), len(prompts) - 2)  # keep >= 2 prompts for CV
-        chosen = prompts[order[:k]]
-        in_test = essays["prompt"].isin(chosen).to_numpy()
+        k = min(max(k, 1), len(groups) - 2)  # keep >= 2 groups for CV
+        chosen = groups[order[:k]]
+        in_test = essays["group"].isin(chosen).to_numpy()
         tv = 0.5 * np.abs(score_distribution(essays["y"].to_numpy()[in_test]) - score_distribution(essays["y"].to_numpy()[~in_test])).sum()
         cost = abs(cum[k - 1] / total - fraction) + tv
         if cost < best_cost - 1e-12:
@@ -55,30 +55,36 @@ def carve_test_prompts(essays: pd.DataFrame, fraction: float, n_candidates: int,
 
 
 def make_cv_folds(cv: pd.DataFrame, n_folds: int, seed: int) -> np.ndarray:
-    """Fold index (0..n_folds-1) per essay of ``cv``: prompt-grouped, stratified on half bands."""
-    n_prompts = cv["prompt"].nunique()
-    if n_prompts < n_folds:
+    """Fold index (0..n_folds-1) per essay of ``cv``: grouped by column ``group``, stratified on half bands."""
+    n_groups = cv["group"].nunique()
+    if n_groups < n_folds:
         raise AESError(
-            f"prepare.n_folds={n_folds} but only {n_prompts} prompts remain for CV after the locked test; "
-            "each fold needs at least one prompt of its own (lower prepare.n_folds or prepare.test_fraction)"
+            f"prepare.n_folds={n_folds} but only {n_groups} groups of prompts remain for CV after the locked test; "
+            "each fold needs at least one group of its own (lower prepare.n_folds or prepare.test_fraction)"
         )
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     fold = np.full(len(cv), -1, dtype=int)
     with warnings.catch_warnings():
         # Rare bands (1.0, 5.0) have fewer essays than folds: stratification is best effort there.
         warnings.simplefilter("ignore", UserWarning)
-        for k, (_, val_idx) in enumerate(splitter.split(np.zeros(len(cv)), band_labels(cv["y"]), cv["prompt"])):
+        for k, (_, val_idx) in enumerate(splitter.split(np.zeros(len(cv)), band_labels(cv["y"]), cv["group"])):
             fold[val_idx] = k
     for k in range(n_folds):
         if not (fold == k).any():
-            raise AESError(f"fold {k} got no essays: the prompts are too few or too small for prepare.n_folds={n_folds}")
+            raise AESError(f"fold {k} got no essays: the groups are too few or too small for prepare.n_folds={n_folds}")
     return fold
 
 
-def build_splits(essays: pd.DataFrame, params: dict, dataset_sha256: str) -> dict:
-    """Carve the locked test and the CV folds; return the ``splits.json`` document."""
-    test_prompts = carve_test_prompts(essays, params["test_fraction"], params["test_candidates"], params["seed"])
-    in_test = essays["prompt"].isin(test_prompts)
+def build_splits(essays: pd.DataFrame, params: dict, dataset_sha256: str, topics: dict[str, str] | None = None) -> dict:
+    """Carve the locked test and the CV folds; return the ``splits.json`` document.
+
+    ``topics`` ({prompt: topic}, from :mod:`aes.data.topics`) makes the topic, not the prompt, the
+    unit that the locked test and the folds keep whole; None groups by prompt.
+    """
+    essays = essays.assign(group=essays["prompt"].map(topics) if topics else essays["prompt"])
+    test_groups = carve_test_groups(essays, params["test_fraction"], params["test_candidates"], params["seed"])
+    in_test = essays["group"].isin(test_groups)
+    test_prompts = sorted(essays.loc[in_test, "prompt"].unique().tolist())
     cv = essays[~in_test].reset_index(drop=True)
     fold = make_cv_folds(cv, params["n_folds"], params["seed"])
     folds = []
@@ -94,7 +100,7 @@ def build_splits(essays: pd.DataFrame, params: dict, dataset_sha256: str) -> dic
             }
         )
     test = essays[in_test]
-    return {
+    splits = {
         "dataset_sha256": dataset_sha256,
         "seed": params["seed"],
         "params": params,
@@ -109,6 +115,13 @@ def build_splits(essays: pd.DataFrame, params: dict, dataset_sha256: str) -> dic
         },
         "folds": folds,
     }
+    if topics:
+        members = essays.groupby("group")["prompt"].unique()
+        splits["topics"] = {str(t): sorted(members[t].tolist()) for t in sorted(members.index)}
+        splits["test"]["topics"] = test_groups
+        for entry in folds:
+            entry["val_topics"] = sorted({topics[p] for p in entry["val_prompts"]})
+    return splits
 
 
 def load_splits(path: str | Path = SPLITS) -> dict:

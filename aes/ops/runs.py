@@ -8,7 +8,7 @@ terminal, stdin from /dev/null), so it survives logout and the launching shell. 
 - ``status.json``: state (running | succeeded | failed), stage (the last one dvc announced in the
   log, or ``push``), started_at / finished_at (UTC ISO-8601), exit_code, pid (the supervisor, which
   is also the process-group id), command, push commands, git commit, host;
-- ``progress.json``: written by :func:`aes.progress.update_progress` inside the stages (the
+- ``progress.json``: written by :func:`aes.core.progress.update_progress` inside the stages (the
   launcher sets ``$AES_PROGRESS_FILE``).
 
 A supervisor process (``python -m aes.ops.runs _supervise RUN_DIR``) runs the experiment, then pushes
@@ -100,8 +100,13 @@ def start(
     git_remote: str | None = None,
     dvc_remote: str | None = None,
     root: Path | None = None,
+    queued: bool = False,
 ) -> Path:
     """Launch ``dvc exp run --name NAME *exp_args`` detached; return the run directory.
+
+    queued=True runs the queued sweep instead (``dvc exp run --run-all *exp_args``, after
+    ``dvc exp run --queue -S ...``) and pushes every experiment derived from HEAD; NAME then names
+    the run directory only.
 
     git_remote: where ``dvc exp push`` sends the experiment's git ref; default ``origin`` when
     the repository has one, else none (then only ``dvc push --run-cache`` runs).
@@ -131,7 +136,8 @@ def start(
         if git_remote is None and "origin" in _git(root, "remote").split():
             git_remote = "origin"
         if git_remote:
-            push_cmds.append(["dvc", "exp", "push", "--run-cache", *r, git_remote, name])
+            which = ["--rev", "HEAD"] if queued else [name]  # a sweep: every experiment based on this commit
+            push_cmds.append(["dvc", "exp", "push", "--run-cache", *r, git_remote, *which])
         else:
             push_cmds.append(["dvc", "push", "--run-cache", *r])
         push_cmds.append([sys.executable, "-m", "aes.ops.runs", "push-run-cache", *r])
@@ -146,7 +152,7 @@ def start(
         "finished_at": None,
         "exit_code": None,
         "pid": None,
-        "command": ["dvc", "exp", "run", "--name", name, *exp_args],
+        "command": ["dvc", "exp", "run", *(["--run-all"] if queued else ["--name", name]), *exp_args],
         "push_commands": push_cmds,
         "git_commit": _git(root, "rev-parse", "HEAD"),
         "host": socket.gethostname(),
@@ -371,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-push", action="store_true", help="do not push the experiment when it succeeds")
     p.add_argument("--git-remote", help="git remote for `dvc exp push` (default origin if it exists)")
     p.add_argument("-r", "--remote", help="DVC remote to push to (default: DVC's default remote)")
+    p.add_argument("--queued", action="store_true",
+                   help="run the queued sweep (`dvc exp run --run-all`) and push all its experiments")
     p = sub.add_parser("status", help="table of runs, or one run's details and log tail")
     p.add_argument("run", nargs="?", help="run directory, its name, or the experiment name")
     p.add_argument("-n", "--lines", type=int, default=20, help="log lines to show for one run")
@@ -392,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         return _supervise(args.run_dir)
     root = repo_root()
     if args.cmd == "start":
-        run_dir = start(exp_args, args.name, not args.no_push, args.git_remote, args.remote, root)
+        run_dir = start(exp_args, args.name, not args.no_push, args.git_remote, args.remote, root, queued=args.queued)
         status = _read_json(run_dir / "status.json")
         print(f"started {run_dir.relative_to(root)} (pid {status.get('pid')})")
         print(f"  aes-run status {status['name']}    aes-run tail -f {status['name']}")

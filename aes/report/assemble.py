@@ -18,17 +18,29 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from aes.core.artifacts import read_metrics, read_predictions
+from aes.core.errors import AESError
+from aes.core.metrics import HALF_BANDS, N_BANDS, band_labels, qwk, to_half_band
+from aes.core.registry import (
+    BASELINE_STAGE,
+    DECISION_MD,
+    DVCLIVE,
+    EMBEDDINGS,
+    ERM_STAGE,
+    MODEL_STAGES,
+    REPORT_JSON,
+    REPORT_PLOTS,
+    SPLITS,
+    metrics_path,
+    predictions_path,
+    representation_paths,
+    stage_for_objective,
+)
+from aes.data.splits import load_splits
 from aes.report.bootstrap import prompt_bootstrap
 from aes.report.calibration import calibrated_metrics
 from aes.report.decision import check_decision_metric, decide, metric_value
 from aes.report.markdown import decision_md, model_labels
-from aes.core.errors import AESError
-from aes.core.artifacts import read_metrics, read_predictions
-from aes.core.metrics import HALF_BANDS, N_BANDS, band_labels, qwk, to_half_band
-from aes.core.registry import (
-    BASELINE_STAGE, DECISION_MD, DVCLIVE, EMBEDDINGS, ERM_STAGE, MODEL_LABELS, MODEL_STAGES, REPORT_JSON, REPORT_PLOTS, metrics_path,
-    predictions_path, representation_paths, stage_for_objective,
-)
 from aes.report.probe import prompt_probe, prompt_probe_within_folds
 
 # --------------------------------------------------------------------------------------------
@@ -259,6 +271,8 @@ def build_report(params: dict, root: Path = Path(".")) -> tuple[dict, dict]:
                      f"AND worst-prompt QWK drop <= {rp['max_worst_prompt_drop']:g}"),
         },
         "delta": boot["pairs"],
+        "intervals": boot["intervals"],
+        "holdout": holdout_groups(root),
         "bootstrap": {"unit": "prompt", "resamples": rp["bootstrap_resamples"], "seed": rp["bootstrap_seed"], "n_prompts": boot["n_prompts"]},
         "probe": run_probes(oofs[BASELINE_STAGE], MODEL_STAGES, rp["probe_folds"], rp["bootstrap_seed"], root),
         "calibration": calibration,
@@ -275,6 +289,17 @@ def build_report(params: dict, root: Path = Path(".")) -> tuple[dict, dict]:
     return report, tables
 
 
+def holdout_groups(root: Path = Path(".")) -> dict:
+    """What the splits keep whole (prompt or topic) and, for topics, the prompts each one joins."""
+    splits = load_splits(root / SPLITS)
+    by = splits.get("params", {}).get("groups", "prompt")
+    out = {"by": by, "n_test_prompts": len(splits["test"]["prompts"]), "test_prompts": splits["test"]["prompts"]}
+    if "topics" in splits:
+        out["n_groups"] = len(splits["topics"])
+        out["multi_prompt_topics"] = {t: ps for t, ps in splits["topics"].items() if len(ps) > 1}
+    return out
+
+
 def _nest(flat: dict) -> dict:
     """{'qwk.pooled': v, 'rmse': w} -> {'qwk': {'pooled': v}, 'rmse': w}."""
     out: dict = {}
@@ -289,8 +314,8 @@ def _nest(flat: dict) -> dict:
 
 def write_report(report: dict, tables: dict, root: Path = Path(".")) -> list[Path]:
     """Write metrics/report.json, plots/report/*.csv + png/*.png and reports/decision.md."""
-    from aes.report import plots as rplots
     from aes.core.io import write_json
+    from aes.report import plots as rplots
 
     written = []
     pdir, png = root / REPORT_PLOTS, root / REPORT_PLOTS / "png"

@@ -123,7 +123,8 @@ def prompt_bootstrap(oofs: dict[str, pd.DataFrame], pairs, n_resamples: int, see
     {"delta", "gain", "ci_low", "ci_high", "p_not_better", "n_valid"}}}, "point": {model: {metric:
     value}}, "n_prompts": P}: delta = A - B on the original data, gain = delta signed so positive is
     better, ci_* = 95% percentile interval of the gain over resamples where it is defined,
-    p_not_better = share of those resamples with gain <= 0.
+    p_not_better = share of those resamples with gain <= 0. "intervals": {model: {metric: {"ci_low",
+    "ci_high"}}} is each model's own 95% interval of pooled and worst-prompt QWK.
     """
     any_oof = next(iter(oofs.values()))
     prompts = np.array(sorted(any_oof["prompt"].unique()))
@@ -151,4 +152,12 @@ def prompt_bootstrap(oofs: dict[str, pd.DataFrame], pairs, n_resamples: int, see
                 "p_not_better": finite_or_none(float(np.mean(valid <= 0)) if len(valid) else np.nan),
                 "n_valid": int(len(valid)),
             }
-    return {"pairs": out, "point": {m: {k: finite_or_none(v) for k, v in d.items()} for m, d in point.items()}, "n_prompts": int(len(prompts))}
+    intervals = {}  # each model on its own: comparable across experiments that score different essays
+    for model in oofs:
+        intervals[model] = {}
+        for metric in ("qwk.pooled", "qwk.worst_prompt"):
+            valid = boot[model][metric][np.isfinite(boot[model][metric])]
+            lo, hi = (np.percentile(valid, [2.5, 97.5]) if len(valid) else (np.nan, np.nan))
+            intervals[model][metric] = {"ci_low": finite_or_none(lo), "ci_high": finite_or_none(hi)}
+    return {"pairs": out, "point": {m: {k: finite_or_none(v) for k, v in d.items()} for m, d in point.items()},
+            "intervals": intervals, "n_prompts": int(len(prompts))}

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from aes.report.bootstrap import METRIC_DIRECTION
 from aes.core.errors import AESError
 from aes.core.metrics import finite_or_none
+from aes.report.bootstrap import METRIC_DIRECTION
 
 
 def check_decision_metric(key: str) -> None:

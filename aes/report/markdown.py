@@ -83,5 +83,12 @@ def decision_md(report: dict) -> str:
             lines.append(f"| {labels[stage]} | {_cell(c['qwk_pooled_uncalibrated'])} → {_cell(c['qwk_pooled'])} "
                          f"| {_cell(c['qwk_fold_mean_uncalibrated'])} → {_cell(c['qwk_fold_mean'])} "
                          f"| {_cell(c['qwk_worst_prompt_uncalibrated'])} → {_cell(c['qwk_worst_prompt'])} |")
+    h = report.get("holdout")
+    if h:
+        lines += ["", "## Holdout unit", "",
+                  f"The locked test ({h['n_test_prompts']} prompts) and the CV folds keep whole **{h['by']}s** (`prepare.groups: {h['by']}`)."]
+        if h["by"] == "topic":
+            lines += [f"{h['n_groups']} topics; these join several prompts (prompt names alike by `prepare.topic_similarity`):", ""]
+            lines += [f"- {', '.join(ps)}" for ps in h["multi_prompt_topics"].values()] or ["- none"]
     lines += ["", "Figures: `plots/report/png/`. Numbers: `metrics/report.json`.", ""]
     return "\n".join(lines)

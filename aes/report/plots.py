@@ -15,7 +15,7 @@ import pandas as pd  # noqa: E402
 
 from aes.core.metrics import HALF_BANDS  # noqa: E402
 
-# DVCLive metric names (file stems, aes/training.py's step-level curves) for each figure.
+# DVCLive metric names (file stems, aes/finetune/callbacks.py's step-level curves) for each figure.
 CURVE_PATTERNS = {
     "training_curves": ("train_loss",),
     "adversary_accuracy": ("adversary_acc",),
