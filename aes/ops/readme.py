@@ -29,10 +29,16 @@ def results_block(report: dict) -> str:
             f"**{d['verdict']}** — {'; '.join(d['reasons'])}. Details: [{DECISION_MD}]({DECISION_MD}).\n")
 
 
+def _block_span(text: str) -> tuple[int, int] | None:
+    """(start, end) of the text between the markers, or None when they are absent."""
+    start, end = text.find(README_START), text.find(README_END)
+    return None if start < 0 or end < start else (start + len(README_START), end)
+
+
 def current_block(text: str) -> str | None:
     """The text between the markers, or None when they are absent."""
-    start, end = text.find(README_START), text.find(README_END)
-    return None if start < 0 or end < start else text[start + len(README_START) : end]
+    span = _block_span(text)
+    return None if span is None else text[span[0] : span[1]]
 
 
 def update_readme(readme: Path, report: dict) -> bool:
@@ -41,11 +47,11 @@ def update_readme(readme: Path, report: dict) -> bool:
         warnings.warn(f"{readme} not found; results table not written there", stacklevel=2)
         return False
     text = readme.read_text()
-    start, end = text.find(README_START), text.find(README_END)
-    if current_block(text) is None:
+    span = _block_span(text)
+    if span is None:
         warnings.warn(f"{readme} lacks the markers {README_START} ... {README_END}; left unchanged", stacklevel=2)
         return False
-    readme.write_text(text[: start + len(README_START)] + results_block(report) + text[end:])
+    readme.write_text(text[: span[0]] + results_block(report) + text[span[1] :])
     return True
 
 
