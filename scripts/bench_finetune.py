@@ -39,7 +39,7 @@ def main() -> None:
     data = trainer.prepare(cv["text"].tolist())
     trunk_s = time.perf_counter() - started
     started = time.perf_counter()
-    result = trainer.train_fold(cv, data, args.fold)
+    result = trainer.train_fold(cv, data, args.fold, ft["seeds"][0])
     fold_s = time.perf_counter() - started
     val = (cv["fold"] == args.fold).to_numpy()
     n_train, n_val = int((~val).sum()), int(val.sum())

@@ -1,7 +1,8 @@
 """finetune_cv | grl_cv | dro_cv: fine-tune the encoder with one objective, prompt-grouped CV.
 
 Usage: python -m stages.train_cv --objective erm|grl|dro  (stage finetune_cv, grl_cv, dro_cv).
-Writes the model artifact contract (aes/core/artifacts.py), models/<stage>/fold_<k>/,
+Reads the frozen pass and the linear probes of stage lp_cv. Writes the model artifact contract
+(aes/core/artifacts.py), models/<stage>/seed_<s>/fold_<k>/,
 data/representations/<stage>.npy + <stage>_ids.csv and DVCLive curves at dvclive/<stage>.
 """
 
@@ -21,10 +22,9 @@ def main() -> None:
     args = parser.parse_args()
     stage = stage_for_objective(args.objective)  # AESError for an unknown objective
     metrics = run_cv(load_params(args.params), args.objective)
-    train = metrics["train"]
-    extra = {k: v for k, v in train.items() if k in ("adversary_acc", "dro_max_weight")}
-    print(f"{stage}: QWK pooled {metrics['qwk']['pooled']:.3f}, RMSE {metrics['rmse']:.3f}, "
-          f"runtime {metrics['runtime_s']:.0f}s {extra or ''}")
+    print(f"{stage}: QWK pooled {metrics['qwk']['pooled']:.3f} (sd over {metrics['n']['seeds']} seeds "
+          f"{metrics['seed_sd']['qwk.pooled']:.3f}), RMSE {metrics['rmse']:.3f}, "
+          f"runtime {metrics['runtime_s']:.0f}s")
 
 
 if __name__ == "__main__":

@@ -7,11 +7,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from aes.core.artifacts import make_oof_frame, write_model_outputs
+from aes.core.artifacts import make_oof_frame, stack_seeds, write_model_outputs
 from aes.core.io import write_json
+from aes.core.registry import FROZEN_STAGES, MODEL_STAGES, OBJECTIVE_STAGES
 
-# Prediction noise (sd, score points) per stage: smaller noise = better model.
-DEFAULT_NOISE = {"gbm_cv": 0.55, "finetune_cv": 0.45, "grl_cv": 0.42, "dro_cv": 0.35}
+# Prediction noise (sd, score points) per stage: smaller noise = better model. gbm_cv is the
+# strongest frozen model, so it is Q1's reference unless a test changes the noise.
+DEFAULT_NOISE = {"gbm_cv": 0.55, "linear_cv": 0.62, "lp_cv": 0.60, "finetune_cv": 0.45, "grl_cv": 0.42, "dro_cv": 0.35}
+# Training seeds per stage: several for the fine-tuned models (each seed its own predictions) and
+# 1-3 for the frozen ones, so the report's per-seed code paths see 1 and several seeds.
+DEFAULT_SEEDS = {"gbm_cv": (7, 8, 9), "linear_cv": (0,), "lp_cv": (0,), "finetune_cv": (7, 8, 9), "grl_cv": (7, 8, 9), "dro_cv": (7, 8, 9)}
+FINETUNED_STAGES = tuple(OBJECTIVE_STAGES.values())
+assert set(DEFAULT_NOISE) == set(DEFAULT_SEEDS) == set(MODEL_STAGES) and set(FROZEN_STAGES) < set(MODEL_STAGES)
 
 
 def make_cv_essays(n_prompts: int = 15, per_prompt: int = 40, n_folds: int = 5, seed: int = 0) -> pd.DataFrame:
@@ -25,21 +32,31 @@ def make_cv_essays(n_prompts: int = 15, per_prompt: int = 40, n_folds: int = 5, 
     return pd.DataFrame(rows)
 
 
-def write_fake_workspace(root: Path, noise: dict | None = None, seed: int = 0, stages=None, representations: bool = True,
-                         curves: bool = True, n_prompts: int = 15, per_prompt: int = 40) -> pd.DataFrame:
-    """Write metrics/, data/predictions/, data/embeddings/, data/representations/ and dvclive/ under root.
+def seeded_oof(essays: pd.DataFrame, noise_sd: float, seeds, rng: np.random.Generator, shift=None) -> pd.DataFrame:
+    """Prediction table with one block per seed: y + independent N(0, noise_sd) noise per seed (+ shift (n,))."""
+    frames = []
+    for s in seeds:
+        pred = essays["y"].to_numpy() + rng.normal(0.0, noise_sd, len(essays)) + (0 if shift is None else shift)
+        frames.append(make_oof_frame(essays, essays["fold"].to_numpy(), pred, seed=s))
+    return stack_seeds(frames)
 
-    Representations: frozen embeddings encode the prompt strongly; fine-tuned ones weakly.
-    Returns the CV essays.
+
+def write_fake_workspace(root: Path, noise: dict | None = None, seed: int = 0, stages=None, representations: bool = True,
+                         curves: bool = True, n_prompts: int = 15, per_prompt: int = 40, seeds: dict | None = None) -> pd.DataFrame:
+    """Write metrics/, data/predictions/, data/prepared/splits.json, data/embeddings/, data/representations/ and dvclive/ under root.
+
+    Every stage of ``stages`` (default: all six model stages) gets the artifact contract for its
+    seeds (``seeds`` overrides DEFAULT_SEEDS per stage). Representations: frozen embeddings encode
+    the prompt strongly; fine-tuned ones weakly (GRL least). Returns the CV essays.
     """
     root = Path(root)
     noise = {**DEFAULT_NOISE, **(noise or {})}
+    seeds = {**DEFAULT_SEEDS, **(seeds or {})}
     essays = make_cv_essays(n_prompts, per_prompt, seed=seed)
     rng = np.random.default_rng(seed + 1)
     n = len(essays)
-    for stage in stages or DEFAULT_NOISE:
-        pred = essays["y"].to_numpy() + rng.normal(0.0, noise[stage], n)
-        write_model_outputs(stage, make_oof_frame(essays, essays["fold"].to_numpy(), pred), 1.0, 20, root=root)
+    for stage in stages or MODEL_STAGES:
+        write_model_outputs(stage, seeded_oof(essays, noise[stage], seeds[stage], rng), 1.0, 20, root=root)
     splits = {"dataset_sha256": "fake", "params": {"groups": "prompt"}, "test": {"prompts": ["Prompt T"], "record_ids": []},
               "folds": [{"fold": int(k), "val_prompts": sorted(essays.loc[essays["fold"] == k, "prompt"].unique().tolist())}
                         for k in sorted(essays["fold"].unique())]}
@@ -52,13 +69,13 @@ def write_fake_workspace(root: Path, noise: dict | None = None, seed: int = 0, s
         np.save(root / "data/embeddings/embeddings.npy", emb)
         essays[["record_id"]].to_csv(root / "data/embeddings/record_ids.csv", index=False)
         (root / "data/representations").mkdir(parents=True, exist_ok=True)
-        for stage in ("finetune_cv", "grl_cv", "dro_cv"):
+        for stage in FINETUNED_STAGES:
             rep = centers[prompt_code] * (0.05 if stage == "grl_cv" else 0.5) + rng.normal(0, 1, (n, 16))
             order = rng.permutation(n)  # files need not be in essay order
             np.save(root / f"data/representations/{stage}.npy", rep[order])
             essays[["record_id"]].iloc[order].to_csv(root / f"data/representations/{stage}_ids.csv", index=False)
     if curves:
-        for stage in ("finetune_cv", "grl_cv", "dro_cv"):
+        for stage in FINETUNED_STAGES:
             for k in range(2):
                 d = root / f"dvclive/{stage}/plots/metrics/fold{k}"
                 d.mkdir(parents=True, exist_ok=True)

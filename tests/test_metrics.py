@@ -2,7 +2,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aes.core.metrics import HALF_BANDS, band_labels, diagnostics, qwk, qwk_from_confusion, rmse, summarize, to_half_band, within_half_band
+from aes.core.artifacts import PREDICTION_COLUMNS, make_oof_frame, read_metrics, read_predictions, stack_seeds, write_model_outputs
+from aes.core.errors import AESError
+from aes.core.metrics import (
+    HALF_BANDS,
+    METRIC_DIRECTION,
+    band_labels,
+    diagnostics,
+    metric_value,
+    qwk,
+    qwk_from_confusion,
+    rmse,
+    summarize,
+    summarize_seeds,
+    to_half_band,
+    within_half_band,
+    worst_share_mean,
+)
 
 
 def test_half_band_rounding_and_clipping():
@@ -63,15 +79,120 @@ def test_summarize_contract_keys_and_values():
     oof = _oof()
     m = summarize(oof, min_prompt_n=10)
     assert set(m) == {"qwk", "rmse", "mae", "within_half_band", "n"}
-    assert set(m["qwk"]) == {"pooled", "fold_mean", "fold_std", "worst_prompt", "median_prompt", "per_fold"}
+    assert set(m["qwk"]) == {"pooled", "fold_mean", "fold_std", "worst_prompt", "worst_quarter", "median_prompt", "per_fold"}
     per_fold = [qwk(g.y_true, g.y_pred_raw) for _, g in oof.groupby("fold")]
     assert m["qwk"]["fold_mean"] == pytest.approx(np.mean(per_fold), abs=1e-6)
     assert m["qwk"]["fold_std"] == pytest.approx(np.std(per_fold, ddof=1), abs=1e-6)
-    per_prompt = [qwk(g.y_true, g.y_pred_raw) for _, g in oof.groupby("prompt")]
-    assert m["qwk"]["worst_prompt"] == pytest.approx(min(per_prompt), abs=1e-6)
+    per_prompt = sorted(qwk(g.y_true, g.y_pred_raw) for _, g in oof.groupby("prompt"))
+    assert m["qwk"]["worst_prompt"] == pytest.approx(per_prompt[0], abs=1e-6)
+    # 6 scored prompts: the worst quarter is ceil(1.5) = 2 prompts
+    assert m["qwk"]["worst_quarter"] == pytest.approx(np.mean(per_prompt[:2]), abs=1e-6)
+    assert m["qwk"]["worst_prompt"] <= m["qwk"]["worst_quarter"] <= m["qwk"]["median_prompt"]
     assert m["n"] == {"essays": 60, "prompts": 6, "folds": 3, "prompts_scored": 6}
+    # every headline metric of METRIC_DIRECTION is in the dict
+    assert all(metric_value(m, key) is not None for key in METRIC_DIRECTION)
     # min_prompt_n above every prompt's size: no per-prompt QWK
-    assert summarize(oof, min_prompt_n=11)["qwk"]["worst_prompt"] is None
+    none_scored = summarize(oof, min_prompt_n=11)["qwk"]
+    assert none_scored["worst_prompt"] is None and none_scored["worst_quarter"] is None
+
+
+def test_worst_share_mean_hand_computed():
+    assert worst_share_mean([0.9, 0.1, 0.5, 0.3]) == pytest.approx(0.1)  # ceil(0.25 * 4) = 1
+    assert worst_share_mean([0.9, 0.1, 0.5, 0.3, 0.7]) == pytest.approx(0.2)  # ceil(1.25) = 2: 0.1, 0.3
+    assert worst_share_mean([0.4, np.nan, 0.2]) == pytest.approx(0.2)  # NaN (unscored) prompts are skipped
+    assert worst_share_mean([0.9, 0.1, 0.5, 0.3], share=0.5) == pytest.approx(0.2)
+    assert worst_share_mean([0.6]) == pytest.approx(0.6)
+    assert np.isnan(worst_share_mean([])) and np.isnan(worst_share_mean([np.nan]))
+
+
+def test_metric_value_reads_dotted_keys():
+    m = {"qwk": {"pooled": 0.7, "per_fold": {"0": 0.5}}, "rmse": 0.4, "gone": None}
+    assert metric_value(m, "qwk.pooled") == 0.7 and metric_value(m, "rmse") == 0.4
+    assert metric_value(m, "qwk.per_fold.0") == 0.5
+    assert metric_value(m, "qwk.worst_quarter") is None and metric_value(m, "mae") is None
+    assert metric_value(m, "rmse.pooled") is None  # a leaf has no children
+    assert metric_value(m, "gone") is None
+    assert set(METRIC_DIRECTION) >= {"qwk.pooled", "qwk.worst_quarter", "qwk.worst_prompt", "rmse"}
+    assert METRIC_DIRECTION["qwk.worst_quarter"] == +1 and METRIC_DIRECTION["rmse"] == -1 and METRIC_DIRECTION["mae"] == -1
+
+
+def _essays(oof):
+    return pd.DataFrame({"record_id": [f"r{i}" for i in range(len(oof))], "prompt": oof["prompt"], "grade": oof["grade"], "y": oof["y_true"]})
+
+
+def test_summarize_seeds_means_over_seeds():
+    base = _oof()
+    rng = np.random.default_rng(1)
+    essays = _essays(base)
+    frames = [make_oof_frame(essays, base["fold"], base["y_true"] + rng.normal(0, sd, len(base)), seed)
+              for seed, sd in ((7, 0.3), (8, 0.6), (9, 0.9))]
+    oof = stack_seeds(frames)
+    assert list(oof.columns) == PREDICTION_COLUMNS and len(oof) == 3 * len(base)
+    assert oof["seed"].tolist() == [7] * 60 + [8] * 60 + [9] * 60  # seed-major
+    m = summarize_seeds(oof, min_prompt_n=10)
+    per_seed = [summarize(f, min_prompt_n=10) for f in frames]
+    assert m["n"] == {"essays": 60, "prompts": 6, "folds": 3, "prompts_scored": 6, "seeds": 3}
+    for key in (*METRIC_DIRECTION, "qwk.fold_std", "qwk.per_fold.1"):
+        values = [metric_value(s, key) for s in per_seed]
+        assert metric_value(m, key) == pytest.approx(np.mean(values), abs=1e-6), key
+        if key in METRIC_DIRECTION:
+            assert m["seed_sd"][key] == pytest.approx(np.std(values, ddof=1), abs=1e-6), key
+    assert set(m["seed_sd"]) == set(METRIC_DIRECTION)
+    assert m["seed_sd"]["rmse"] > 0.1  # the seeds were built to disagree
+    assert set(m["seeds"]) == {"7", "8", "9"}
+    assert m["seeds"]["9"]["rmse"] == per_seed[2]["rmse"] and m["seeds"]["7"]["qwk"] == per_seed[0]["qwk"]
+    # the mean over seeds is not the ensemble (mean prediction) metric
+    ensemble = oof.groupby("record_id", sort=False)["y_pred_raw"].mean().to_numpy()
+    assert m["rmse"] > rmse(base["y_true"], ensemble) + 1e-3
+
+
+def test_summarize_seeds_with_one_seed_equals_summarize():
+    base = _oof()
+    oof = make_oof_frame(_essays(base), base["fold"], base["y_pred_raw"], seed=3)
+    m, one = summarize_seeds(oof, min_prompt_n=10), summarize(oof, min_prompt_n=10)
+    for key in (*METRIC_DIRECTION, "qwk.fold_std"):
+        assert metric_value(m, key) == pytest.approx(metric_value(one, key), abs=1e-6), key
+    assert m["n"]["seeds"] == 1 and set(m["seeds"]) == {"3"}
+    assert all(sd == 0.0 for sd in m["seed_sd"].values())
+
+
+def test_stack_seeds_rejects_a_repeated_seed():
+    base = _oof()
+    frame = make_oof_frame(_essays(base), base["fold"], base["y_pred_raw"], seed=4)
+    with pytest.raises(AESError, match="repeat a seed"):
+        stack_seeds([frame, frame.copy()])
+
+
+def test_make_oof_frame_rejects_non_finite_predictions():
+    base = _oof()
+    bad = base["y_pred_raw"].to_numpy().copy()
+    bad[5] = np.nan
+    with pytest.raises(AESError, match="non-finite predictions for records \\['r5'\\]"):
+        make_oof_frame(_essays(base), base["fold"], bad)
+
+
+def test_write_model_outputs_contract_for_several_seeds(tmp_path):
+    base = _oof()
+    rng = np.random.default_rng(2)
+    frames = [make_oof_frame(_essays(base), base["fold"], base["y_true"] + rng.normal(0, 0.5, 60), s) for s in (0, 1)]
+    oof = stack_seeds(frames)
+    metrics = write_model_outputs("demo_cv", oof, runtime_s=1.234, min_prompt_n=10, extra={"note": "x"}, root=tmp_path)
+    assert metrics["runtime_s"] == 1.2 and metrics["note"] == "x" and metrics["n"]["seeds"] == 2
+    assert read_metrics("demo_cv", tmp_path) == metrics
+    back = read_predictions("demo_cv", tmp_path)
+    assert list(back.columns) == PREDICTION_COLUMNS and len(back) == 120 and sorted(back["seed"].unique()) == [0, 1]
+    by_prompt = pd.read_csv(tmp_path / "plots" / "demo_cv" / "by_prompt.csv")
+    assert by_prompt["model"].eq("demo_cv").all() and by_prompt["n"].tolist() == [10] * 6  # essays, not essays x seeds
+    # each diagnostic is the mean over seeds of that seed's value
+    per_seed = [diagnostics(f, "prompt").set_index("prompt") for f in frames]
+    expected = (per_seed[0]["mae"] + per_seed[1]["mae"]) / 2
+    np.testing.assert_allclose(by_prompt.set_index("prompt")["mae"], expected, atol=1e-5)
+    by_band = pd.read_csv(tmp_path / "plots" / "demo_cv" / "by_band.csv")
+    assert "band" in by_band.columns and by_band["n"].sum() == 60
+    with pytest.raises(AESError, match="lacks columns \\['seed'\\]"):
+        write_model_outputs("demo_cv", oof.drop(columns="seed"), 1.0, 10, root=tmp_path)
+    with pytest.raises(AESError, match="predictions of stage 'other_cv' not found"):
+        read_predictions("other_cv", tmp_path)
 
 
 def test_diagnostics_by_band():

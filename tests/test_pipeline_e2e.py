@@ -1,6 +1,6 @@
 """The real `dvc repro` in a temporary copy of the repository, on synthetic ELLIPSE-shaped
-essays and a tiny random encoder: every stage runs, a second repro runs nothing, metrics show,
-and switching `objective` re-runs `report` alone."""
+essays and a tiny random encoder: every stage runs, the frozen pass runs once and is shared, a
+second repro runs nothing, metrics show, and switching `objective` re-runs `report` alone."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from aes.core.registry import MODEL_STAGES
+from aes.core.io import sha256_file
+from aes.core.registry import FROZEN_PASS, MODEL_STAGES, OBJECTIVE_STAGES
 from tests.synthetic import write_ellipse_csv
 from tests.tiny_pipeline import ROOT, make_pipeline_repo, run
 from tests.yamlio import load_yaml
@@ -34,9 +35,23 @@ def test_every_stage_writes_the_contract(repo):
         assert metrics["n"]["folds"] == 3
         for name in ("by_prompt", "by_grade", "by_band"):
             assert (root / "plots" / stage / f"{name}.csv").exists()
-    assert json.loads((root / "metrics" / "report.json").read_text())["decision"]
+        assert metrics["n"]["seeds"] == (1 if stage == "linear_cv" or stage == "lp_cv" else 2)
+    report = json.loads((root / "metrics" / "report.json").read_text())
+    assert report["decision"] and report["q1"]["verdict"] in ("better", "not better", "inconclusive")
+    assert set(report["q2"]) == {"grl", "dro"}
     assert (root / "README.md").read_bytes() == (ROOT / "README.md").read_bytes()  # no stage writes outside dvc.yaml
     assert "Running stage 'final_test'" not in first.stdout  # frozen: the locked test is never scored by repro
+
+
+def test_the_frozen_pass_runs_once_and_every_fine_tune_reads_it(repo):
+    root, first = repo
+    log = first.stdout + first.stderr
+    assert log.count("frozen pass over") == 1  # stage lp_cv, once per DAG run
+    assert log.count("frozen layers") >= 1 and all(f"{s} frozen layers" not in log for s in OBJECTIVE_STAGES.values())
+    shared = sha256_file(root / FROZEN_PASS / "hidden.npy")
+    for stage in OBJECTIVE_STAGES.values():
+        assert f"{stage}: read the frozen pass of lp_cv" in log
+        assert json.loads((root / "metrics" / f"{stage}.json").read_text())["frozen_pass_sha256"] == shared
 
 
 def test_editing_an_imported_module_makes_its_stages_stale(repo):
@@ -48,7 +63,7 @@ def test_editing_an_imported_module_makes_its_stages_stale(repo):
         module.write_text(original + "\n# edited\n")
         status = json.loads(run(["dvc", "status", "--json"], root).stdout)
         changed = {name for name, entries in status.items() if any("changed deps" in e for e in entries if isinstance(e, dict))}
-        assert {"prepare", "embed", "gbm_cv", "finetune_cv", "grl_cv", "dro_cv"} <= changed, status
+        assert {"prepare", "embed", "gbm_cv", "linear_cv", "lp_cv", "finetune_cv", "grl_cv", "dro_cv"} <= changed, status
         assert not {"fetch", "report"} & changed, status  # neither imports aes.encoders
     finally:
         module.write_text(original)
@@ -102,4 +117,4 @@ def test_locked_test_scored_only_when_unfrozen(repo):
     assert final["test"]["n"]["essays"] == splits["test"]["n_essays"] > 0
     assert final["n_train"] == sum(len(fold["val_record_ids"]) for fold in splits["folds"])
     assert -1.0 <= final["test"]["qwk"]["pooled"] <= 1.0
-    assert final["model"] in ("gbm_cv", "finetune_cv", "grl_cv", "dro_cv")
+    assert final["model"] in MODEL_STAGES

@@ -20,14 +20,44 @@ def test_committed_readme_matches_committed_report():
     assert current_block((ROOT / "README.md").read_text()) == results_block(report), "run `aes-readme` after `dvc repro`"
 
 
+def _fresh_report(root: Path) -> dict:
+    """metrics/report.json as the report stage writes it now, from constructed model outputs (all six stages)."""
+    import copy
+    import warnings
+
+    from aes.core.params import load_params
+    from aes.report.assemble import build_report
+    from tests.report_fixtures import write_fake_workspace
+
+    params = copy.deepcopy(load_params(ROOT / "params.yaml"))
+    params["report"].update(bootstrap_resamples=200, calibration=False, q1_metrics=["qwk.pooled"], q2_metrics=["qwk.pooled", "qwk.worst_quarter"])
+    write_fake_workspace(root, representations=False, curves=False, n_prompts=8, per_prompt=25)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # no representations: the probe is skipped
+        report, _ = build_report(params, root)
+    return json.loads(json.dumps(report))  # as read back from metrics/report.json
+
+
 def test_update_replaces_only_the_block(tmp_path):
-    report = json.loads((ROOT / "metrics/report.json").read_text())
+    from aes.core.registry import MODEL_LABELS, MODEL_STAGES
+
+    report = _fresh_report(tmp_path / "ws")
     readme = tmp_path / "README.md"
     readme.write_text("# t\n<!-- results:start -->\nOLD\n<!-- results:end -->\nkeep me\n")
     assert update_readme(readme, report)
     text = readme.read_text()
-    assert "OLD" not in text and text.endswith("<!-- results:end -->\nkeep me\n")
-    assert "| fine-tune ERM |" in text and current_block(text) == results_block(report)
+    assert "OLD" not in text and text.startswith("# t\n<!-- results:start -->\n") and text.endswith("<!-- results:end -->\nkeep me\n")
+    assert current_block(text) == results_block(report)
+    block = current_block(text)
+    for stage in MODEL_STAGES:  # one row per model, with its number of seeds
+        assert f"| {MODEL_LABELS[stage]}" in block
+    assert f"| {MODEL_LABELS['finetune_cv']} | 3 | " in block and f"| {MODEL_LABELS['linear_cv']} | 1 | " in block
+    # the block quotes both questions' verdicts as the report states them
+    q1, q2 = report["q1"], report["q2"]
+    assert f"(`{q1['reference']}`), on qwk.pooled: **{q1['verdict']}**" in block
+    assert f"Q2, on qwk.pooled, qwk.worst_quarter: GRL vs ERM **{q2['grl']['verdict']}**; DRO vs ERM **{q2['dro']['verdict']}**" in block
+    # a second update with the same report changes nothing
+    assert update_readme(readme, report) and readme.read_text() == text
 
 
 def test_readme_without_markers_is_left_alone(tmp_path):

@@ -1,33 +1,36 @@
-"""report and final_test: bootstrap, probe, calibration, decision rule, gate, errors."""
+"""report and final_test: bootstrap over prompts and seeds, probe, calibration, Q1/Q2 and the decision, gate, errors."""
 
 from __future__ import annotations
 
 import copy
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from aes.core.artifacts import make_oof_frame
+from aes.core.artifacts import make_oof_frame, stack_seeds
 from aes.core.errors import AESError
-from aes.core.metrics import qwk, summarize
+from aes.core.metrics import METRIC_DIRECTION, metric_value, qwk, summarize_seeds
 from aes.core.params import load_params
-from aes.core.registry import MODEL_STAGES, stage_for_objective
+from aes.core.registry import FROZEN_STAGES, MODEL_STAGES, stage_for_objective
 from aes.holdout.final_test import chosen_model, run_final_test
 from aes.report import assemble as rep
-from aes.report import bootstrap, calibration, decision, probe
-from tests.report_fixtures import make_cv_essays, write_fake_workspace
+from aes.report import bootstrap, calibration, probe
+from aes.report.verdicts import BETTER, INCONCLUSIVE
+from tests.report_fixtures import DEFAULT_SEEDS, make_cv_essays, seeded_oof, write_fake_workspace
 
 REPO = Path(__file__).resolve().parents[1]
+EXPECTED_PAIRS = {"erm_vs_gbm_cv", "erm_vs_linear_cv", "erm_vs_lp_cv", "grl_vs_erm", "dro_vs_erm", "grl_vs_gbm_cv", "dro_vs_gbm_cv"}
 
 
 @pytest.fixture(scope="module")
 def params():
     p = copy.deepcopy(load_params(REPO / "params.yaml"))
-    p["report"].update(bootstrap_resamples=400, probe_folds=3, min_prompt_n=20, decision_metric="qwk.pooled",
-                       min_gain=0.01, max_worst_prompt_drop=0.05, calibration=True)
+    p["report"].update(bootstrap_resamples=400, probe_folds=3, min_prompt_n=20, q1_metrics=["qwk.pooled"],
+                       q2_metrics=["qwk.pooled", "qwk.worst_quarter"], min_gain=0.01, calibration=True)
     p["objective"] = "dro"
     p["final_test"]["override"] = False
     return p
@@ -39,19 +42,45 @@ def _oof(essays: pd.DataFrame, noise_sd: float, seed: int, shift=None) -> pd.Dat
     return make_oof_frame(essays, essays["fold"].to_numpy(), pred)
 
 
+def _quiet_report(params, root):
+    """build_report without the probe's 'representation missing' warnings (workspaces written without them)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return rep.build_report(params, root)
+
+
 # ---------------------------------------------------------------- bootstrap
 
 
-def test_confusion_qwk_and_point_estimates_match_contract_metrics():
+def test_point_estimates_are_seed_means_of_the_contract_metrics():
     essays = make_cv_essays(n_prompts=10, per_prompt=30)
-    oof = _oof(essays, 0.5, 1)
-    boot = bootstrap.prompt_bootstrap({"a": oof, "b": oof}, [("a_vs_b", "a", "b")], 50, 0, 20)
-    contract = summarize(oof, 20)
-    assert boot["point"]["a"]["qwk.pooled"] == pytest.approx(qwk(oof["y_true"], oof["y_pred_raw"]), abs=1e-6)
-    for key in ("qwk.fold_mean", "qwk.worst_prompt", "qwk.median_prompt", "rmse", "mae", "within_half_band"):
-        assert boot["point"]["a"][key] == pytest.approx(decision.metric_value(contract, key), abs=1e-5), key
-    # a model against itself: every paired difference is exactly 0
+    oof = seeded_oof(essays, 0.5, (3, 4, 5), np.random.default_rng(1))
+    one = _oof(essays, 0.5, 1)
+    boot = bootstrap.prompt_bootstrap({"a": oof, "one": one}, [("a_vs_one", "a", "one")], 50, 0, 20)
+    contract = summarize_seeds(oof, 20)
+    assert set(boot["point"]["a"]) == set(METRIC_DIRECTION)
+    for key in METRIC_DIRECTION:  # the confusion-count shortcut gives the contract's numbers, seed means included
+        assert boot["point"]["a"][key] == pytest.approx(metric_value(contract, key), abs=1e-5), key
+        assert boot["seed_sd"]["a"][key] == pytest.approx(contract["seed_sd"][key], abs=1e-5), key
+    assert boot["point"]["one"]["qwk.pooled"] == pytest.approx(qwk(one["y_true"], one["y_pred_raw"]), abs=1e-6)
+    assert boot["n_seeds"] == {"a": 3, "one": 1} and boot["n_prompts"] == 10
+    assert all(v == 0 for v in boot["seed_sd"]["one"].values())
+    pair = boot["pairs"]["a_vs_one"]["qwk.pooled"]
+    assert pair["seed_spread"] == pytest.approx(boot["seed_sd"]["a"]["qwk.pooled"], abs=1e-6) and pair["seed_spread"] > 0  # max of the two sds
+    assert set(boot["intervals"]["a"]) == {"qwk.pooled", "qwk.worst_quarter", "qwk.worst_prompt"}
+
+
+def test_a_model_against_itself():
+    essays = make_cv_essays(n_prompts=10, per_prompt=30)
+    one = _oof(essays, 0.5, 1)
+    boot = bootstrap.prompt_bootstrap({"a": one, "b": one}, [("a_vs_b", "a", "b")], 50, 0, 20)
+    # one seed: every paired difference is exactly 0
     assert boot["pairs"]["a_vs_b"]["qwk.pooled"]["ci_low"] == boot["pairs"]["a_vs_b"]["qwk.pooled"]["ci_high"] == 0
+    # several seeds: each copy draws its own seeds, so the replicates differ, but the point gain is 0 and the CI spans it
+    many = seeded_oof(essays, 0.5, (1, 2, 3), np.random.default_rng(2))
+    pair = bootstrap.prompt_bootstrap({"a": many, "b": many}, [("a_vs_b", "a", "b")], 200, 0, 20)["pairs"]["a_vs_b"]
+    for metric in ("qwk.pooled", "rmse"):
+        assert pair[metric]["gain"] == 0 and pair[metric]["ci_low"] < 0 < pair[metric]["ci_high"]
 
 
 def test_resample_weights_draw_whole_prompts_with_replacement():
@@ -59,6 +88,9 @@ def test_resample_weights_draw_whole_prompts_with_replacement():
     assert w.shape == (500, 7) and (w.sum(axis=1) == 7).all()
     assert (w == 0).any() and (w >= 2).any()  # some prompts left out, some drawn twice
     assert np.array_equal(w, bootstrap.prompt_resample_weights(7, 500, 3))  # seeded
+    idx = bootstrap.seed_resample_index(3, 500, np.random.default_rng(0))
+    assert idx.shape == (500, 3) and set(np.unique(idx)) == {0, 1, 2}
+    assert any(len(set(row)) < 3 for row in idx)  # seeds drawn with replacement
 
 
 def test_bootstrap_ci_covers_known_difference_and_excludes_zero():
@@ -87,6 +119,38 @@ def test_bootstrap_is_over_prompts_not_essays():
     ci = bootstrap.prompt_bootstrap({"a": a, "b": b}, [("a_vs_b", "a", "b")], 1000, 0, 20)["pairs"]["a_vs_b"]["rmse"]
     assert ci["ci_low"] < 0 < ci["ci_high"]
     assert ci["ci_high"] - ci["ci_low"] > 0.05  # wide: it is prompt-to-prompt variation that matters
+
+
+def test_bootstrap_ci_widens_when_seeds_disagree():
+    """Same essays and prompts; one model's three seeds disagree strongly, the other's are identical.
+    Drawing seeds with replacement must show up as a wider interval (and a seed spread) for the first."""
+    essays = make_cv_essays(n_prompts=20, per_prompt=30, seed=12)
+    rng = np.random.default_rng(0)
+    fold = essays["fold"].to_numpy()
+    noise = rng.normal(0, 1, len(essays))
+    disagree = stack_seeds([make_oof_frame(essays, fold, essays["y"] + sd * noise, s) for s, sd in ((1, 0.2), (2, 0.5), (3, 0.8))])
+    same = stack_seeds([make_oof_frame(essays, fold, essays["y"] + 0.5 * noise, s) for s in (1, 2, 3)])
+    single = make_oof_frame(essays, fold, essays["y"] + 0.5 * noise, 1)
+    reference = _oof(essays, 0.9, 5)
+    oofs = {"disagree": disagree, "same": same, "single": single, "ref": reference}
+    pairs = [(f"{m}_vs_ref", m, "ref") for m in ("disagree", "same", "single")]
+    boot = bootstrap.prompt_bootstrap(oofs, pairs, 1000, 3, 20)
+    assert boot["seed_sd"]["same"]["qwk.pooled"] == 0 and boot["seed_sd"]["disagree"]["qwk.pooled"] > 0.05
+
+    def width(pair, metric):
+        ci = boot["pairs"][pair][metric]
+        return ci["ci_high"] - ci["ci_low"]
+
+    for metric in ("qwk.pooled", "rmse", "qwk.worst_quarter"):
+        assert width("disagree_vs_ref", metric) > 2 * width("same_vs_ref", metric), metric
+        assert boot["pairs"]["disagree_vs_ref"][metric]["seed_spread"] == pytest.approx(boot["seed_sd"]["disagree"][metric], abs=1e-6)
+        assert boot["pairs"]["same_vs_ref"][metric]["seed_spread"] == 0
+        # identical seeds are one seed: the same interval as a single-seed model
+        for end in ("ci_low", "ci_high"):
+            assert boot["pairs"]["same_vs_ref"][metric][end] == pytest.approx(boot["pairs"]["single_vs_ref"][metric][end], abs=1e-6)
+    own = boot["intervals"]
+    assert own["disagree"]["qwk.pooled"]["ci_high"] - own["disagree"]["qwk.pooled"]["ci_low"] > \
+        2 * (own["same"]["qwk.pooled"]["ci_high"] - own["same"]["qwk.pooled"]["ci_low"])
 
 
 # ---------------------------------------------------------------- probe
@@ -162,53 +226,97 @@ def test_calibration_never_sees_the_scored_fold():
         assert rows and not rows & fold_k
 
 
-# ---------------------------------------------------------------- decision
+# ---------------------------------------------------------------- Q1, Q2 and the decision
 
 
-def _m(pooled, worst, rmse=0.5):
-    return {"qwk": {"pooled": pooled, "fold_mean": pooled, "worst_prompt": worst, "median_prompt": pooled},
-            "rmse": rmse, "mae": rmse, "within_half_band": 0.9}
+def _pair(gain, ci_low, ci_high, spread=0.0):
+    return {"gain": gain, "ci_low": ci_low, "ci_high": ci_high, "seed_spread": spread}
 
 
-CI_OK = {"qwk.pooled": {"ci_low": 0.01, "ci_high": 0.08}, "rmse": {"ci_low": 0.02, "ci_high": 0.1}}
+def _boot(reference_qwk: dict, q1: dict, grl: dict, dro: dict) -> dict:
+    """A hand-made bootstrap result: pooled QWK per frozen stage, and the pairs Q1/Q2 read (other metrics inconclusive)."""
+    undefined = _pair(None, None, None)
+
+    def metrics(given):
+        return {m: given.get(m, undefined) for m in METRIC_DIRECTION}
+
+    point = {s: {"qwk.pooled": reference_qwk.get(s)} for s in MODEL_STAGES}
+    reference = max(reference_qwk, key=reference_qwk.get)
+    pairs = {f"erm_vs_{reference}": metrics(q1), "grl_vs_erm": metrics(grl), "dro_vs_erm": metrics(dro)}
+    return {"point": point, "pairs": pairs}
 
 
-@pytest.mark.parametrize(
-    ("cand", "ci", "proceed", "failed"),
-    [
-        (_m(0.75, 0.58), CI_OK, 1, None),
-        (_m(0.705, 0.60), CI_OK, 0, "gain_ok"),  # gain 0.005 < 0.01
-        (_m(0.75, 0.58), {"qwk.pooled": {"ci_low": -0.01, "ci_high": 0.1}}, 0, "ci_ok"),
-        (_m(0.75, 0.50), CI_OK, 0, "worst_prompt_ok"),  # worst prompt drops 0.10 > 0.05
-        (_m(None, 0.60), CI_OK, 0, "gain_ok"),  # undefined metric never proceeds
-    ],
-)
-def test_decision_rule(cand, ci, proceed, failed):
-    d = decision.decide(cand, _m(0.70, 0.60), ci, "qwk.pooled", min_gain=0.01, max_worst_prompt_drop=0.05)
-    assert d["proceed"] == proceed and d["verdict"] == ("proceed" if proceed else "defer")
-    if failed:
-        assert d[failed] == 0 and len(d["reasons"]) == 1
+RP = {"q1_metrics": ["qwk.pooled"], "q2_metrics": ["qwk.pooled", "qwk.worst_quarter"], "min_gain": 0.01}
+GOOD = _pair(0.05, 0.02, 0.08, 0.01)
+SPANS_ZERO = _pair(0.03, -0.01, 0.07)
 
 
-def test_decision_on_rmse_uses_lower_is_better():
-    d = decision.decide(_m(0.70, 0.60, rmse=0.45), _m(0.70, 0.60, rmse=0.50), CI_OK, "rmse", 0.01, 0.05)
-    assert d["proceed"] == 1 and d["gain"] == pytest.approx(0.05)
+@pytest.mark.parametrize(("objective", "q1", "dro", "proceed"), [
+    ("dro", GOOD, GOOD, 1),
+    ("dro", GOOD, SPANS_ZERO, 0),  # Q2 for the candidate is inconclusive
+    ("dro", SPANS_ZERO, GOOD, 0),  # fine-tuning itself does not beat the frozen model
+    ("erm", GOOD, SPANS_ZERO, 1),  # ERM as candidate only needs Q1
+    ("grl", GOOD, GOOD, 0),  # GRL's own Q2 is inconclusive, DRO's win does not count for it
+])
+def test_decision_needs_q1_and_the_candidates_q2(objective, q1, dro, proceed):
+    boot = _boot({"gbm_cv": 0.70, "linear_cv": 0.74, "lp_cv": 0.72}, {"qwk.pooled": q1},
+                 {"qwk.pooled": SPANS_ZERO}, {"qwk.pooled": dro, "qwk.worst_quarter": dro})
+    answers = rep.answer_questions(boot, RP, objective)
+    d = answers["decision"]
+    assert answers["q1"]["reference"] == d["reference"] == "linear_cv"  # the strongest frozen model by pooled QWK
+    assert answers["q1"]["comparison"] == "erm_vs_linear_cv" and set(answers["q1"]["metrics"]) == {"qwk.pooled"}
+    assert set(answers["q2"]) == {"grl", "dro"} and set(answers["q2"]["dro"]["metrics"]) == {"qwk.pooled", "qwk.worst_quarter"}
+    assert answers["q2"]["grl"]["verdict"] == INCONCLUSIVE and answers["q2"]["dro"]["stage"] == "dro_cv"
+    assert d["proceed"] == proceed and d["verdict"] == ("proceed" if proceed else "defer") and d["candidate"] == objective
+    assert d["reasons"][0].startswith("Q1 (ERM vs strongest frozen `linear_cv`)")
+    assert len(d["reasons"]) == (1 if objective == "erm" else 2)
 
 
-def test_unknown_decision_metric_lists_valid_keys(tmp_path, params):
-    with pytest.raises(AESError, match=r"report.decision_metric 'qwk.mean'.*valid keys: qwk.pooled"):
-        decision.decide(_m(0.7, 0.6), _m(0.7, 0.6), CI_OK, "qwk.mean", 0.01, 0.05)
+def test_strongest_frozen_ignores_fine_tuned_models_and_undefined_scores():
+    point = {s: {"qwk.pooled": 0.9} for s in MODEL_STAGES}  # fine-tuned models may be better; they are never the reference
+    point.update({"gbm_cv": {"qwk.pooled": 0.6}, "linear_cv": {"qwk.pooled": None}, "lp_cv": {"qwk.pooled": 0.65}})
+    assert rep.strongest_frozen(point) == "lp_cv"
+    names = [name for name, _, _ in rep.comparison_pairs("lp_cv")]
+    assert set(names) == {"erm_vs_gbm_cv", "erm_vs_linear_cv", "erm_vs_lp_cv", "grl_vs_erm", "dro_vs_erm", "grl_vs_lp_cv", "dro_vs_lp_cv"}
+    assert ("grl_vs_erm", "grl_cv", "finetune_cv") in rep.comparison_pairs("lp_cv")
+
+
+def test_unknown_verdict_metric_lists_valid_keys(tmp_path, params):
     p = copy.deepcopy(params)
-    p["report"]["decision_metric"] = "kappa"
-    with pytest.raises(AESError, match="valid keys"):
+    p["report"]["q2_metrics"] = ["qwk.pooled", "kappa"]
+    with pytest.raises(AESError, match=r"report.q2_metrics names unknown metric\(s\) \['kappa'\]; valid keys: qwk.pooled, .*qwk.worst_quarter"):
+        rep.build_report(p, tmp_path)  # checked before any file is read
+    p["report"]["q2_metrics"], p["report"]["q1_metrics"] = ["rmse"], ["qwk.mean"]
+    with pytest.raises(AESError, match=r"report.q1_metrics names unknown metric\(s\) \['qwk.mean'\]"):
         rep.build_report(p, tmp_path)
+
+
+def test_report_verdicts_follow_clear_evidence(tmp_path, params):
+    """Frozen models far behind ERM, DRO far ahead of it, GRL no different: Q1 better, DRO better, GRL not."""
+    noise = {"gbm_cv": 0.9, "linear_cv": 0.95, "lp_cv": 0.85, "finetune_cv": 0.5, "grl_cv": 0.5, "dro_cv": 0.2}
+    write_fake_workspace(tmp_path, noise=noise, representations=False, curves=False, n_prompts=10, per_prompt=30)
+    report, _ = _quiet_report(params, tmp_path)
+    assert report["q1"]["reference"] == "lp_cv" and report["q1"]["verdict"] == BETTER  # the lowest-noise frozen model
+    assert report["q2"]["dro"]["verdict"] == BETTER and report["q2"]["grl"]["verdict"] != BETTER
+    assert report["decision"] == {"proceed": 1, "verdict": "proceed", "candidate": "dro", "reference": "lp_cv",
+                                  "reasons": ["Q1 (ERM vs strongest frozen `lp_cv`): better", "Q2 (dro vs ERM): better"]}
+    assert set(report["delta"]) == {"erm_vs_gbm_cv", "erm_vs_linear_cv", "erm_vs_lp_cv", "grl_vs_erm", "dro_vs_erm",
+                                    "grl_vs_lp_cv", "dro_vs_lp_cv"}
+    q2_dro = report["q2"]["dro"]["metrics"]["qwk.pooled"]
+    assert q2_dro["gain"] == report["delta"]["dro_vs_erm"]["qwk.pooled"]["gain"] > q2_dro["seed_spread"] > 0
+    p = copy.deepcopy(params)
+    p["objective"] = "grl"
+    grl = _quiet_report(p, tmp_path)[0]
+    assert grl["decision"]["proceed"] == 0 and grl["decision"]["reasons"][1].startswith("Q2 (grl vs ERM)")
+    assert grl["stages"]["candidate"] == "grl_cv" and grl["candidate"]["stage"] == "grl_cv"
 
 
 # ---------------------------------------------------------------- stage inputs and outputs
 
 
 def test_missing_upstream_stage_is_named(tmp_path, params):
-    write_fake_workspace(tmp_path, stages=["gbm_cv", "finetune_cv", "dro_cv"], representations=False, curves=False, n_prompts=6, per_prompt=25)
+    small = {"representations": False, "curves": False, "n_prompts": 6, "per_prompt": 25}
+    write_fake_workspace(tmp_path, stages=["gbm_cv", "linear_cv", "lp_cv", "finetune_cv", "dro_cv"], **small)
     p = copy.deepcopy(params)
     with pytest.raises(AESError, match=r"grl_cv\.json of stage 'grl_cv' not found; run `dvc repro grl_cv`"):
         rep.build_report(p, tmp_path)
@@ -216,32 +324,70 @@ def test_missing_upstream_stage_is_named(tmp_path, params):
     with pytest.raises(AESError, match="objective 'grl' .*no trained results"):
         rep.build_report(p, tmp_path)
     (tmp_path / "data/predictions/dro_cv.csv").unlink()
-    write_fake_workspace(tmp_path, stages=["grl_cv"], representations=False, curves=False, n_prompts=6, per_prompt=25)
+    write_fake_workspace(tmp_path, stages=["grl_cv"], **small)
     p["objective"] = "erm"
     with pytest.raises(AESError, match=r"predictions/dro_cv\.csv.*dvc repro dro_cv"):
         rep.build_report(p, tmp_path)
+    (tmp_path / "metrics/linear_cv.json").unlink()  # a frozen stage is as necessary as the fine-tuned ones
+    with pytest.raises(AESError, match=r"linear_cv\.json of stage 'linear_cv' not found; run `dvc repro linear_cv`"):
+        rep.build_report(p, tmp_path)
+
+
+def test_every_seed_must_cover_the_same_essays(tmp_path, params):
+    write_fake_workspace(tmp_path, representations=False, curves=False, n_prompts=6, per_prompt=25)
+    path = tmp_path / "data/predictions/finetune_cv.csv"
+    oof = pd.read_csv(path)
+    assert sorted(oof["seed"].unique()) == [7, 8, 9]
+    oof.drop(index=oof.index[(oof["seed"] == 8)][:3]).to_csv(path, index=False)  # seed 8 lost three essays
+    with pytest.raises(AESError, match=r"finetune_cv\.csv \(seed 8\) covers different essays.*147 vs 150 rows"):
+        rep.build_report(params, tmp_path)
 
 
 def test_report_end_to_end(tmp_path, params):
     write_fake_workspace(tmp_path, n_prompts=10, per_prompt=30)
     report = rep.run_report(params, tmp_path)
     saved = json.loads((tmp_path / "metrics/report.json").read_text())
-    assert saved["decision"]["proceed"] in (0, 1) and saved["stages"]["candidate"] == "dro_cv"
-    assert set(saved["delta"]) == {"candidate_vs_baseline", "candidate_vs_erm", "erm_vs_baseline"}
-    probe = saved["probe"]
-    assert probe["frozen_embeddings"]["within_fold"]["accuracy"] > 0.95 > probe["grl_cv"]["within_fold"]["accuracy"]
+    assert saved == json.loads(json.dumps(report))
+    assert saved["stages"] == {"candidate": "dro_cv", "erm": "finetune_cv", "strongest_frozen": "gbm_cv", "frozen": list(FROZEN_STAGES)}
+    assert saved["q1"]["reference"] == saved["decision"]["reference"] == "gbm_cv" and saved["q1"]["comparison"] == "erm_vs_gbm_cv"
+    assert set(saved["q2"]) == {"grl", "dro"} and set(saved["decision"]) == {"proceed", "verdict", "candidate", "reference", "reasons"}
+    assert saved["decision"]["proceed"] in (0, 1) and saved["decision"]["candidate"] == "dro"
+    assert set(saved["delta"]) == EXPECTED_PAIRS and set(saved["delta"]["dro_vs_erm"]) == set(METRIC_DIRECTION)
+    assert saved["rule"]["q1_metrics"] == ["qwk.pooled"] and saved["rule"]["q2_metrics"] == ["qwk.pooled", "qwk.worst_quarter"]
+    assert saved["rule"]["min_gain"] == 0.01 and "seed-to-seed sd" in saved["rule"]["text"]
+    # one headline row per model: seed means, the seed sd and each seed's pooled QWK
+    assert list(saved["models"]) == list(MODEL_STAGES)
+    for stage, row in saved["models"].items():
+        metrics = json.loads((tmp_path / f"metrics/{stage}.json").read_text())
+        assert row["n_seeds"] == len(DEFAULT_SEEDS[stage]) == saved["bootstrap"]["n_seeds"][stage]
+        assert set(row["seeds"]) == {str(s) for s in DEFAULT_SEEDS[stage]}
+        assert row["qwk_pooled"] == metrics["qwk"]["pooled"] == pytest.approx(np.mean(list(row["seeds"].values())), abs=1e-5)
+        assert row["qwk_worst_quarter"] == metrics["qwk"]["worst_quarter"] is not None
+        assert (row["qwk_pooled_seed_sd"] > 0) == (row["n_seeds"] > 1)
+    assert saved["candidate"]["n_seeds"] == 3 and "seeds" not in saved["candidate"]
+    assert saved["bootstrap"]["unit"] == "prompt x seed" and saved["bootstrap"]["n_prompts"] == 10
+    assert set(saved["intervals"]) == set(MODEL_STAGES) and set(saved["seed_sd"]) == set(MODEL_STAGES)
+    probe_result = saved["probe"]
+    assert probe_result["frozen_embeddings"]["within_fold"]["accuracy"] > 0.95 > probe_result["grl_cv"]["within_fold"]["accuracy"]
+    assert not set(FROZEN_STAGES) & set(probe_result)  # frozen stages have no representation of their own
     assert set(saved["calibration"]) == set(MODEL_STAGES)
     assert not (tmp_path / "README.md").exists()  # the README table is `aes-readme`'s job, not the stage's
-    assert "Verdict" in (tmp_path / "reports/decision.md").read_text()
+    decision_md = (tmp_path / "reports/decision.md").read_text()
+    assert "## Q1" in decision_md and "## Q2" in decision_md and "`gbm_cv`" in decision_md
     conf = pd.read_csv(tmp_path / "plots/report/confusion.csv")
-    assert list(conf.columns) == ["model", "y_true", "y_pred", "count"] and len(conf) == 4 * 81
-    assert conf.groupby("model")["count"].sum().eq(300).all()  # aggregates only, every essay counted once
+    assert list(conf.columns) == ["model", "y_true", "y_pred", "count"] and len(conf) == 6 * 81
+    assert conf.groupby("model")["count"].sum().eq(300).all()  # aggregates only, every essay counted once (first seed)
     table = pd.read_csv(tmp_path / "plots/report/per_prompt_qwk.csv")
-    assert len(table) == 10 and "delta_candidate_vs_baseline" in table.columns
+    assert len(table) == 10 and {f"qwk_{s}" for s in MODEL_STAGES} | {"delta_erm_vs_strongest_frozen", "delta_grl_vs_erm", "delta_dro_vs_erm"} <= set(table.columns)
+    # per-prompt QWK is the mean over seeds of each seed's QWK on that prompt
+    oof = pd.read_csv(tmp_path / "data/predictions/finetune_cv.csv")
+    prompt0 = oof[oof["prompt"] == "Prompt 00"]
+    expected = np.mean([qwk(g["y_true"], g["y_pred_raw"]) for _, g in prompt0.groupby("seed")])
+    assert table.loc[table["prompt"] == "Prompt 00", "qwk_finetune_cv"].item() == pytest.approx(expected, abs=1e-5)
     png = {p.name for p in (tmp_path / "plots/report/png").iterdir()}
-    assert {"per_prompt_qwk.png", "residual_by_band.png", "residual_by_grade.png", "confusion_dro_cv.png",
-            "training_curves.png", "adversary_accuracy.png", "dro_max_weight.png"} <= png
-    assert report["decision"] == saved["decision"]
+    assert {"per_prompt_qwk.png", "residual_by_band.png", "residual_by_grade.png", "training_curves.png",
+            "adversary_accuracy.png", "dro_max_weight.png"} <= png
+    assert {f"confusion_{s}.png" for s in MODEL_STAGES} <= png
 
 
 def test_stale_metrics_file_is_detected(tmp_path, params):
@@ -252,6 +398,13 @@ def test_stale_metrics_file_is_detected(tmp_path, params):
     path.write_text(json.dumps(metrics))
     with pytest.raises(AESError, match="stale: run `dvc repro gbm_cv`"):
         rep.build_report(params, tmp_path)
+    # a multi-seed stage whose metrics were written from other predictions (here: one seed only)
+    write_fake_workspace(tmp_path, stages=["gbm_cv"], representations=False, curves=False, n_prompts=6, per_prompt=25)
+    path = tmp_path / "data/predictions/dro_cv.csv"
+    oof = pd.read_csv(path)
+    oof[oof["seed"] == 7].to_csv(path, index=False)
+    with pytest.raises(AESError, match="stale: run `dvc repro dro_cv`"):
+        _quiet_report(params, tmp_path)
 
 
 # ---------------------------------------------------------------- final_test gate
@@ -268,6 +421,11 @@ def _test_split(n_prompts=6, per_prompt=10):
     return essays, {"test": {"prompts": test_prompts, "record_ids": test["record_id"].tolist()}, "folds": folds}
 
 
+def _decision(proceed: int, reference: str = "gbm_cv") -> dict:
+    return {"objective": "dro", "decision": {"proceed": proceed, "verdict": "proceed" if proceed else "defer", "candidate": "dro",
+                                             "reference": reference, "reasons": []}}
+
+
 def test_final_test_refuses_without_decision(tmp_path, params):
     essays, splits = _test_split()
     called = []
@@ -277,33 +435,63 @@ def test_final_test_refuses_without_decision(tmp_path, params):
     (tmp_path / "report.json").write_text(json.dumps({"objective": "dro", "candidate": {}}))  # report without decision
     with pytest.raises(AESError, match="no decision"):
         chosen_model(params, tmp_path / "report.json")
+    (tmp_path / "report.json").write_text(json.dumps(_decision(0, reference="finetune_cv")))  # not a frozen stage
+    with pytest.raises(AESError, match="decision.reference 'finetune_cv' is not a frozen stage"):
+        run_final_test(params, essays, splits, tmp_path / "report.json", tmp_path / "final.json", fit_predict=lambda *a: called.append(a))
+    (tmp_path / "report.json").write_text(json.dumps({**_decision(1), "objective": "grl"}))
+    with pytest.raises(AESError, match="decided about objective 'grl' but params.yaml objective is 'dro'"):
+        chosen_model(params, tmp_path / "report.json")
     assert not called and not (tmp_path / "final.json").exists()
 
 
 def test_final_test_follows_decision_and_states_override(tmp_path, params):
     essays, splits = _test_split()
     report = tmp_path / "report.json"
-    report.write_text(json.dumps({"objective": "dro", "decision": {"proceed": 0, "verdict": "defer"}}))
+    report.write_text(json.dumps(_decision(0, reference="linear_cv")))
     seen = {}
 
     def stub(choice, train, test, p):
         seen.update(stage=choice["stage"], train=set(train["record_id"]), test=set(test["record_id"]))
-        return test["y"].to_numpy() + 0.1
+        return test["y"].to_numpy() + 0.1  # one seed: (n_test,)
 
     out = run_final_test(params, essays, splits, report, tmp_path / "final.json", fit_predict=stub)
-    assert out["model"] == "gbm_cv" and out["override"] == 0 and seen["stage"] == "gbm_cv"
+    assert out["model"] == seen["stage"] == "linear_cv" and out["override"] == 0 and "linear_cv" in out["reason"]
     assert seen["test"] == set(splits["test"]["record_ids"]) and not seen["train"] & seen["test"]
-    assert out["test"]["qwk"]["pooled"] > 0.9
+    assert out["test"]["qwk"]["pooled"] > 0.9 and out["test"]["n"]["seeds"] == 1 and out["test_per_seed"] is None
+    report.write_text(json.dumps({"objective": "dro", "decision": {"proceed": 0, "verdict": "defer"}}))  # no reference: gbm_cv
+    assert chosen_model(params, report)["stage"] == "gbm_cv"
     p = copy.deepcopy(params)
     p["final_test"]["override"] = True
     out = run_final_test(p, essays, splits, report, tmp_path / "final.json", fit_predict=stub)
     assert out["model"] == "dro_cv" and out["override"] == 1 and "OVERRIDE" in out["reason"]
     assert json.loads((tmp_path / "final.json").read_text())["override"] == 1
-    report.write_text(json.dumps({"objective": "dro", "decision": {"proceed": 1, "verdict": "proceed"}}))
+    report.write_text(json.dumps(_decision(1)))
     assert chosen_model(params, report)["stage"] == "dro_cv"
 
 
-def test_final_test_baseline_trains_on_all_cv_essays_and_scores_locked_test(tmp_path, params, tiny_encoder, monkeypatch):
+def test_final_test_averages_the_seeds(tmp_path, params):
+    essays, splits = _test_split()
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps(_decision(1)))
+    n_test = len(splits["test"]["record_ids"])
+
+    def three_seeds(choice, train, test, p):
+        y = test["y"].to_numpy()
+        return np.stack([y + 0.1, y - 0.3, y + np.linspace(-1, 1, len(y))])  # (n_seeds, n_test)
+
+    out = run_final_test(params, essays, splits, report, tmp_path / "final.json", fit_predict=three_seeds)
+    per_seed = out["test_per_seed"]
+    assert len(per_seed) == 3 and out["test"]["n"] == {"essays": n_test, "prompts": 2, "prompts_scored": 0, "seeds": 3}
+    for key in ("rmse", "mae", "within_half_band"):
+        assert out["test"][key] == pytest.approx(np.mean([m[key] for m in per_seed]), abs=1e-6), key
+    assert out["test"]["qwk"]["pooled"] == pytest.approx(np.mean([m["qwk"]["pooled"] for m in per_seed]), abs=1e-6)
+    assert len({m["rmse"] for m in per_seed}) == 3  # the seeds really differ
+    with pytest.raises(AESError, match=r"model returned \(2, 3\) predictions"):
+        run_final_test(params, essays, splits, report, tmp_path / "final.json", fit_predict=lambda *a: np.zeros((2, 3)))
+
+
+@pytest.mark.parametrize("reference", FROZEN_STAGES)
+def test_final_test_frozen_model_trains_on_all_cv_essays_and_scores_locked_test(tmp_path, params, tiny_encoder, monkeypatch, reference):
     from aes.encoders.embedding import embed_texts, save_embeddings
     from tests.synthetic import make_ellipse_frame
 
@@ -317,46 +505,63 @@ def test_final_test_baseline_trains_on_all_cv_essays_and_scores_locked_test(tmp_
                         for k, p in enumerate(sorted(cv["prompt"].unique()))]}
     p = copy.deepcopy(params)
     p["embed"].update(model=str(tiny_encoder), max_length=64, batch_size=8)
-    p["gbm"].update(n_estimators=20, early_stopping_rounds=5, n_jobs=1)
+    p["gbm"].update(n_estimators=20, early_stopping_rounds=5, n_jobs=1, features=["embeddings", "length"], max_depth=[1, 2], seeds=[1, 2])
+    p["linear"].update(inner_folds=2)
+    p["finetune"].update(model=str(tiny_encoder), max_length=64, mixed_precision="no", eval_batch_size=16)
     p["report"]["min_prompt_n"] = 5
     monkeypatch.chdir(tmp_path)
     save_embeddings(Path("data/embeddings"), embed_texts(cv["text"].tolist(), str(tiny_encoder), 64, 8), cv["record_id"])
     Path("metrics").mkdir()
-    Path("metrics/report.json").write_text(json.dumps({"objective": "dro", "decision": {"proceed": 0, "verdict": "defer"}}))
+    Path("metrics/report.json").write_text(json.dumps(_decision(0, reference=reference)))
     out = run_final_test(p, essays, splits)
     saved = json.loads(Path("metrics/final_test.json").read_text())
-    assert saved["model"] == "gbm_cv" and saved["n_train"] == len(cv) == 48
-    assert saved["test"]["n"] == {"essays": 24, "prompts": 2, "prompts_scored": 2}
-    assert saved["test"]["rmse"] is not None and out == saved
+    assert saved == out and saved["model"] == reference and saved["objective"] is None
+    assert saved["n_train"] == len(cv) == 48
+    n_seeds = 2 if reference == "gbm_cv" else 1  # gbm_cv once per gbm.seeds; the ridge probes are deterministic
+    assert saved["test"]["n"] == {"essays": 24, "prompts": 2, "prompts_scored": 2, "seeds": n_seeds}
+    assert saved["test"]["rmse"] is not None and saved["test"]["rmse"] < 2.0
+    assert (saved["test_per_seed"] is None) == (n_seeds == 1)
+    if n_seeds > 1:
+        assert saved["test_per_seed"][0]["rmse"] != saved["test_per_seed"][1]["rmse"]
 
 
-def test_final_test_candidate_fine_tunes_on_cv_and_never_uses_test_scores(tmp_path, tiny_encoder):
+@pytest.fixture
+def one_thread():
+    from tests.training_fixtures import one_torch_thread
+
+    with one_torch_thread():
+        yield
+
+
+def test_final_test_candidate_fine_tunes_on_cv_and_never_uses_test_scores(tmp_path, tiny_encoder, one_thread):
+    from aes.core.metrics import rmse
     from aes.data.corpus import load_essays
     from aes.data.splits import load_splits
+    from aes.holdout.final_test import default_fit_predict
     from tests.training_fixtures import make_training_repo
 
-    p = make_training_repo(tmp_path, tiny_encoder, epochs=1)
+    p = make_training_repo(tmp_path, tiny_encoder, epochs=1, seeds=[7, 8])
     p["final_test"]["override"] = False
     essays, splits = load_essays(tmp_path / "data/prepared/essays.csv"), load_splits(tmp_path / "data/prepared/splits.json")
     report = tmp_path / "metrics/report.json"
     report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(json.dumps({"objective": p["objective"], "decision": {"proceed": 1, "verdict": "proceed"}}))
+    report.write_text(json.dumps({"objective": p["objective"], "decision": {"proceed": 1, "verdict": "proceed", "reference": "gbm_cv"}}))
     first = run_final_test(p, essays, splits, report, tmp_path / "final_a.json")
     assert first["model"] == stage_for_objective(p["objective"]) and first["test"]["n"]["essays"] == len(splits["test"]["record_ids"])
-    # Rewrite every locked-test score: the trained model (and so its predictions' RMSE vs the
+    assert first["test"]["n"]["seeds"] == 2 and len(first["test_per_seed"]) == 2
+    # Rewrite every locked-test score: the trained models (and so their predictions' RMSE vs the
     # ORIGINAL scores) must be unchanged, i.e. the test scores never reached training.
     test_ids = set(splits["test"]["record_ids"])
     flipped = essays.assign(y=np.where(essays["record_id"].isin(test_ids), 6.0 - essays["y"], essays["y"]))
     captured = {}
 
     def capture(choice, train, test, params):
-        from aes.holdout.final_test import default_fit_predict
-
         captured["pred"] = default_fit_predict(choice, train, test, params)
         return captured["pred"]
 
     run_final_test(p, flipped, splits, report, tmp_path / "final_b.json", fit_predict=capture)
     original_test = essays[essays["record_id"].isin(test_ids)]
-    from aes.core.metrics import rmse
-
-    assert rmse(original_test["y"], captured["pred"]) == pytest.approx(first["test"]["rmse"], abs=1e-6)
+    assert captured["pred"].shape == (2, len(original_test))  # one row per seed
+    assert np.abs(captured["pred"][0] - captured["pred"][1]).max() > 1e-4  # the seeds train different models
+    for pred, scored in zip(captured["pred"], first["test_per_seed"]):
+        assert rmse(original_test["y"], pred) == pytest.approx(scored["rmse"], abs=1e-6)

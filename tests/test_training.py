@@ -11,21 +11,35 @@ import pandas as pd
 import pytest
 import torch
 
+from aes.baseline.linear import fits_from_json
 from aes.core.artifacts import PREDICTION_COLUMNS
 from aes.core.errors import AESError
+from aes.core.io import sha256_file
 from aes.core.params import load_params
+from aes.core.registry import FROZEN_PASS
 from aes.data.corpus import load_essays
 from aes.data.splits import cv_essays, load_splits
-from aes.finetune.cv import run_cv
+from aes.finetune.checkpoints import read_checkpoint, run_name, write_checkpoint
+from aes.finetune.cv import run_cv, run_lp_cv
+from aes.finetune.frozen_pass import load_frozen_pass
 from aes.finetune.loop import Trainer, make_accelerator
 from aes.finetune.objectives import Objective
-from tests.training_fixtures import ROOT, make_training_repo
+from tests.training_fixtures import ROOT, make_training_repo, one_torch_thread
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    with one_torch_thread():  # the kill test passes the count on to its subprocesses
+        yield
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory, tiny_encoder):
+    """A tiny repo (one seed, LP-FT on) where stage lp_cv has run: frozen pass + probes + lp_cv outputs."""
     root = tmp_path_factory.mktemp("train_repo")
     params = make_training_repo(root, tiny_encoder)
+    assert params["finetune"]["lp_ft"] and params["finetune"]["seeds"] == [7]
+    run_lp_cv(params, root)
     return root, params
 
 
@@ -35,19 +49,48 @@ def _variant(params, **finetune):
     return out
 
 
+def _cv(root):
+    return cv_essays(load_essays(root / "data/prepared/essays.csv"), load_splits(root / "data/prepared/splits.json"))
+
+
 def _trainer(root, params, objective="erm"):
-    cv = cv_essays(load_essays(root / "data/prepared/essays.csv"), load_splits(root / "data/prepared/splits.json"))
+    """A Trainer on the repo's CV essays, fed the stored frozen pass when it trains the top layers only (as run_cv does)."""
+    cv = _cv(root)
     trainer = Trainer(params, objective, make_accelerator(params["finetune"]))
-    return trainer, cv, trainer.prepare(cv["text"].tolist())
+    frozen = None
+    if params["finetune"]["trainable_layers"] >= 0:
+        frozen = load_frozen_pass(root / FROZEN_PASS, cv["record_id"], need_hidden=True)
+    return trainer, cv, trainer.prepare(cv["text"].tolist(), frozen)
+
+
+def test_lp_cv_writes_the_frozen_pass_the_probes_and_the_contract(repo):
+    root, params = repo
+    cv = _cv(root)
+    frozen = load_frozen_pass(root / FROZEN_PASS, cv["record_id"], need_hidden=True)
+    assert frozen.pooled.shape == (len(cv), 32) and frozen.pooled.dtype == np.float32
+    assert frozen.hidden.dtype == np.float16 and frozen.hidden.shape[0] == len(cv) and frozen.hidden.shape[2] == 32
+    assert frozen.hidden.shape[1] == frozen.lengths.max() <= 64
+    probes = fits_from_json(json.loads((root / "models/lp_cv/probes.json").read_text()), "probes.json")
+    assert sorted(probes) == [0, 1, 2] and all(len(p.weight) == 32 for p in probes.values())
+    oof = pd.read_csv(root / "data/predictions/lp_cv.csv", dtype={"record_id": str})
+    assert list(oof.columns) == PREDICTION_COLUMNS and oof["record_id"].tolist() == cv["record_id"].tolist()
+    assert (oof["seed"] == 0).all()  # a deterministic model: one seed
+    for k, probe in probes.items():  # each fold is predicted by its own probe on the pretrained pooled features
+        val = (cv["fold"] == k).to_numpy()
+        np.testing.assert_allclose(oof.loc[val, "y_pred_raw"], probe.predict(frozen.pooled[val]), atol=1e-5)
+    metrics = json.loads((root / "metrics/lp_cv.json").read_text())
+    assert metrics["n"]["seeds"] == 1 and metrics["max_length"] == 64 and set(metrics["alpha"]) == {"0", "1", "2"}
 
 
 def test_stage_writes_the_contract_and_is_bit_identical_on_rerun(repo, tmp_path):
-    root, params = repo
+    root, base = repo
+    params = _variant(base, seeds=[7, 8])
     metrics = run_cv(params, "grl", root)
     first = (root / "data/predictions/grl_cv.csv").read_bytes()
     reps = np.load(root / "data/representations/grl_cv.npy")
     again_root = tmp_path / "again"
-    shutil.copytree(root / "data/prepared", again_root / "data/prepared")
+    for shared in ("data/prepared", "data/frozen_pass", "models/lp_cv"):  # the inputs, lp_cv's outputs included
+        shutil.copytree(root / shared, again_root / shared)
     run_cv(params, "grl", again_root)
     assert (again_root / "data/predictions/grl_cv.csv").read_bytes() == first  # same params -> same bytes
     assert np.array_equal(np.load(again_root / "data/representations/grl_cv.npy"), reps)
@@ -55,25 +98,47 @@ def test_stage_writes_the_contract_and_is_bit_identical_on_rerun(repo, tmp_path)
         if path.is_file():
             assert (again_root / path.relative_to(root)).read_bytes() == path.read_bytes(), path.name
 
-    cv = cv_essays(load_essays(root / "data/prepared/essays.csv"), load_splits(root / "data/prepared/splits.json"))
+    cv = _cv(root)
     oof = pd.read_csv(root / "data/predictions/grl_cv.csv", dtype={"record_id": str})
-    assert list(oof.columns) == PREDICTION_COLUMNS and oof["record_id"].tolist() == cv["record_id"].tolist()
-    assert np.isfinite(oof["y_pred_raw"]).all() and oof["y_pred_raw"].std() > 0
+    assert list(oof.columns) == PREDICTION_COLUMNS and oof["seed"].tolist() == [7] * len(cv) + [8] * len(cv)
+    for _, per_seed in oof.groupby("seed"):
+        assert per_seed["record_id"].tolist() == cv["record_id"].tolist() and per_seed["fold"].tolist() == cv["fold"].tolist()
+        assert np.isfinite(per_seed["y_pred_raw"]).all() and per_seed["y_pred_raw"].std() > 0
+    assert np.abs(oof.loc[oof.seed == 7, "y_pred_raw"].to_numpy() - oof.loc[oof.seed == 8, "y_pred_raw"].to_numpy()).max() > 1e-4
     ids = pd.read_csv(root / "data/representations/grl_cv_ids.csv", dtype={"record_id": str})
     assert reps.shape == (len(cv), 32) and reps.dtype == np.float32 and ids["record_id"].tolist() == cv["record_id"].tolist()
-    assert set(metrics["train"]["adversary_acc"]) == {"0", "1", "2"}
-    for k in range(3):
-        assert (root / f"models/grl_cv/fold_{k}/weights.safetensors").exists()
-        assert json.loads((root / f"models/grl_cv/fold_{k}/config.json").read_text())["objective"] == "grl"
+    runs = {f"{s}/{k}" for s in (7, 8) for k in range(3)}
+    assert set(metrics["train"]["adversary_acc"]) == set(metrics["train"]["train_loss"]) == runs
+    assert metrics["n"]["seeds"] == 2 and set(metrics["seeds"]) == {"7", "8"} and metrics["seed_sd"]["qwk.pooled"] is not None
+    assert metrics["resumed_runs"] == [] and metrics["lp_ft"] is True
+    assert metrics["frozen_pass_sha256"] == sha256_file(root / "data/frozen_pass/hidden.npy")
+    for seed in (7, 8):
+        for k in range(3):
+            folder = root / f"models/grl_cv/seed_{seed}/fold_{k}"
+            assert (folder / "weights.safetensors").exists()
+            config = json.loads((folder / "config.json").read_text())
+            assert config["objective"] == "grl" and config["seed"] == seed and config["lp_ft"] is True
+    assert not list((root / "models/grl_cv").glob("fold_*"))  # no folder of the old one-seed layout
     assert (root / "dvclive/grl_cv/plots/metrics/fold0/adversary_acc.tsv").exists()
     assert not (root / ".checkpoints/grl_cv").exists()  # removed once the outputs are written
+
+
+def test_fine_tuning_needs_the_outputs_of_lp_cv(repo, tmp_path):
+    root, params = repo
+    bare = tmp_path / "bare"
+    shutil.copytree(root / "data/prepared", bare / "data/prepared")
+    with pytest.raises(AESError, match=r"lp_cv/probes.json: not found; finetune.lp_ft .*run `dvc repro lp_cv`"):
+        run_cv(params, "erm", bare)
+    with pytest.raises(AESError, match=r"frozen_pass/record_ids.csv: not found; .*run `dvc repro lp_cv`"):
+        run_cv(_variant(params, lp_ft=False), "erm", bare)
+    assert not (bare / "data/predictions").exists()
 
 
 @pytest.mark.parametrize("objective", ["erm", "grl", "dro"])
 def test_training_lowers_the_training_loss(repo, objective):
     root, params = repo
     trainer, cv, data = _trainer(root, _variant(params, epochs=10, encoder_lr=3e-3, head_lr=3e-2), objective)
-    result = trainer.train_fold(cv, data, 0)
+    result = trainer.train_fold(cv, data, 0, seed=7)
     losses = [e["train_mse"] for e in result["epochs"]]  # mean MSE (standardised target) per epoch
     assert losses[-1] < 0.8 * losses[0], losses
     assert result["pooled"].shape == ((cv["fold"] == 0).sum(), 32)
@@ -100,19 +165,22 @@ def test_a_fold_never_sees_its_validation_essays(repo, monkeypatch):
 
     monkeypatch.setattr(backbone_kind, "batch_inputs", spy_inputs)
     monkeypatch.setattr(Trainer, "predict", spy_predict)
-    result = trainer.train_fold(cv, data, 1)
+    result = trainer.train_fold(cv, data, 1, seed=7)
     val = set(np.flatnonzero(cv["fold"] == 1).tolist())
     predicts = [rows for tag, rows in seen if tag == "predict"]
     trained = set().union(*(rows for tag, rows in seen if tag is False))
     assert predicts[-1] == val and not any(p & val for p in predicts[:-1])  # inner evals use inner essays only
     assert not trained & val and not trained & predicts[0]  # inner essays are not trained on either
     assert len(result["epochs"]) == 2 and all("inner_qwk" in e for e in result["epochs"])
+    # the inner split depends on the seed too: another seed holds out other inner essays
+    inner = [trainer.fold_rows(cv, 1, s)[1] for s in (7, 8, 9)]
+    assert not all(np.array_equal(inner[0], other) for other in inner[1:])
 
 
 def test_lora_trains_only_adapters_and_reinit_changes_the_top_layer(repo):
     root, params = repo
     trainer, cv, data = _trainer(root, _variant(params, lora=True, lora_target_modules=["query", "value"], epochs=1))
-    result = trainer.train_fold(cv, data, 0)
+    result = trainer.train_fold(cv, data, 0, seed=7)
     assert result["state"] and all("lora_" in name or name.startswith("head.") for name in result["state"])
     trainer, _, _ = _trainer(root, _variant(params, reinit_top_layers=1))
     fresh = trainer.backbone.fresh_model().layers[0].state_dict()
@@ -123,10 +191,27 @@ def test_lora_trains_only_adapters_and_reinit_changes_the_top_layer(repo):
 def test_full_encoder_with_gradient_accumulation(repo):
     root, params = repo
     trainer, cv, data = _trainer(root, _variant(params, trainable_layers=-1, grad_accum_steps=2, epochs=1, layer_lr_decay=0.8))
-    assert data.hidden is None
-    result = trainer.train_fold(cv, data, 2)
+    assert data.hidden is None and data.input_ids is not None  # trains from tokens: the stored frozen pass is not used
+    result = trainer.train_fold(cv, data, 2, seed=7)
     assert np.isfinite(result["pred_raw"]).all()
     assert any(name.startswith("encoder.embeddings") for name in result["state"])
+
+
+def test_checkpoints_are_per_seed_and_fold(tmp_path):
+    result = {"pred_raw": np.array([3.0, 3.5]), "pooled": np.ones((2, 4), dtype=np.float32),
+              "state": {"head.weight": torch.ones(1, 4)}, "target_mean": 3.0, "target_std": 0.5, "epochs": [{"epoch": 0, "train_mse": 1.0}],
+              "best_epoch": 0, "prompts": ["a", "b"], "history": [], "fold_s": 1.5}
+    assert run_name(7, 2) == "seed_7_fold_2"
+    write_checkpoint(tmp_path, run_name(7, 2), result)
+    assert (tmp_path / "seed_7_fold_2" / "DONE").exists() and not list(tmp_path.glob(".*tmp*"))
+    back = read_checkpoint(tmp_path, "seed_7_fold_2")
+    np.testing.assert_array_equal(back["pred_raw"], result["pred_raw"])
+    np.testing.assert_array_equal(back["pooled"], result["pooled"])
+    assert torch.equal(back["state"]["head.weight"], result["state"]["head.weight"])
+    assert back["target_std"] == 0.5 and back["epochs"] == result["epochs"] and back["fold_s"] == 1.5
+    assert read_checkpoint(tmp_path, run_name(8, 2)) is None  # another seed of the same fold is not done
+    (tmp_path / "seed_7_fold_2" / "DONE").unlink()  # killed before the marker: not a finished run
+    assert read_checkpoint(tmp_path, "seed_7_fold_2") is None
 
 
 def test_bad_input_names_the_param(repo, monkeypatch):
@@ -140,8 +225,10 @@ def test_bad_input_names_the_param(repo, monkeypatch):
     if not torch.cuda.is_available():
         with pytest.raises(AESError, match="finetune.device"):
             make_accelerator(_variant(params, device="cuda")["finetune"])
-        with pytest.raises(AESError, match="finetune.mixed_precision"):
-            make_accelerator(_variant(params, mixed_precision="bf16")["finetune"])
+        with pytest.raises(AESError, match="finetune.mixed_precision is 'fp16' but training runs on the CPU"):
+            make_accelerator(_variant(params, mixed_precision="fp16")["finetune"])
+    # bf16 is allowed everywhere (CPU autocast)
+    assert str(make_accelerator(_variant(params, mixed_precision="bf16")["finetune"]).mixed_precision) == "bf16"
 
     def nan_loss(self, pred_z, target_z, pooled, group, progress):
         return pred_z.sum() * float("nan"), {}
@@ -158,36 +245,38 @@ def test_stage_script_rejects_an_unknown_objective(repo):
     assert proc.returncode == 2 and "unknown objective 'xyz'" in proc.stderr
 
 
-def test_kill_minus_9_after_fold_0_then_resume(tmp_path, tiny_encoder):
+def test_kill_minus_9_after_the_first_run_then_resume(tmp_path, tiny_encoder):
     killed, clean = tmp_path / "killed", tmp_path / "clean"
-    # enough epochs that a fold takes seconds, so the kill lands between fold 0 and the end
-    make_training_repo(killed, tiny_encoder, epochs=15)
+    # 2 seeds x 3 folds: five runs are left after the first, so the kill lands between the first run and the end
+    params = make_training_repo(killed, tiny_encoder, epochs=4, seeds=[7, 8])
+    run_lp_cv(params, killed)
     shutil.copytree(killed, clean)
     cmd = [sys.executable, str(ROOT / "stages/train_cv.py"), "--objective", "dro"]
     env = os.environ | {"OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.Popen(cmd, cwd=killed, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     ckpt = killed / ".checkpoints/dro_cv"
-    while not list(ckpt.glob("*/fold_0/DONE")):
+    while not list(ckpt.glob("*/seed_7_fold_0/DONE")):
         assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
-        assert time.time() < deadline, "fold 0 never finished"
+        assert time.time() < deadline, "the first run (seed 7, fold 0) never finished"
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (killed / "data/predictions/dro_cv.csv").exists(), "the stage finished before the kill"
-    done_at = next(ckpt.glob("*/fold_0/DONE")).stat().st_mtime_ns
+    assert not list(ckpt.glob("*/seed_8_fold_2/DONE")), "the last run finished before the kill"
 
     rerun = subprocess.run(cmd, cwd=killed, env=env, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    assert "resuming fold 0" in rerun.stdout
+    assert "resuming seed 7 fold 0" in rerun.stdout
     metrics = json.loads((killed / "metrics/dro_cv.json").read_text())
-    assert 0 in metrics["resumed_folds"] and 2 not in metrics["resumed_folds"]
+    assert "seed_7_fold_0" in metrics["resumed_runs"] and "seed_8_fold_2" not in metrics["resumed_runs"]
     assert not ckpt.exists()
 
     run_cv(load_params(clean / "params.yaml"), "dro", clean)  # uninterrupted, same params and data
     assert (killed / "data/predictions/dro_cv.csv").read_bytes() == (clean / "data/predictions/dro_cv.csv").read_bytes()
     assert np.array_equal(np.load(killed / "data/representations/dro_cv.npy"), np.load(clean / "data/representations/dro_cv.npy"))
-    assert done_at > 0
+    oof = pd.read_csv(killed / "data/predictions/dro_cv.csv")
+    assert sorted(oof["seed"].unique()) == [7, 8]
 
 
 def test_cached_training_needs_a_bert_like_encoder(repo, tmp_path, tiny_encoder):

@@ -26,8 +26,9 @@ def tiny_params(params: dict, model: Path, csv_path: str) -> dict:
     params["data"].update(source="csv", csv_path=csv_path)
     params["prepare"].update(n_folds=3, test_candidates=50, min_words=200, max_words=1000)
     params["embed"].update(model=str(model), max_length=64, batch_size=8)
-    params["gbm"].update(n_estimators=30, early_stopping_rounds=5, n_jobs=1)
-    params["finetune"].update(model=str(model), max_length=64, batch_size=8, eval_batch_size=16, epochs=1)
+    params["gbm"].update(n_estimators=30, early_stopping_rounds=5, n_jobs=1, max_depth=[2], seeds=[7, 8])
+    params["linear"].update(inner_folds=3)
+    params["finetune"].update(model=str(model), max_length=64, batch_size=8, eval_batch_size=16, epochs=1, seeds=[7, 8])
     params["report"].update(bootstrap_resamples=100, min_prompt_n=3, probe_folds=2)
     return params
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from aes.core.io import sha256_file, write_json
@@ -18,15 +19,20 @@ def make_training_repo(root: Path, model: Path, n_prompts: int = 8, per_prompt: 
     """Write ``root/params.yaml`` and ``root/data/prepared/{essays.csv,splits.json}``; return the params.
 
     CV: 3 prompt-grouped folds over the non-test prompts; the finetune section is shrunk to the
-    tiny encoder (64 tokens, 2 epochs) and updated with ``finetune``.
+    tiny encoder (64 tokens, 2 epochs, one seed, full precision: bf16 autocast on a CPU is slow
+    and not what these tests check) and updated with ``finetune``. The ridge probes of lp_cv
+    use 2 inner folds. Stage lp_cv has not run: call :func:`aes.finetune.cv.run_lp_cv` before
+    :func:`aes.finetune.cv.run_cv` (the fine-tuning stages read its frozen pass and probes).
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     params = load_yaml((ROOT / "params.yaml").read_text())
     params["prepare"].update(n_folds=3, test_candidates=20, test_fraction=0.25)
     params["finetune"].update(model=str(model), max_length=64, batch_size=8, eval_batch_size=16, epochs=2,
-                              trainable_layers=1, encoder_lr=1e-3, head_lr=1e-2, warmup_ratio=0.0)
+                              trainable_layers=1, encoder_lr=1e-3, head_lr=1e-2, warmup_ratio=0.0,
+                              seeds=[7], mixed_precision="no")
     params["finetune"].update(finetune)
+    params["linear"].update(inner_folds=2)
     params["report"].update(min_prompt_n=3)
     (root / "params.yaml").write_text(dump_yaml(params))
     corpus = make_ellipse_frame(n_prompts=n_prompts, per_prompt=per_prompt, seed=3, words=(200, 240))
@@ -37,3 +43,20 @@ def make_training_repo(root: Path, model: Path, n_prompts: int = 8, per_prompt: 
     essays.to_csv(prepared / "essays.csv", index=False)
     write_json(prepared / "splits.json", build_splits(essays, params["prepare"], sha256_file(prepared / "essays.csv")))
     return load_params(root / "params.yaml")
+
+
+@contextlib.contextmanager
+def one_torch_thread():
+    """Run torch on one intra-op thread, then restore the count.
+
+    The tiny test encoder gains nothing from several threads, and on a busy 2-core machine they
+    spin-wait for each other: training is then 5-10x slower than on one thread.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

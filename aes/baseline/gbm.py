@@ -1,13 +1,14 @@
-"""Frozen-embedding baseline: XGBoost regression on essay embeddings (+ optional text statistics).
+"""Frozen baseline: XGBoost regression on essay embeddings and handcrafted writing features.
 
-Per CV fold the model trains on the other folds. Early stopping watches an inner split of that
-training data, grouped by prompt (:func:`aes.data.splits.inner_split`), so the number of trees is
-chosen on prompts the model did not train on, and the validation fold is only ever predicted.
+Per CV fold and seed the model trains on the other folds. An inner split of that training data,
+grouped by prompt (:func:`aes.data.splits.inner_split`), chooses the tree depth (among
+``gbm.max_depth``) and, by early stopping, the number of trees, so both are chosen on prompts the
+model did not train on; the validation fold is only ever predicted. The chosen depth is then
+refitted on the whole training fold with the chosen number of trees.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -18,76 +19,69 @@ from aes.core.errors import AESError
 from aes.core.progress import update_progress
 from aes.data.splits import inner_split
 
-TEXT_STAT_NAMES = ["n_words", "n_sentences", "n_paragraphs", "mean_word_length", "type_token_ratio"]
-_SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)")
-_HAS_WORD = re.compile(r"\w")
-_PARAGRAPH_BREAK = re.compile(r"\s*\n\s*")
-_WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")  # letters, with an inner apostrophe (don't)
 
+def build_features(embeddings: np.ndarray, texts, switches: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Feature matrix (n, d) float32 and its d column names.
 
-def text_stats(texts) -> np.ndarray:
-    """Simple statistics of each text: (n, 5) float32 in the order ``TEXT_STAT_NAMES``.
-
-    n_words: whitespace tokens; n_sentences: pieces with a letter or digit between runs of . ! ?
-    followed by a space or the end (so "3.5" does not split);
-    n_paragraphs: non-empty lines; mean_word_length: letters per alphabetic word;
-    type_token_ratio: distinct / all alphabetic words, lower-cased.
+    switches: ``gbm.features`` (checked by :func:`aes.baseline.features.check_feature_switches`):
+    ``embeddings`` adds the (n, H) frozen embeddings (first), every other name a group of
+    handcrafted writing features computed from ``texts`` (n,), in ``FEATURE_GROUPS`` order.
     """
-    rows = []
-    for text in texts:
-        text = str(text)
-        words = _WORD.findall(text.lower())
-        rows.append([
-            len(text.split()),
-            sum(1 for s in _SENTENCE_END.split(text) if _HAS_WORD.search(s)),
-            sum(1 for block in _PARAGRAPH_BREAK.split(text.strip()) if block),
-            float(np.mean([len(w) for w in words])) if words else 0.0,
-            len(set(words)) / len(words) if words else 0.0,
-        ])
-    return np.asarray(rows, dtype=np.float32).reshape(len(rows), len(TEXT_STAT_NAMES))
+    from aes.baseline.features import EMBEDDINGS, check_feature_switches, writing_features
+
+    switches = check_feature_switches(switches, "gbm.features")
+    blocks, names = [], []
+    if EMBEDDINGS in switches:
+        embeddings = np.asarray(embeddings, dtype=np.float32)
+        blocks.append(embeddings)
+        names += [f"emb_{j}" for j in range(embeddings.shape[1])]
+    groups = [g for g in switches if g != EMBEDDINGS]
+    if groups:
+        hand, hand_names = writing_features(list(texts), groups)
+        blocks.append(hand)
+        names += hand_names
+    return np.hstack(blocks).astype(np.float32), names
 
 
-def build_features(embeddings: np.ndarray, texts, use_text_stats: bool) -> np.ndarray:
-    """Feature matrix (n, H [+5]) float32: the embeddings, then the text statistics if asked."""
-    embeddings = np.asarray(embeddings, dtype=np.float32)
-    if not use_text_stats:
-        return embeddings
-    return np.hstack([embeddings, text_stats(texts)])
-
-
-def make_regressor(params: dict, early_stopping: bool) -> xgb.XGBRegressor:
+def make_regressor(params: dict, max_depth: int, seed: int, early_stopping: bool, n_estimators: int | None = None) -> xgb.XGBRegressor:
     """An XGBRegressor configured from the ``gbm`` params section (seeded, histogram trees)."""
     return xgb.XGBRegressor(
-        n_estimators=params["n_estimators"],
+        n_estimators=n_estimators or params["n_estimators"],
         learning_rate=params["learning_rate"],
-        max_depth=params["max_depth"],
+        max_depth=max_depth,
         min_child_weight=params["min_child_weight"],
         subsample=params["subsample"],
         colsample_bytree=params["colsample_bytree"],
         reg_lambda=params["reg_lambda"],
         early_stopping_rounds=params["early_stopping_rounds"] if early_stopping else None,
         n_jobs=params["n_jobs"],
-        random_state=params["seed"],
+        random_state=seed,
         tree_method="hist",
         objective="reg:squarederror",
         eval_metric="rmse",
     )
 
 
-def fit_fold(train: pd.DataFrame, X_train: np.ndarray, params: dict) -> xgb.XGBRegressor:
-    """Fit on one CV training fold (rows of ``train``: prompt, y; X_train: (n, d)).
+def fit_fold(train: pd.DataFrame, X_train: np.ndarray, params: dict, seed: int) -> tuple[xgb.XGBRegressor, dict]:
+    """Fit on one CV training fold (rows of ``train``: prompt, y; X_train: (n, d)) with one seed.
 
-    With ``early_stopping_rounds > 0`` and ``inner_val_fraction > 0``, a prompt-grouped inner
-    split of ``train`` is held out for early stopping; otherwise all ``n_estimators`` trees are
-    grown on all of ``train``.
+    Every depth in ``gbm.max_depth`` is fitted on the inner-training part of a prompt-grouped
+    inner split with early stopping on the other part; the depth with the lowest inner RMSE and
+    its number of trees are refitted on all of ``train``. Returns (model, {max_depth, n_trees,
+    inner_rmse: {depth: rmse}}).
     """
     y = train["y"].to_numpy(dtype=float)
-    use_es = params["early_stopping_rounds"] > 0 and params["inner_val_fraction"] > 0
-    model = make_regressor(params, early_stopping=use_es)
-    if not use_es:
-        return model.fit(X_train, y, verbose=False)
-    fit_idx, stop_idx = inner_split(train, params["inner_val_fraction"], params["seed"])
-    return model.fit(X_train[fit_idx], y[fit_idx], eval_set=[(X_train[stop_idx], y[stop_idx])], verbose=False)
+    fit_idx, stop_idx = inner_split(train, params["inner_val_fraction"], seed)
+    inner = {}
+    for depth in params["max_depth"]:
+        model = make_regressor(params, depth, seed, early_stopping=True)
+        model.fit(X_train[fit_idx], y[fit_idx], eval_set=[(X_train[stop_idx], y[stop_idx])], verbose=False)
+        rmse_curve = model.evals_result()["validation_0"]["rmse"]
+        inner[depth] = (float(min(rmse_curve)), best_iteration(model))
+    depth = min(inner, key=lambda d: (inner[d][0], d))  # ties: the shallower tree
+    n_trees = inner[depth][1]
+    model = make_regressor(params, depth, seed, early_stopping=False, n_estimators=n_trees).fit(X_train, y, verbose=False)
+    return model, {"max_depth": depth, "n_trees": n_trees, "inner_rmse": {str(d): round(r, 6) for d, (r, _) in inner.items()}}
 
 
 def best_iteration(model: xgb.XGBRegressor) -> int:
@@ -98,8 +92,8 @@ def best_iteration(model: xgb.XGBRegressor) -> int:
         return int(model.get_booster().num_boosted_rounds())
 
 
-def cross_validate(cv: pd.DataFrame, features: np.ndarray, params: dict) -> tuple[np.ndarray, list[xgb.XGBRegressor]]:
-    """Out-of-fold predictions (n,) for the CV essays and the per-fold models (fold order).
+def cross_validate(cv: pd.DataFrame, features: np.ndarray, params: dict, seed: int) -> tuple[np.ndarray, list[xgb.XGBRegressor], list[dict]]:
+    """Out-of-fold predictions (n,) for the CV essays, the per-fold models and their choices (fold order).
 
     cv: n rows with columns prompt, y, fold (0..k-1); features: (n, d) row-aligned with cv.
     """
@@ -109,21 +103,24 @@ def cross_validate(cv: pd.DataFrame, features: np.ndarray, params: dict) -> tupl
     if len(folds) < 2:
         raise AESError(f"gbm_cv needs at least 2 CV folds; got {len(folds)}")
     oof = np.full(len(cv), np.nan)
-    models = []
+    models, choices = [], []
     for k in folds:
         val = (cv["fold"] == k).to_numpy()
-        update_progress(stage="gbm_cv", fold=int(k), folds=len(folds))
-        model = fit_fold(cv[~val].reset_index(drop=True), features[~val], params)
-        oof[val] = model.predict(features[val])  # sklearn API: uses the best iteration
+        update_progress(stage="gbm_cv", seed=int(seed), fold=int(k), folds=len(folds))
+        model, choice = fit_fold(cv[~val].reset_index(drop=True), features[~val], params, seed)
+        oof[val] = model.predict(features[val])
         models.append(model)
-    return oof, models
+        choices.append(choice)
+    return oof, models, choices
 
 
-def save_models(models: list[xgb.XGBRegressor], folder: Path) -> None:
-    """Write ``fold_<k>.json`` per model (xgboost's portable JSON format)."""
+def save_models(models: dict[int, list[xgb.XGBRegressor]], folder: Path) -> None:
+    """Write ``seed_<s>/fold_<k>.json`` per model (xgboost's portable JSON format); models: {seed: [fold models]}."""
+    import shutil
+
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob("fold_*.json"):
-        stale.unlink()
-    for k, model in enumerate(models):
-        model.save_model(folder / f"fold_{k}.json")
+    shutil.rmtree(folder, ignore_errors=True)
+    for seed, fold_models in models.items():
+        (folder / f"seed_{seed}").mkdir(parents=True, exist_ok=True)
+        for k, model in enumerate(fold_models):
+            model.save_model(folder / f"seed_{seed}" / f"fold_{k}.json")

@@ -2,11 +2,13 @@
 
 For a stage named ``<stage>``:
 
-- ``data/predictions/<stage>.csv``: out-of-fold predictions, one row per CV essay, columns
-  ``PREDICTION_COLUMNS`` (a DVC out: derived from essays, never committed);
-- ``metrics/<stage>.json``: :func:`aes.core.metrics.summarize` plus ``runtime_s`` (committed);
-- ``plots/<stage>/by_prompt.csv``, ``by_grade.csv``, ``by_band.csv``: residual diagnostics
-  (aggregates, committed as DVC plot data).
+- ``data/predictions/<stage>.csv``: out-of-fold predictions, one row per CV essay and training
+  seed, columns ``PREDICTION_COLUMNS`` (a DVC out: derived from essays, never committed); a
+  deterministic model has one seed;
+- ``metrics/<stage>.json``: :func:`aes.core.metrics.summarize_seeds` (every headline metric is the
+  mean over seeds, with ``seed_sd`` and per-seed values) plus ``runtime_s`` (committed);
+- ``plots/<stage>/by_prompt.csv``, ``by_grade.csv``, ``by_band.csv``: residual diagnostics, each
+  number the mean over seeds (aggregates, committed as DVC plot data).
 """
 
 from __future__ import annotations
@@ -19,17 +21,18 @@ import pandas as pd
 
 from aes.core.errors import AESError
 from aes.core.io import write_json
-from aes.core.metrics import diagnostics, summarize, to_half_band
+from aes.core.metrics import diagnostics, summarize_seeds, to_half_band
 from aes.core.registry import metrics_path, plots_dir, predictions_path
 
-PREDICTION_COLUMNS = ["record_id", "fold", "prompt", "grade", "y_true", "y_pred_raw", "y_pred", "residual"]
+PREDICTION_COLUMNS = ["record_id", "fold", "seed", "prompt", "grade", "y_true", "y_pred_raw", "y_pred", "residual"]
 DIAGNOSTIC_GROUPS = {"by_prompt": "prompt", "by_grade": "grade", "by_band": "y_true"}
 
 
-def make_oof_frame(essays: pd.DataFrame, fold: np.ndarray, y_pred_raw: np.ndarray) -> pd.DataFrame:
-    """Build the prediction table from the CV essays (record_id, prompt, grade, y) and predictions.
+def make_oof_frame(essays: pd.DataFrame, fold: np.ndarray, y_pred_raw: np.ndarray, seed: int = 0) -> pd.DataFrame:
+    """Build the prediction table of one seed from the CV essays (record_id, prompt, grade, y) and predictions.
 
     essays: n rows with columns record_id, prompt, grade, y. fold: (n,) int. y_pred_raw: (n,) float.
+    seed: the training seed that produced them (stack several with :func:`stack_seeds`).
     """
     y_pred_raw = np.asarray(y_pred_raw, dtype=float)
     if not np.all(np.isfinite(y_pred_raw)):
@@ -39,6 +42,7 @@ def make_oof_frame(essays: pd.DataFrame, fold: np.ndarray, y_pred_raw: np.ndarra
         {
             "record_id": essays["record_id"].to_numpy(),
             "fold": np.asarray(fold, dtype=int),
+            "seed": int(seed),
             "prompt": essays["prompt"].to_numpy(),
             "grade": essays["grade"].to_numpy(),
             "y_true": essays["y"].to_numpy(dtype=float),
@@ -48,6 +52,20 @@ def make_oof_frame(essays: pd.DataFrame, fold: np.ndarray, y_pred_raw: np.ndarra
     oof["y_pred"] = to_half_band(oof["y_pred_raw"])
     oof["residual"] = oof["y_pred_raw"] - oof["y_true"]
     return oof[PREDICTION_COLUMNS]
+
+
+def stack_seeds(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """One prediction table from per-seed tables (each from :func:`make_oof_frame`), seed-major."""
+    seeds = [int(f["seed"].iloc[0]) for f in frames if len(f)]
+    if len(set(seeds)) != len(seeds):
+        raise AESError(f"prediction tables repeat a seed: {seeds}")
+    return pd.concat(frames, ignore_index=True)
+
+
+def seed_mean_diagnostics(oof: pd.DataFrame, by: str) -> pd.DataFrame:
+    """:func:`aes.core.metrics.diagnostics` per seed, averaged over seeds (n = essays per group)."""
+    per_seed = [diagnostics(g, by) for _, g in oof.groupby("seed", sort=True)]
+    return pd.concat(per_seed).groupby(by, sort=True).mean(numeric_only=True).reset_index().astype({"n": int})
 
 
 def write_model_outputs(
@@ -60,7 +78,7 @@ def write_model_outputs(
     missing = [c for c in PREDICTION_COLUMNS if c not in oof.columns]
     if missing:
         raise AESError(f"{stage}: prediction table lacks columns {missing}")
-    metrics = summarize(oof, min_prompt_n)
+    metrics = summarize_seeds(oof, min_prompt_n)
     metrics["runtime_s"] = round(float(runtime_s), 1)
     if extra:
         metrics.update(extra)
@@ -72,7 +90,7 @@ def write_model_outputs(
     pdir = plots_dir(stage, root)
     pdir.mkdir(parents=True, exist_ok=True)
     for name, column in DIAGNOSTIC_GROUPS.items():
-        diag = diagnostics(oof, column)
+        diag = seed_mean_diagnostics(oof, column)
         if column == "y_true":
             diag = diag.rename(columns={"y_true": "band"})
         diag.insert(0, "model", stage)

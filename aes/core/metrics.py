@@ -11,6 +11,21 @@ import pandas as pd
 from sklearn.metrics import cohen_kappa_score
 
 SCORE_MIN, SCORE_MAX, SCORE_STEP = 1.0, 5.0, 0.5
+WORST_SHARE = 0.25  # qwk.worst_quarter: mean QWK of the lowest quarter of scored prompts
+
+# The headline metrics of a model, as dotted keys of metrics/<stage>.json, each +1 if higher is
+# better and -1 if lower is better. The report bootstraps every one of them; verdict rules
+# (params report.q1_metrics / q2_metrics) may name any of them.
+METRIC_DIRECTION = {
+    "qwk.pooled": +1,
+    "qwk.fold_mean": +1,
+    "qwk.worst_prompt": +1,
+    "qwk.worst_quarter": +1,
+    "qwk.median_prompt": +1,
+    "rmse": -1,
+    "mae": -1,
+    "within_half_band": +1,
+}
 HALF_BANDS = np.arange(SCORE_MIN, SCORE_MAX + SCORE_STEP / 2, SCORE_STEP)  # shape (9,)
 N_BANDS = len(HALF_BANDS)
 
@@ -98,8 +113,18 @@ def qwk_from_confusion(conf: np.ndarray) -> np.ndarray:
     return np.where(expected > 0, kappa, np.nan)
 
 
+def worst_share_mean(values, share: float = WORST_SHARE) -> float:
+    """Mean of the lowest ``ceil(share * m)`` of m finite values (NaN when there are none).
+
+    A single worst prompt of ~20 essays swings by +-0.1 QWK; the mean of the worst quarter is a
+    worst-group measure stable enough to compare models on.
+    """
+    v = np.sort(np.asarray(values, dtype=float)[np.isfinite(values)])
+    return float(v[: int(np.ceil(share * len(v)))].mean()) if len(v) else float("nan")
+
+
 def summarize(oof: pd.DataFrame, min_prompt_n: int) -> dict:
-    """The metrics dict of the artifact contract from out-of-fold predictions.
+    """The metrics dict of the artifact contract from out-of-fold predictions of ONE seed.
 
     oof needs columns fold, prompt, y_true, y_pred_raw (one row per essay).
     """
@@ -112,6 +137,7 @@ def summarize(oof: pd.DataFrame, min_prompt_n: int) -> dict:
             "fold_mean": finite_or_none(float(np.nanmean(fold_qwk))),
             "fold_std": finite_or_none(float(np.nanstd(fold_qwk, ddof=1)) if len(fold_qwk) > 1 else float("nan")),
             "worst_prompt": finite_or_none(prompt_qwk.min() if len(prompt_qwk) else float("nan")),
+            "worst_quarter": finite_or_none(worst_share_mean(prompt_qwk.to_numpy())),
             "median_prompt": finite_or_none(prompt_qwk.median() if len(prompt_qwk) else float("nan")),
             "per_fold": {str(int(k)): finite_or_none(v) for k, v in fold_qwk.items()},
         },
@@ -146,3 +172,43 @@ def diagnostics(oof: pd.DataFrame, by: str) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def metric_value(metrics: dict, key: str):
+    """Value of a dotted key ('qwk.pooled') in a (nested) metrics dict, or None when absent."""
+    value = metrics
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def summarize_seeds(oof: pd.DataFrame, min_prompt_n: int) -> dict:
+    """The metrics dict of a model trained with one or more seeds.
+
+    oof: prediction table with a ``seed`` column (one row per essay and seed). Every headline key
+    (``METRIC_DIRECTION``, plus qwk.fold_std and qwk.per_fold) is the MEAN over seeds of that
+    seed's value: the expected score of one training run, not of an ensemble. Adds
+    ``seed_sd`` {metric: sample sd over seeds (0 for one seed)}, ``seeds`` {seed: its own
+    summary} and n.seeds.
+    """
+    per_seed = {str(int(s)): summarize(g, min_prompt_n) for s, g in oof.groupby("seed", sort=True)}
+    first = next(iter(per_seed.values()))
+    out = {"qwk": {}, "n": {**first["n"], "seeds": len(per_seed)}}
+
+    def mean_of(key):
+        vals = [metric_value(m, key) for m in per_seed.values()]
+        vals = [v for v in vals if v is not None]
+        return finite_or_none(float(np.mean(vals))) if vals else None
+
+    for key in (*METRIC_DIRECTION, "qwk.fold_std"):
+        node, leaf = (out["qwk"], key.split(".")[1]) if key.startswith("qwk.") else (out, key)
+        node[leaf] = mean_of(key)
+    out["qwk"]["per_fold"] = {k: mean_of(f"qwk.per_fold.{k}") for k in first["qwk"]["per_fold"]}
+    out["seed_sd"] = {}
+    for key in METRIC_DIRECTION:
+        vals = [v for v in (metric_value(m, key) for m in per_seed.values()) if v is not None]
+        out["seed_sd"][key] = finite_or_none(float(np.std(vals, ddof=1))) if len(vals) > 1 else (0.0 if vals else None)
+    out["seeds"] = {s: {k: m[k] for k in ("qwk", "rmse", "mae", "within_half_band")} for s, m in per_seed.items()}
+    return out

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from aes.core.errors import AESError
+from aes.core.metrics import METRIC_DIRECTION
 from aes.core.registry import OBJECTIVES
 
 
@@ -31,6 +32,9 @@ class Key:
     le: float | None = None
     lt: float | None = None
     min_len: int | None = None
+    item: type | None = None  # lists: the type of every item (float items accept ints)
+    item_choices: tuple | None = None  # lists: allowed item values
+    unique: bool = False  # lists: no item twice
 
     def range_text(self) -> str:
         low = f">= {self.ge:g}" if self.ge is not None else f"> {self.gt:g}" if self.gt is not None else ""
@@ -54,6 +58,15 @@ def Float(ge=None, gt=None, le=None, lt=None) -> Key:  # noqa: N802
 
 def Choice(*values: str) -> Key:  # noqa: N802
     return Key(str, choices=values)
+
+
+def ListOf(item: type, choices: tuple | None = None, unique: bool = True) -> Key:  # noqa: N802
+    """A non-empty list of ``item`` values (distinct unless ``unique=False``)."""
+    return Key(list, min_len=1, item=item, item_choices=choices, unique=unique)
+
+
+SEEDS = ListOf(int)  # training seeds: every model is trained once per seed
+METRICS = ListOf(str, choices=tuple(METRIC_DIRECTION))  # metric keys a verdict rule reads
 
 
 FRACTION = Float(gt=0, lt=1)  # a share of essays held out: strictly between 0 and 1
@@ -82,10 +95,10 @@ SCHEMA: dict[str, Any] = {
     },
     "embed": {"model": Key(str), "max_length": Int(ge=2), "batch_size": Int(ge=1)},
     "gbm": {
-        "text_stats": Key(bool),
+        "features": ListOf(str),  # checked against the known feature groups by aes.baseline.features
         "n_estimators": Int(ge=1),
         "learning_rate": Float(gt=0),
-        "max_depth": Int(ge=1),
+        "max_depth": ListOf(int),  # candidate depths, chosen on the inner split
         "min_child_weight": Float(ge=0),
         "subsample": Float(gt=0, le=1),
         "colsample_bytree": Float(gt=0, le=1),
@@ -93,13 +106,18 @@ SCHEMA: dict[str, Any] = {
         "early_stopping_rounds": Int(ge=1),
         "inner_val_fraction": FRACTION,
         "n_jobs": Int(ge=1),
-        "seed": Int(ge=0),
+        "seeds": SEEDS,
+    },
+    "linear": {
+        "alphas": ListOf(float),  # ridge penalties tried; one is chosen per fold on inner prompt-grouped folds
+        "inner_folds": Int(ge=2),
     },
     "finetune": {
         "model": Key(str),
         "max_length": Int(ge=2),
         "trainable_layers": Int(ge=-1),  # -1: the whole encoder
         "epochs": Int(ge=1),
+        "lp_ft": Key(bool),  # start from the linear-probe head (stage lp_cv) instead of a random one
         "batch_size": Int(ge=1),
         "grad_accum_steps": Int(ge=1),
         "encoder_lr": Float(ge=0),
@@ -119,7 +137,7 @@ SCHEMA: dict[str, Any] = {
         "device": Choice("auto", "cpu", "cuda"),
         "inner_val_fraction": RATE,  # 0: no inner split, train a fixed number of epochs
         "eval_batch_size": Int(ge=1),
-        "seed": Int(ge=0),
+        "seeds": SEEDS,
     },
     "erm": {},
     "grl": {"max_weight": Float(ge=0), "adversary_hidden": Int(ge=1), "adversary_lr": Float(gt=0)},
@@ -130,9 +148,9 @@ SCHEMA: dict[str, Any] = {
         "bootstrap_seed": Int(ge=0),
         "probe_folds": Int(ge=2),
         "calibration": Key(bool),
-        "decision_metric": Key(str),
+        "q1_metrics": METRICS,  # Q1 verdict: ERM vs the strongest frozen model, on each of these
+        "q2_metrics": METRICS,  # Q2 verdicts: GRL and DRO vs ERM, on each of these
         "min_gain": Float(ge=0),
-        "max_worst_prompt_drop": Float(ge=0),
     },
     "final_test": {"override": Key(bool)},
 }
@@ -155,7 +173,27 @@ def _check_leaf(value: Any, spec: Key, name: str, source: str) -> Any:
         raise AESError(f"{source}: key '{name}' must be {spec.range_text()}; got {value!r}")
     if spec.min_len is not None and len(value) < spec.min_len:
         raise AESError(f"{source}: key '{name}' must have at least {spec.min_len} item(s); got {value!r}")
+    if spec.type is list:
+        return _check_items(value, spec, name, source)
     return float(value) if spec.type is float else value
+
+
+def _check_items(value: list, spec: Key, name: str, source: str) -> list:
+    if spec.item is not None:
+        bad = [v for v in value if not _type_ok(v, spec.item)]
+        if bad:
+            raise AESError(f"{source}: key '{name}' must be a list of {spec.item.__name__}; got {value!r} ({bad[0]!r} is not)")
+    if spec.item_choices is not None:
+        for v in value:
+            if v not in spec.item_choices:
+                close = difflib.get_close_matches(str(v), [str(c) for c in spec.item_choices], n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise AESError(f"{source}: key '{name}' has unknown item {v!r}{hint}; known: {', '.join(map(str, spec.item_choices))}")
+    if spec.unique:
+        repeated = sorted({v for v in value if value.count(v) > 1}, key=str)
+        if repeated:
+            raise AESError(f"{source}: key '{name}' repeats {', '.join(map(repr, repeated))}; every item must be distinct; got {value!r}")
+    return [float(v) for v in value] if spec.item is float else list(value)
 
 
 def validate(params: Any, schema: dict[str, Any] = SCHEMA, where: str = "", source: str = "params.yaml") -> dict:

@@ -12,16 +12,21 @@ from aes.core.errors import AESError
 
 # ------------------------------------------------------------------ stages (dvc.yaml order)
 FETCH, PREPARE, EMBED, REPORT, FINAL_TEST = "fetch", "prepare", "embed", "report", "final_test"
-BASELINE_STAGE = "gbm_cv"
+BASELINE_STAGE = "gbm_cv"  # frozen embeddings + writing features -> XGBoost
+LINEAR_STAGE = "linear_cv"  # linear probe on the same frozen embeddings
+LP_STAGE = "lp_cv"  # the fine-tune's shared frozen pass + its linear-probe phase (same model and length)
+FROZEN_STAGES = (BASELINE_STAGE, LINEAR_STAGE, LP_STAGE)
 # The fine-tuning objectives and the stage that trains each (one loop, three stages).
 OBJECTIVE_STAGES = {"erm": "finetune_cv", "grl": "grl_cv", "dro": "dro_cv"}
 OBJECTIVES = tuple(OBJECTIVE_STAGES)
 ERM_STAGE = OBJECTIVE_STAGES["erm"]
-# Stages that write the model artifact contract (aes.core.artifacts), baseline first.
-MODEL_STAGES = (BASELINE_STAGE, *OBJECTIVE_STAGES.values())
-STAGES = (FETCH, PREPARE, EMBED, *MODEL_STAGES, REPORT, FINAL_TEST)
+# Stages that write the model artifact contract (aes.core.artifacts), frozen models first.
+MODEL_STAGES = (*FROZEN_STAGES, *OBJECTIVE_STAGES.values())
+STAGES = (FETCH, PREPARE, EMBED, BASELINE_STAGE, LINEAR_STAGE, LP_STAGE, *OBJECTIVE_STAGES.values(), REPORT, FINAL_TEST)
 MODEL_LABELS = {
-    BASELINE_STAGE: "baseline (embeddings + XGBoost)",
+    BASELINE_STAGE: "frozen: embeddings + writing features -> XGBoost",
+    LINEAR_STAGE: "frozen: linear probe on the embeddings",
+    LP_STAGE: "frozen: linear probe at the fine-tune's length (LP phase)",
     "finetune_cv": "fine-tune ERM",
     "grl_cv": "fine-tune GRL",
     "dro_cv": "fine-tune group DRO",
@@ -43,6 +48,7 @@ SPLITS = Path("data/prepared/splits.json")
 PREPARE_METRICS = Path("metrics/prepare.json")
 EMBEDDINGS = Path("data/embeddings")  # embed -> gbm_cv, report, final_test
 EMBED_METRICS = Path("metrics/embed.json")
+FROZEN_PASS = Path("data/frozen_pass")  # lp_cv -> the three fine-tuning stages
 REPORT_JSON = Path("metrics/report.json")  # report -> final_test
 DECISION_MD = Path("reports/decision.md")
 REPORT_PLOTS = Path("plots/report")

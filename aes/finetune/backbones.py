@@ -1,14 +1,17 @@
 """What the fold loop trains, in two interchangeable shapes chosen by ``finetune.trainable_layers``.
 
 - :class:`CachedTopLayers` (``k >= 0``, the CPU profile): the embeddings and the bottom
-  ``num_layers - k`` layers are frozen, so they run ONCE per stage over all CV essays
-  (``torch.inference_mode``, batches sorted by length) and their hidden states (n, T, H) stay in
-  memory; each fold trains a fresh copy of the pretrained top ``k`` layers + head on them.
-  BERT-like encoders only (``encoder.layer`` of self-contained layers).
+  ``num_layers - k`` layers are frozen, so they run ONCE per DAG run over all CV essays (stage
+  ``lp_cv``, :mod:`aes.finetune.frozen_pass`; ``torch.inference_mode``, batches sorted by length)
+  and the three fine-tuning stages read their hidden states (n, T, H); each fold and seed trains a
+  fresh copy of the pretrained top ``k`` layers + head on them. BERT-like encoders only
+  (``encoder.layer`` of self-contained layers).
 - :class:`WholeEncoder` (``k = -1``, the GPU profile): the whole encoder trains from the tokens.
 
-Both offer the same interface to the loop: :meth:`prepare` (tokenise, and for the cached one run
-the frozen trunk), :meth:`batch_inputs` (model inputs for some essays) and :meth:`fresh_model`.
+Both offer the same interface to the loop: :meth:`prepare` (tokenise, or for the cached one take
+the frozen pass's hidden states), :meth:`batch_inputs` (model inputs for some essays),
+:meth:`fresh_model` (pretrained weights + a new head) and :meth:`pristine_model` (the pretrained
+weights untouched, for the frozen pass's pooled features).
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ BERT_LIKE = ("bert", "roberta", "xlm-roberta", "camembert", "electra")
 class Prepared:
     """The CV essays ready for training: tokens, and for cached training the frozen trunk's output.
 
-    input_ids, attention_mask: (n, T) long, padded to the longest essay (T <= max_length).
-    lengths: (n,) tokens per essay. hidden: (n, T, H) float32 cached trunk output, or None.
+    input_ids, attention_mask: (n, T) long, padded to the longest essay (T <= max_length);
+    input_ids is None when the essays come from a stored frozen pass. lengths: (n,) tokens per
+    essay. hidden: (n, T, H) cached trunk output (float32, or float16 as stored), or None.
     """
 
     input_ids: object
@@ -108,17 +112,33 @@ class CachedTopLayers(Backbone):
         self.trunk = encoder  # the bottom layers run once (compute_trunk); then only copies of the top ones train
         self.pristine = copy.deepcopy(list(layers[self.n_bottom :]))
 
-    def prepare(self, texts: list[str], device="cpu") -> Prepared:
+    def prepare(self, texts: list[str], device="cpu", frozen=None) -> Prepared:
+        """The essays' trunk output: from ``frozen`` (a stored :class:`FrozenPass`) or computed here."""
+        import torch
+
+        if frozen is not None:
+            if frozen.hidden is None:
+                raise AESError(f"{self.stage}: the stored frozen pass has no hidden states (it was computed for trainable_layers=-1); "
+                               "re-run `dvc repro lp_cv`")
+            if frozen.hidden.shape[-1] != self.hidden_size:
+                raise AESError(f"{self.stage}: the stored frozen pass has width {frozen.hidden.shape[-1]}, model '{self.ft['model']}' "
+                               f"{self.hidden_size}; re-run `dvc repro lp_cv`")
+            width = frozen.hidden.shape[1]
+            mask = (torch.arange(width)[None, :] < torch.as_tensor(frozen.lengths)[:, None]).long()
+            return Prepared(None, mask, np.asarray(frozen.lengths), torch.from_numpy(frozen.hidden))
         data = self.tokenize(texts)
         data.hidden = self.compute_trunk(data, device)
         return data
 
-    def compute_trunk(self, data: Prepared, device="cpu"):
+    def compute_trunk(self, data: Prepared, device="cpu", autocast=None):
         """Hidden states (n, T, H) float32 after the embeddings + the frozen bottom layers."""
         import torch
         from torch import nn
+        from contextlib import nullcontext
+
         from tqdm.auto import tqdm
 
+        autocast = autocast or nullcontext
         model = self.trunk
         full_layers = model.encoder.layer
         n, width = data.input_ids.shape
@@ -128,7 +148,7 @@ class CachedTopLayers(Backbone):
         model.encoder.layer = nn.ModuleList(list(full_layers[: self.n_bottom]))
         try:
             model.to(device).eval()
-            with torch.inference_mode(), tqdm(total=n, desc=f"{self.stage} frozen layers", unit="essay") as bar:
+            with torch.inference_mode(), autocast(), tqdm(total=n, desc=f"{self.stage} frozen layers", unit="essay") as bar:
                 for start in range(0, n, bs):
                     rows_np = order[start : start + bs]
                     rows = torch.as_tensor(rows_np)
@@ -146,12 +166,15 @@ class CachedTopLayers(Backbone):
     def batch_inputs(self, data: Prepared, rows) -> dict:
         """hidden_states (B, T, H) and attention_mask (B, T) for essay rows (B,), trimmed to the longest."""
         rows, t = self._rows(data, rows)
-        return {"hidden_states": data.hidden[rows, :t], "attention_mask": data.attention_mask[rows, :t]}
+        return {"hidden_states": data.hidden[rows, :t].float(), "attention_mask": data.attention_mask[rows, :t]}
 
-    def fresh_model(self):
+    def pristine_model(self):
         from aes.finetune.modules import TopLayersRegressor
 
-        model = TopLayersRegressor(copy.deepcopy(self.pristine), self.hidden_size)
+        return TopLayersRegressor(copy.deepcopy(self.pristine), self.hidden_size)
+
+    def fresh_model(self):
+        model = self.pristine_model()
         return self._finish(model, list(model.layers), "layers")
 
 
@@ -164,13 +187,18 @@ class WholeEncoder(Backbone):
         self.stage = stage
         self.pristine = encoder
 
-    def prepare(self, texts: list[str], device="cpu") -> Prepared:
-        return self.tokenize(texts)
+    def prepare(self, texts: list[str], device="cpu", frozen=None) -> Prepared:
+        return self.tokenize(texts)  # the whole encoder trains from tokens: nothing frozen to reuse
 
     def batch_inputs(self, data: Prepared, rows) -> dict:
         """input_ids and attention_mask (B, T) for essay rows (B,), trimmed to the longest."""
         rows, t = self._rows(data, rows)
         return {"input_ids": data.input_ids[rows, :t], "attention_mask": data.attention_mask[rows, :t]}
+
+    def pristine_model(self):
+        from aes.finetune.modules import EncoderRegressor
+
+        return EncoderRegressor(copy.deepcopy(self.pristine), self.hidden_size)
 
     def fresh_model(self):
         from aes.finetune.modules import EncoderRegressor

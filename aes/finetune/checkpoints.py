@@ -1,7 +1,8 @@
 """Fold checkpoints, so a killed stage resumes instead of retraining, and the fold model files.
 
-A finished fold is written to ``.checkpoints/<stage>/<config_hash>/fold_<k>/`` (temp folder renamed
-into place, ``DONE`` marker last); a re-run with the same params, splits and essays loads it.
+A finished (seed, fold) run is written to ``.checkpoints/<stage>/<config_hash>/seed_<s>_fold_<k>/``
+(temp folder renamed into place, ``DONE`` marker last); a re-run with the same params, splits,
+essays and linear probes loads it.
 """
 
 from __future__ import annotations
@@ -17,14 +18,19 @@ import numpy as np
 FOLD_INFO_KEYS = ("target_mean", "target_std", "epochs", "best_epoch", "prompts", "history")
 
 
-def config_hash(params: dict, objective: str, splits_bytes: bytes, essays_bytes: bytes) -> str:
-    """sha256 over the finetune + objective params, splits.json bytes and essays.csv bytes."""
+def config_hash(params: dict, objective: str, *inputs: bytes) -> str:
+    """sha256 over the finetune + objective params and the bytes of the input files (splits, essays, probes)."""
     digest = hashlib.sha256()
     cfg = {"objective": objective, "finetune": params["finetune"], objective: params.get(objective, {})}
     digest.update(json.dumps(cfg, sort_keys=True).encode())
-    digest.update(hashlib.sha256(splits_bytes).digest())
-    digest.update(hashlib.sha256(essays_bytes).digest())
+    for data in inputs:
+        digest.update(hashlib.sha256(data).digest())
     return digest.hexdigest()[:16]
+
+
+def run_name(seed: int, k: int) -> str:
+    """Folder name of one (seed, fold) run."""
+    return f"seed_{seed}_fold_{k}"
 
 
 def save_fold(folder: Path, result: dict, with_timing: bool = True) -> None:
@@ -40,10 +46,10 @@ def save_fold(folder: Path, result: dict, with_timing: bool = True) -> None:
     (folder / "fold.json").write_text(json.dumps({k: result.get(k) for k in keys}, indent=2) + "\n")
 
 
-def write_checkpoint(root: Path, k: int, result: dict) -> None:
-    """Atomically write fold ``k`` under ``root``: temp folder, rename, then the DONE marker."""
-    final = root / f"fold_{k}"
-    tmp = root / f".fold_{k}.tmp{os.getpid()}"
+def write_checkpoint(root: Path, name: str, result: dict) -> None:
+    """Atomically write run ``name`` under ``root``: temp folder, rename, then the DONE marker."""
+    final = root / name
+    tmp = root / f".{name}.tmp{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     save_fold(tmp, result)
     np.save(tmp / "pred_raw.npy", np.asarray(result["pred_raw"], dtype=np.float64))
@@ -53,11 +59,11 @@ def write_checkpoint(root: Path, k: int, result: dict) -> None:
     (final / "DONE").write_text("ok\n")
 
 
-def read_checkpoint(root: Path, k: int) -> dict | None:
-    """Fold ``k``'s result if its DONE marker exists, else None."""
+def read_checkpoint(root: Path, name: str) -> dict | None:
+    """Run ``name``'s result if its DONE marker exists, else None."""
     from safetensors.torch import load_file
 
-    folder = root / f"fold_{k}"
+    folder = root / name
     if not (folder / "DONE").exists():
         return None
     info = json.loads((folder / "fold.json").read_text())

@@ -1,8 +1,13 @@
-"""The fine-tuning stages (finetune_cv | grl_cv | dro_cv): every CV fold, resumable, then the artifact contract.
+"""The stage drivers: lp_cv (frozen pass + linear-probe phase) and finetune_cv | grl_cv | dro_cv.
 
-Writes metrics/<stage>.json, data/predictions/<stage>.csv and plots/<stage>/ (aes.core.artifacts),
-models/<stage>/fold_<k>/ (trained weights + config), the out-of-fold pooled representations
-data/representations/<stage>.npy + _ids.csv (for the report's prompt probe) and DVCLive curves.
+``run_lp_cv`` computes the frozen pass once (:mod:`aes.finetune.frozen_pass`), fits the
+linear probe per fold on its pooled features and writes the artifact contract for stage lp_cv.
+``run_cv`` trains every fold once per seed in ``finetune.seeds`` (resumable), starting from the
+fold's probe when ``finetune.lp_ft`` is on, and writes metrics/<stage>.json,
+data/predictions/<stage>.csv (one row per essay and seed) and plots/<stage>/ (aes.core.artifacts),
+models/<stage>/seed_<s>/fold_<k>/ (trained weights + config), the out-of-fold pooled
+representations of the first seed data/representations/<stage>.npy + _ids.csv (for the report's
+prompt probe) and DVCLive curves of the first seed.
 """
 
 from __future__ import annotations
@@ -15,71 +20,123 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from aes.core.artifacts import make_oof_frame, write_model_outputs
+from aes.baseline.linear import cross_validate as probe_cross_validate
+from aes.baseline.linear import fits_from_json, fits_to_json
+from aes.core.artifacts import make_oof_frame, stack_seeds, write_model_outputs
 from aes.core.errors import AESError
-from aes.core.io import write_json
-from aes.core.registry import CHECKPOINTS, ESSAYS, SPLITS, dvclive_dir, models_dir, representation_paths, stage_for_objective
+from aes.core.io import sha256_file, write_json
+from aes.core.registry import (
+    CHECKPOINTS,
+    ESSAYS,
+    FROZEN_PASS,
+    LP_STAGE,
+    SPLITS,
+    dvclive_dir,
+    models_dir,
+    representation_paths,
+    stage_for_objective,
+)
 from aes.data.corpus import load_essays
 from aes.data.splits import cv_essays, load_splits
 from aes.finetune.callbacks import DVCLiveCurves, ProgressCallback
-from aes.finetune.checkpoints import config_hash, read_checkpoint, remove_checkpoints, save_fold, write_checkpoint
+from aes.finetune.checkpoints import config_hash, read_checkpoint, remove_checkpoints, run_name, save_fold, write_checkpoint
+from aes.finetune.frozen_pass import compute_frozen_pass, load_frozen_pass, save_frozen_pass
 from aes.finetune.loop import Trainer, make_accelerator
 
+PROBES_FILE = "probes.json"
 
-def train_summary(objective: str, results: list[dict]) -> dict:
-    """Per-fold last-epoch training diagnostics for metrics/<stage>.json."""
+
+def load_cv(root: Path) -> pd.DataFrame:
+    return cv_essays(load_essays(root / ESSAYS), load_splits(root / SPLITS))
+
+
+def run_lp_cv(params: dict, root: Path = Path(".")) -> dict:
+    """Stage lp_cv: the frozen pass over the CV essays (stored for the fine-tuning stages), then the
+    linear probe on its pooled features per fold; returns the metrics."""
+    ft, lin = params["finetune"], params["linear"]
+    started = time.perf_counter()
+    cv = load_cv(root)
+    frozen, pass_s = compute_frozen_pass(ft, cv["text"].tolist(), cv["record_id"], LP_STAGE)
+    print(f"{LP_STAGE}: frozen pass over {len(cv)} essays at max_length {ft['max_length']} in {pass_s:.0f}s "
+          f"(stored in {FROZEN_PASS} for the fine-tuning stages)", flush=True)
+    save_frozen_pass(root / FROZEN_PASS, frozen)
+    oof, fits = probe_cross_validate(cv, frozen.pooled, lin["alphas"], lin["inner_folds"])
+    write_json(models_dir(LP_STAGE, root) / PROBES_FILE, fits_to_json(fits))
+    extra = {"alpha": {str(k): f.alpha for k, f in fits.items()}, "frozen_pass_s": round(pass_s, 1),
+             "max_length": ft["max_length"], "model": ft["model"], "mean_tokens": round(float(np.mean(frozen.lengths)), 1)}
+    return write_model_outputs(LP_STAGE, make_oof_frame(cv, cv["fold"], oof), time.perf_counter() - started,
+                               params["report"]["min_prompt_n"], extra=extra, root=root)
+
+
+def train_summary(objective: str, results: dict) -> dict:
+    """Per-(seed, fold) last-epoch training diagnostics for metrics/<stage>.json, keyed 'seed/fold'."""
     keys = {"erm": [], "grl": ["adversary_acc"], "dro": ["dro_max_weight", "dro_worst_group_loss"]}[objective]
-    summary = {"train_loss": {str(k): r["epochs"][-1]["train_mse"] for k, r in enumerate(results)}}
+    names = {r: f"{r[0]}/{r[1]}" for r in sorted(results)}
+    summary = {"train_loss": {names[r]: results[r]["epochs"][-1]["train_mse"] for r in names}}
     for key in keys:
-        summary[key] = {str(k): r["epochs"][-1].get(key) for k, r in enumerate(results)}
-    summary["best_epoch"] = {str(k): r["best_epoch"] for k, r in enumerate(results)}
-    if any("inner_qwk" in e for r in results for e in r["epochs"]):
-        summary["inner_qwk"] = {
-            str(k): float(np.nanmax([e.get("inner_qwk", np.nan) for e in r["epochs"]] + [-np.inf])) for k, r in enumerate(results)
-        }
-    summary["fold_s"] = {str(k): r.get("fold_s") for k, r in enumerate(results)}
+        summary[key] = {names[r]: results[r]["epochs"][-1].get(key) for r in names}
+    summary["best_epoch"] = {names[r]: results[r]["best_epoch"] for r in names}
+    if any("inner_qwk" in e for r in results.values() for e in r["epochs"]):
+        summary["inner_qwk"] = {names[r]: float(np.nanmax([e.get("inner_qwk", np.nan) for e in results[r]["epochs"]] + [-np.inf]))
+                                for r in names}
+    summary["fold_s"] = {names[r]: results[r].get("fold_s") for r in names}
     return summary
 
 
-def train_folds(params: dict, objective: str, cv: pd.DataFrame, folds: list[int], ckpt_root: Path, curves: DVCLiveCurves) -> tuple[dict, list]:
-    """Results of every fold: loaded from a finished checkpoint, else trained (and checkpointed)."""
+def train_runs(params: dict, objective: str, cv: pd.DataFrame, probes: dict | None, ckpt_root: Path, curves: DVCLiveCurves,
+               root: Path) -> tuple[dict, list]:
+    """Results of every (seed, fold) run: loaded from a finished checkpoint, else trained (and checkpointed).
+
+    Curves are logged for the first seed only (one line per fold stays readable).
+    """
     stage, ft = stage_for_objective(objective), params["finetune"]
-    results: dict[int, dict] = {}
-    for k in folds:
-        done = read_checkpoint(ckpt_root, k)
+    folds = sorted(int(f) for f in cv["fold"].unique())
+    runs = [(seed, k) for seed in ft["seeds"] for k in folds]
+    results: dict[tuple[int, int], dict] = {}
+    for seed, k in runs:
+        done = read_checkpoint(ckpt_root, run_name(seed, k))
         if done is not None:
-            print(f"{stage}: resuming fold {k} from {ckpt_root / f'fold_{k}'}", flush=True)
-            results[k] = done
-    for k in sorted(results):
-        curves.replay(k, results[k])
-    todo = [k for k in folds if k not in results]
+            print(f"{stage}: resuming seed {seed} fold {k} from {ckpt_root / run_name(seed, k)}", flush=True)
+            results[(seed, k)] = done
+            if seed == ft["seeds"][0]:
+                curves.replay(k, done)
+    todo = [r for r in runs if r not in results]
     if not todo:
         return results, todo
     trainer = Trainer(params, objective, make_accelerator(ft))
-    data = trainer.prepare(cv["text"].tolist())
-    n_train = {k: int((cv["fold"] != k).sum()) for k in todo}
+    frozen = None
+    if ft["trainable_layers"] >= 0:
+        frozen = load_frozen_pass(root / FROZEN_PASS, cv["record_id"], need_hidden=True)
+        print(f"{stage}: read the frozen pass of {LP_STAGE} from {root / FROZEN_PASS} ({frozen.hidden.shape[0]} essays, "
+              f"{frozen.hidden.shape[1]} tokens)", flush=True)
+    data = trainer.prepare(cv["text"].tolist(), frozen)
+    n_train = {k: int((cv["fold"] != k).sum()) for k in folds}
     if ft["inner_val_fraction"] > 0:  # the inner split removes about this share of training essays
         n_train = {k: math.ceil(n * (1 - ft["inner_val_fraction"])) for k, n in n_train.items()}
-    progress = ProgressCallback(stage, sum(trainer.steps_per_epoch(n) * ft["epochs"] for n in n_train.values()))
+    progress = ProgressCallback(stage, sum(trainer.steps_per_epoch(n_train[k]) * ft["epochs"] for _, k in todo))
     try:
-        for k in todo:
+        for seed, k in todo:
             started = time.perf_counter()
-            results[k] = trainer.train_fold(cv, data, k, callbacks=[curves, progress])
-            results[k]["fold_s"] = round(time.perf_counter() - started, 1)
-            write_checkpoint(ckpt_root, k, results[k])
+            callbacks = [curves, progress] if seed == ft["seeds"][0] else [progress]
+            init_head = probes[k] if probes is not None else None
+            results[(seed, k)] = trainer.train_fold(cv, data, k, seed, init_head=init_head, callbacks=callbacks)
+            results[(seed, k)]["fold_s"] = round(time.perf_counter() - started, 1)
+            write_checkpoint(ckpt_root, run_name(seed, k), results[(seed, k)])
     finally:
         progress.close()
     return results, todo
 
 
 def write_fold_models(folder: Path, results: dict, params: dict, objective: str, chash: str) -> None:
-    """models/<stage>/fold_<k>/: weights, fold.json and config.json (no wall-clock time: byte-stable)."""
+    """models/<stage>/seed_<s>/fold_<k>/: weights, fold.json and config.json (no wall-clock time: byte-stable)."""
     ft = params["finetune"]
     shutil.rmtree(folder, ignore_errors=True)
-    for k, result in sorted(results.items()):
-        save_fold(folder / f"fold_{k}", result, with_timing=False)  # times are in metrics/<stage>.json
-        write_json(folder / f"fold_{k}" / "config.json", {
-            "stage": stage_for_objective(objective), "objective": objective, "model": ft["model"], "trainable_layers": ft["trainable_layers"],
+    for (seed, k), result in sorted(results.items()):
+        out = folder / f"seed_{seed}" / f"fold_{k}"
+        save_fold(out, result, with_timing=False)  # times are in metrics/<stage>.json
+        write_json(out / "config.json", {
+            "stage": stage_for_objective(objective), "objective": objective, "seed": seed, "lp_ft": ft["lp_ft"],
+            "model": ft["model"], "trainable_layers": ft["trainable_layers"],
             "lora": ft["lora"], "max_length": ft["max_length"], "target_mean": result["target_mean"],
             "target_std": result["target_std"], "config_hash": chash,
             "weights": "weights.safetensors: trained top layers / LoRA adapters (names as in the training module) + head",
@@ -96,33 +153,55 @@ def write_representations(stage: str, cv: pd.DataFrame, reps: np.ndarray, root: 
     pd.DataFrame({"record_id": cv["record_id"].astype(str), "fold": cv["fold"].to_numpy()}).to_csv(ids, index=False)
 
 
+def load_probes(root: Path, folds: list[int]) -> tuple[dict | None, bytes]:
+    """The per-fold linear probes of stage lp_cv (LP-FT's starting heads) and the file's bytes."""
+    path = models_dir(LP_STAGE, root) / PROBES_FILE
+    if not path.exists():
+        raise AESError(f"{path}: not found; finetune.lp_ft starts from the probes of stage {LP_STAGE}: run `dvc repro {LP_STAGE}`")
+    import json
+
+    probes = fits_from_json(json.loads(path.read_text()), str(path))
+    missing = [k for k in folds if k not in probes]
+    if missing:
+        raise AESError(f"{path}: no probe for fold(s) {missing}; re-run `dvc repro {LP_STAGE}`")
+    return probes, path.read_bytes()
+
+
 def run_cv(params: dict, objective: str, root: Path = Path(".")) -> dict:
     """Run the whole stage for ``objective`` in the repository ``root``; return its metrics."""
-    stage = stage_for_objective(objective)
+    stage, ft = stage_for_objective(objective), params["finetune"]
     started = time.perf_counter()
-    essays_path, splits_path = root / ESSAYS, root / SPLITS
-    cv = cv_essays(load_essays(essays_path), load_splits(splits_path))
+    cv = load_cv(root)
     folds = sorted(int(f) for f in cv["fold"].unique())
     if len(folds) < 2:
         raise AESError(f"{stage} needs at least 2 CV folds; got {len(folds)}")
-    chash = config_hash(params, objective, splits_path.read_bytes(), essays_path.read_bytes())
+    probes, probe_bytes = load_probes(root, folds) if ft["lp_ft"] else (None, b"")
+    chash = config_hash(params, objective, (root / SPLITS).read_bytes(), (root / ESSAYS).read_bytes(), probe_bytes)
     ckpt_root = root / CHECKPOINTS / stage / chash
     ckpt_root.mkdir(parents=True, exist_ok=True)
     curves = DVCLiveCurves(dvclive_dir(stage, root))
-    results, todo = train_folds(params, objective, cv, folds, ckpt_root, curves)
+    results, todo = train_runs(params, objective, cv, probes, ckpt_root, curves, root)
     curves.end()
 
-    # Assemble the out-of-fold outputs: every CV essay once, predicted by its own fold's model.
+    # Assemble the out-of-fold outputs: every CV essay once per seed, predicted by its own fold's model.
     fold_of = cv["fold"].to_numpy()
-    pred = np.full(len(cv), np.nan)
-    reps = np.zeros((len(cv), results[folds[0]]["pooled"].shape[1]), dtype=np.float32)
+    frames = []
+    for seed in ft["seeds"]:
+        pred = np.full(len(cv), np.nan)
+        for k in folds:
+            pred[fold_of == k] = results[(seed, k)]["pred_raw"]
+        frames.append(make_oof_frame(cv, fold_of, pred, seed))
+    first = ft["seeds"][0]
+    reps = np.zeros((len(cv), results[(first, folds[0])]["pooled"].shape[1]), dtype=np.float32)
     for k in folds:
-        rows = np.flatnonzero(fold_of == k)
-        pred[rows], reps[rows] = results[k]["pred_raw"], results[k]["pooled"]
+        reps[fold_of == k] = results[(first, k)]["pooled"]
     write_fold_models(models_dir(stage, root), results, params, objective, chash)
     write_representations(stage, cv, reps, root)
-    extra = {"train": train_summary(objective, [results[k] for k in folds]), "resumed_folds": [k for k in folds if k not in todo]}
-    metrics = write_model_outputs(stage, make_oof_frame(cv, fold_of, pred), time.perf_counter() - started,
+    extra = {"train": train_summary(objective, results), "lp_ft": ft["lp_ft"],
+             "resumed_runs": [run_name(*r) for r in sorted(results) if r not in todo]}
+    if ft["trainable_layers"] >= 0:
+        extra["frozen_pass_sha256"] = sha256_file(root / FROZEN_PASS / "hidden.npy")
+    metrics = write_model_outputs(stage, stack_seeds(frames), time.perf_counter() - started,
                                   params["report"]["min_prompt_n"], extra=extra, root=root)
     remove_checkpoints(root / CHECKPOINTS, stage)  # the outputs are written: checkpoints are done with
     return metrics

@@ -9,8 +9,13 @@ essays); predictions are mapped back to the raw 1-5 scale. The objective
 Discipline: a fold never looks at its validation essays while training. By default every fold
 trains a fixed number of epochs; with ``finetune.inner_val_fraction > 0`` the fold's training
 essays are split by prompt (:func:`aes.data.splits.inner_split`) and the epoch with the best inner
-QWK is kept. Seeds: python, numpy, torch and the data order are seeded per fold (seed + fold), so
-a fold gives the same numbers whether or not the folds before it ran in the same process.
+QWK is kept. Seeds: every fold trains once per seed in ``finetune.seeds``; python, numpy, torch
+and the data order are seeded with :func:`run_seed` (seed, fold), so a (seed, fold) run gives the same numbers
+whether or not other runs came before it in the same process.
+
+LP-FT (Kumar et al. 2022): with an ``init_head`` (the fold's linear probe from stage ``lp_cv``) the
+head starts at the probe's weights, so step 0 predicts what the probe predicts and fine-tuning
+begins from a good head instead of a random one.
 """
 
 from __future__ import annotations
@@ -38,6 +43,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def run_seed(seed: int, k: int) -> int:
+    """The RNG seed of training fold ``k`` with ``seed``: distinct for every (seed, fold) pair of a run."""
+    return seed * 1000 + k
+
+
 def make_accelerator(ft: dict):
     """An ``accelerate.Accelerator`` for ``finetune.device`` / ``mixed_precision`` / ``grad_accum_steps``."""
     import torch
@@ -48,15 +58,33 @@ def make_accelerator(ft: dict):
     if ft["device"] == "cuda" and not has_gpu:
         raise AESError("finetune.device is 'cuda' but no CUDA GPU is visible (use 'auto' or 'cpu')")
     use_gpu = has_gpu and ft["device"] != "cpu"
-    if ft["mixed_precision"] != "no" and not use_gpu:
+    if ft["mixed_precision"] == "fp16" and not use_gpu:
         raise AESError(
-            f"finetune.mixed_precision is '{ft['mixed_precision']}' but training runs on the CPU "
-            "(no GPU visible or finetune.device: cpu); set finetune.mixed_precision: \"no\""
+            "finetune.mixed_precision is 'fp16' but training runs on the CPU (no GPU visible or finetune.device: cpu); "
+            "use \"bf16\" (CPU autocast, fast on CPUs with AVX512-BF16 or AMX) or \"no\""
         )
     # One process may run several stages (tests): accelerate keeps singletons, start them afresh.
     AcceleratorState._reset_state(True)
     GradientState._reset_state()
     return Accelerator(cpu=not use_gpu, mixed_precision=ft["mixed_precision"], gradient_accumulation_steps=ft["grad_accum_steps"])
+
+
+def predict_batches(model, backbone: Backbone, data: Prepared, rows: np.ndarray, batch_size: int, accelerator):
+    """(pred_z (m,), pooled (m, H)) float32 numpy for essay rows (m,), in that order; longest essays first."""
+    import torch
+
+    model.eval()
+    pred = np.zeros(len(rows), dtype=np.float32)
+    pooled = np.zeros((len(rows), backbone.hidden_size), dtype=np.float32)
+    order = np.argsort(-data.lengths[rows], kind="stable")
+    with torch.inference_mode(), accelerator.autocast():
+        for start in range(0, len(rows), batch_size):
+            pos = order[start : start + batch_size]
+            inputs = {k: v.to(accelerator.device) for k, v in backbone.batch_inputs(data, rows[pos]).items()}
+            p, z = model(**inputs)
+            pooled[pos] = p.float().cpu().numpy()
+            pred[pos] = z.float().cpu().numpy()
+    return pred, pooled
 
 
 class Trainer:
@@ -69,9 +97,9 @@ class Trainer:
         self.backbone = backbone if backbone is not None else make_backbone(self.ft, self.stage)
         self.hidden_size = self.backbone.hidden_size
 
-    def prepare(self, texts: list[str]) -> Prepared:
-        """Tokenise the essays and, for cached training, run the frozen trunk once."""
-        return self.backbone.prepare(texts, self.accelerator.device)
+    def prepare(self, texts: list[str], frozen=None) -> Prepared:
+        """Tokenise the essays or, for cached training, take the stored frozen pass (or compute it)."""
+        return self.backbone.prepare(texts, self.accelerator.device, frozen)
 
     def steps_per_epoch(self, n_train: int) -> int:
         return math.ceil(n_train / self.ft["batch_size"])
@@ -101,23 +129,24 @@ class Trainer:
 
     def predict(self, model, data: Prepared, rows: np.ndarray):
         """(pred_z (m,), pooled (m, H)) float32 numpy for essay rows (m,), in that order."""
+        return predict_batches(model, self.backbone, data, rows, self.ft["eval_batch_size"], self.accelerator)
+
+    def start_model(self, init_head, mean: float, std: float):
+        """A fresh model; with ``init_head`` (a probe y ~= pooled @ weight + bias, score units) its head
+        predicts the probe's z = (y - mean) / std from the first step (LP-FT)."""
         import torch
 
-        model.eval()
-        pred = np.zeros(len(rows), dtype=np.float32)
-        pooled = np.zeros((len(rows), self.hidden_size), dtype=np.float32)
-        order = np.argsort(-data.lengths[rows], kind="stable")
-        bs = self.ft["eval_batch_size"]
-        with torch.inference_mode(), self.accelerator.autocast():
-            for start in range(0, len(rows), bs):
-                pos = order[start : start + bs]
-                inputs = {k: v.to(self.accelerator.device) for k, v in self.backbone.batch_inputs(data, rows[pos]).items()}
-                p, z = model(**inputs)
-                pooled[pos] = p.float().cpu().numpy()
-                pred[pos] = z.float().cpu().numpy()
-        return pred, pooled
+        model = self.backbone.fresh_model()
+        if init_head is not None:
+            if len(init_head.weight) != self.hidden_size:
+                raise AESError(f"{self.stage}: the linear probe has {len(init_head.weight)} weights but the model's width is "
+                               f"{self.hidden_size}; re-run `dvc repro lp_cv`")
+            with torch.no_grad():
+                model.head.weight.copy_(torch.as_tensor(init_head.weight / std, dtype=torch.float32)[None, :])
+                model.head.bias.fill_((init_head.bias - mean) / std)
+        return model
 
-    def fold_rows(self, cv: pd.DataFrame, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def fold_rows(self, cv: pd.DataFrame, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(train, inner validation, validation) row positions of fold ``k``; inner is empty unless asked for."""
         from aes.data.splits import inner_split
 
@@ -127,13 +156,14 @@ class Trainer:
             raise AESError(f"fold {k}: the training part has no essays (every CV essay is in fold {k})")
         inner_rows = np.array([], dtype=int)
         if self.ft["inner_val_fraction"] > 0:
-            fit_pos, inner_pos = inner_split(cv.iloc[train_rows].reset_index(drop=True), self.ft["inner_val_fraction"], self.ft["seed"] + k)
+            fit_pos, inner_pos = inner_split(cv.iloc[train_rows].reset_index(drop=True), self.ft["inner_val_fraction"], run_seed(seed, k))
             train_rows, inner_rows = train_rows[fit_pos], train_rows[inner_pos]
         return train_rows, inner_rows, val_rows
 
-    def train_fold(self, cv: pd.DataFrame, data: Prepared, k: int, callbacks: list[Callback] = ()) -> dict:
-        """Train on the essays with ``fold != k``; predict the essays with ``fold == k``.
+    def train_fold(self, cv: pd.DataFrame, data: Prepared, k: int, seed: int, init_head=None, callbacks: list[Callback] = ()) -> dict:
+        """Train on the essays with ``fold != k`` with ``seed``; predict the essays with ``fold == k``.
 
+        init_head: the fold's linear probe (:class:`aes.baseline.linear.RidgeFit`) to start from, or None.
         Returns dict with pred_raw (n_val,), pooled (n_val, H) float32, state (trainable tensors),
         target_mean/std, epochs (list of per-epoch log dicts), best_epoch, prompts, history.
         """
@@ -141,7 +171,7 @@ class Trainer:
         from transformers import get_linear_schedule_with_warmup
 
         ft, acc = self.ft, self.accelerator
-        train_rows, inner_rows, val_rows = self.fold_rows(cv, k)
+        train_rows, inner_rows, val_rows = self.fold_rows(cv, k, seed)
         y = cv["y"].to_numpy(dtype=np.float64)
         mean, std = float(y[train_rows].mean()), float(y[train_rows].std())
         std = std if std > 1e-8 else 1.0
@@ -150,8 +180,8 @@ class Trainer:
         group = cv["prompt"].map(group_of).fillna(-1).to_numpy(dtype=np.int64)
         sizes = [int((group[train_rows] == g).sum()) for g in range(len(prompts))]
 
-        seed_everything(ft["seed"] + k)
-        model = self.backbone.fresh_model()
+        seed_everything(run_seed(seed, k))
+        model = self.start_model(init_head, mean, std)
         objective = make_objective(self.objective_name, self.params, sizes, self.hidden_size, k)
         optimizer = self.optimizer(model, objective)
         per_epoch = math.ceil(self.steps_per_epoch(len(train_rows)) / ft["grad_accum_steps"])
@@ -167,7 +197,7 @@ class Trainer:
             batch["group"] = group_t[rows]
             return batch
 
-        generator = torch.Generator().manual_seed(ft["seed"] + k)
+        generator = torch.Generator().manual_seed(run_seed(seed, k))
         loader = torch.utils.data.DataLoader(
             train_rows.tolist(), batch_size=ft["batch_size"], shuffle=True, generator=generator, collate_fn=collate
         )

@@ -2,8 +2,9 @@
 
 Gate: :func:`chosen_model` refuses unless ``metrics/report.json`` holds a decision, or
 ``final_test.override`` is true. Proceed -> the candidate fine-tuning objective; defer -> the
-frozen-embedding baseline; override -> the candidate regardless of the decision (and the output
-says so). Nothing written here is read by any other stage.
+strongest frozen model (Q1's reference); override -> the candidate regardless of the decision
+(and the output says so). A model with several seeds is trained once per seed; the test metrics
+are the mean over seeds, with each seed's own. Nothing written here is read by any other stage.
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import pandas as pd
 
 from aes.core.errors import AESError
 from aes.core.io import write_json
-from aes.core.metrics import finite_or_none, mae, per_group_qwk, qwk, rmse, within_half_band
-from aes.core.registry import BASELINE_STAGE, EMBEDDINGS, FINAL_TEST_JSON, REPORT_JSON, stage_for_objective
+from aes.core.metrics import finite_or_none, mae, per_group_qwk, qwk, rmse, within_half_band, worst_share_mean
+from aes.core.registry import BASELINE_STAGE, EMBEDDINGS, FINAL_TEST_JSON, FROZEN_STAGES, LINEAR_STAGE, LP_STAGE, REPORT_JSON, stage_for_objective
 
 
 def read_decision(report_path: Path = REPORT_JSON) -> dict | None:
@@ -61,45 +62,71 @@ def chosen_model(params: dict, report_path: Path = REPORT_JSON) -> dict:
     if decision["proceed"]:
         return {"stage": stage_for_objective(objective), "objective": objective, "override": 0, "decision": verdict,
                 "reason": f"decision proceed: candidate '{objective}'"}
-    return {"stage": BASELINE_STAGE, "objective": None, "override": 0, "decision": verdict,
-            "reason": "decision defer: the frozen-embedding baseline"}
+    reference = decision.get("reference", BASELINE_STAGE)
+    if reference not in FROZEN_STAGES:
+        raise AESError(f"{report_path}: decision.reference '{reference}' is not a frozen stage ({', '.join(FROZEN_STAGES)}); re-run `dvc repro report`")
+    return {"stage": reference, "objective": None, "override": 0, "decision": verdict,
+            "reason": f"decision defer: the strongest frozen model ({reference})"}
 
 
-def fit_predict_gbm(train: pd.DataFrame, test: pd.DataFrame, params: dict, train_embeddings: np.ndarray) -> np.ndarray:
-    """Baseline on the locked test: XGBoost on frozen embeddings of all CV essays -> (n_test,) predictions.
+def fit_predict_frozen(stage: str, train: pd.DataFrame, test: pd.DataFrame, params: dict) -> np.ndarray:
+    """A frozen model on the locked test, fitted on ALL CV essays -> (n_seeds, n_test) predictions.
 
-    train/test: essays (text, prompt, y); train_embeddings: (n_train, H) from the embed stage.
-    The test essays are embedded here with the same ``embed`` params.
+    gbm_cv and linear_cv use the embed stage's embeddings of the CV essays and embed the test
+    essays here with the same ``embed`` params; lp_cv runs the fine-tune's frozen pass over both.
+    Hyperparameters are chosen on inner prompt-grouped splits of the CV essays, as in CV.
     """
-    from aes.baseline.gbm import build_features, fit_fold
-    from aes.encoders.embedding import embed_texts
+    from aes.baseline.linear import fit_ridge
 
-    emb = params["embed"]
-    test_embeddings = embed_texts(test["text"].tolist(), emb["model"], emb["max_length"], emb["batch_size"], device="auto")
+    if stage == LP_STAGE:
+        from aes.finetune.frozen_pass import compute_frozen_pass
+
+        texts = pd.concat([train["text"], test["text"]]).tolist()
+        pooled = compute_frozen_pass({**params["finetune"], "trainable_layers": -1}, texts, np.arange(len(texts)), LP_STAGE)[0].pooled
+        x_train, x_test = pooled[: len(train)], pooled[len(train) :]
+    else:
+        from aes.encoders.embedding import embed_texts, load_embeddings
+
+        emb = params["embed"]
+        x_train = load_embeddings(EMBEDDINGS, train["record_id"])
+        x_test = embed_texts(test["text"].tolist(), emb["model"], emb["max_length"], emb["batch_size"], device="auto")
+    if stage in (LINEAR_STAGE, LP_STAGE):
+        lin = params["linear"]
+        probe = fit_ridge(x_train, train["y"].to_numpy(float), train["prompt"].astype(str).to_numpy(), lin["alphas"], lin["inner_folds"])
+        return probe.predict(x_test)[None, :]
+    from aes.baseline.gbm import build_features, fit_fold
+
     gbm = params["gbm"]
-    x_train = build_features(train_embeddings, train["text"], gbm["text_stats"])
-    x_test = build_features(test_embeddings, test["text"], gbm["text_stats"])
-    model = fit_fold(train.reset_index(drop=True), x_train, gbm)  # early stopping on an inner prompt split
-    return model.predict(x_test)
+    f_train, _ = build_features(x_train, train["text"], gbm["features"])
+    f_test, _ = build_features(x_test, test["text"], gbm["features"])
+    return np.stack([fit_fold(train.reset_index(drop=True), f_train, gbm, seed)[0].predict(f_test) for seed in gbm["seeds"]])
 
 
 def fit_predict_finetune(train: pd.DataFrame, test: pd.DataFrame, params: dict, objective: str) -> np.ndarray:
-    """Candidate on the locked test: fine-tune with ``objective`` on all CV essays -> (n_test,) predictions.
+    """Candidate on the locked test: fine-tune with ``objective`` on all CV essays, once per seed -> (n_seeds, n_test).
 
     Reuses the CV training loop (:meth:`aes.finetune.loop.Trainer.train_fold`) on one frame where the
     CV essays are the training fold and the test essays the validation fold (fold -1). The test
-    scores are blanked (NaN) before the frame reaches the trainer, so they cannot be used.
+    scores are blanked (NaN) before the frame reaches the trainer, so they cannot be used. With
+    ``finetune.lp_ft`` the head starts from a ridge probe fitted on the CV essays' pooled features.
     """
-    from aes.finetune.loop import Trainer, make_accelerator
+    from aes.baseline.linear import fit_ridge
+    from aes.finetune.loop import Trainer, make_accelerator, predict_batches
 
     frame = pd.concat(
         [train[["record_id", "text", "prompt", "y"]].assign(fold=0),
          test[["record_id", "text", "prompt"]].assign(y=np.nan, fold=-1)],
         ignore_index=True,
     )
-    trainer = Trainer(params, objective, make_accelerator(params["finetune"]))
-    result = trainer.train_fold(frame, trainer.prepare(frame["text"].tolist()), -1)
-    return np.asarray(result["pred_raw"], dtype=float)
+    ft, lin = params["finetune"], params["linear"]
+    trainer = Trainer(params, objective, make_accelerator(ft))
+    data = trainer.prepare(frame["text"].tolist())
+    probe = None
+    if ft["lp_ft"]:
+        rows = np.arange(len(train))
+        _, pooled = predict_batches(trainer.backbone.pristine_model(), trainer.backbone, data, rows, ft["eval_batch_size"], trainer.accelerator)
+        probe = fit_ridge(pooled, train["y"].to_numpy(float), train["prompt"].astype(str).to_numpy(), lin["alphas"], lin["inner_folds"])
+    return np.stack([np.asarray(trainer.train_fold(frame, data, -1, seed, init_head=probe)["pred_raw"], dtype=float) for seed in ft["seeds"]])
 
 
 def score_test(test: pd.DataFrame, y_pred_raw: np.ndarray, min_prompt_n: int) -> dict:
@@ -109,6 +136,7 @@ def score_test(test: pd.DataFrame, y_pred_raw: np.ndarray, min_prompt_n: int) ->
     per_prompt = per_group_qwk(frame, "prompt", min_prompt_n).dropna()
     return {
         "qwk": {"pooled": finite_or_none(qwk(y, y_pred_raw)), "worst_prompt": finite_or_none(per_prompt.min() if len(per_prompt) else np.nan),
+                "worst_quarter": finite_or_none(worst_share_mean(per_prompt.to_numpy())),
                 "median_prompt": finite_or_none(per_prompt.median() if len(per_prompt) else np.nan),
                 "per_prompt": {str(k): finite_or_none(v) for k, v in per_prompt.items()}},
         "rmse": finite_or_none(rmse(y, y_pred_raw)),
@@ -123,23 +151,25 @@ def run_final_test(params: dict, essays: pd.DataFrame, splits: dict, report_path
     """Gate, train the chosen configuration on all CV essays, score the locked test once, write out_path.
 
     essays: all prepared essays; splits: splits.json document. ``fit_predict(choice, train, test,
-    params) -> (n_test,)`` defaults to :func:`default_fit_predict` (tests pass a stub).
+    params) -> (n_test,) or (n_seeds, n_test)`` defaults to :func:`default_fit_predict` (tests pass a stub).
     """
     from aes.data.splits import cv_essays, locked_test_essays
 
     choice = chosen_model(params, report_path)  # gate first: nothing is trained or read before it
     train, test = cv_essays(essays, splits), locked_test_essays(essays, splits)
     started = time.perf_counter()
-    y_pred_raw = np.asarray((fit_predict or default_fit_predict)(choice, train, test, params), dtype=float)
-    if y_pred_raw.shape != (len(test),) or not np.all(np.isfinite(y_pred_raw)):
+    y_pred_raw = np.atleast_2d(np.asarray((fit_predict or default_fit_predict)(choice, train, test, params), dtype=float))
+    if y_pred_raw.shape[1:] != (len(test),) or not np.all(np.isfinite(y_pred_raw)):
         raise AESError(f"final_test: model returned {y_pred_raw.shape} predictions (finite: {np.isfinite(y_pred_raw).all()}) for {len(test)} test essays")
+    per_seed = [score_test(test, row, params["report"]["min_prompt_n"]) for row in y_pred_raw]
     result = {
         "model": choice["stage"],
         "objective": choice["objective"],
         "override": choice["override"],
         "decision": choice["decision"],
         "reason": choice["reason"],
-        "test": score_test(test, y_pred_raw, params["report"]["min_prompt_n"]),
+        "test": _seed_mean(per_seed),
+        "test_per_seed": per_seed if len(per_seed) > 1 else None,
         "n_train": int(len(train)),
         "runtime_s": round(time.perf_counter() - started, 1),
     }
@@ -147,10 +177,24 @@ def run_final_test(params: dict, essays: pd.DataFrame, splits: dict, report_path
     return result
 
 
-def default_fit_predict(choice: dict, train: pd.DataFrame, test: pd.DataFrame, params: dict) -> np.ndarray:
-    """Dispatch to the baseline or the fine-tuned model (the one model call of the final test)."""
-    if choice["stage"] == BASELINE_STAGE:
-        from aes.encoders.embedding import load_embeddings
+def _seed_mean(per_seed: list[dict]) -> dict:
+    """The first seed's document with every headline number replaced by the mean over seeds."""
+    out = json.loads(json.dumps(per_seed[0]))
+    for key in ("rmse", "mae", "within_half_band"):
+        values = [m[key] for m in per_seed if m[key] is not None]
+        out[key] = finite_or_none(float(np.mean(values))) if values else None
+    for key in ("pooled", "worst_prompt", "worst_quarter", "median_prompt"):
+        values = [m["qwk"][key] for m in per_seed if m["qwk"][key] is not None]
+        out["qwk"][key] = finite_or_none(float(np.mean(values))) if values else None
+    prompts = sorted({p for m in per_seed for p in m["qwk"]["per_prompt"]})  # a prompt may be undefined for some seeds
+    out["qwk"]["per_prompt"] = {p: finite_or_none(float(np.mean([m["qwk"]["per_prompt"][p] for m in per_seed if p in m["qwk"]["per_prompt"]])))
+                                for p in prompts}
+    out["n"]["seeds"] = len(per_seed)
+    return out
 
-        return fit_predict_gbm(train, test, params, load_embeddings(EMBEDDINGS, train["record_id"]))
+
+def default_fit_predict(choice: dict, train: pd.DataFrame, test: pd.DataFrame, params: dict) -> np.ndarray:
+    """Dispatch to a frozen or the fine-tuned model (the one model call of the final test)."""
+    if choice["stage"] in FROZEN_STAGES:
+        return fit_predict_frozen(choice["stage"], train, test, params)
     return fit_predict_finetune(train, test, params, choice["objective"])

@@ -4,7 +4,7 @@ Run by hand after `dvc repro` (no stage writes outside what DVC declares):
 
     aes-readme            # or: python -m aes.ops.readme
 
-It reads metrics/report.json only. `tests/test_readme_in_sync.py` fails when the committed README
+It reads metrics/report.json only. `tests/test_readme.py` fails when the committed README
 table and metrics/report.json disagree.
 """
 
@@ -24,9 +24,12 @@ README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
 def results_block(report: dict) -> str:
     """The text that belongs between the markers for this report."""
-    d = report["decision"]
-    return (f"\n{results_table_md(report)}\n\nDecision (`{report['rule']['metric']}`, candidate `{report['objective']}`): "
-            f"**{d['verdict']}** — {'; '.join(d['reasons'])}. Details: [{DECISION_MD}]({DECISION_MD}).\n")
+    q1, q2 = report["q1"], report["q2"]
+    q2_text = "; ".join(f"{o.upper()} vs ERM **{q['verdict']}**" for o, q in q2.items())
+    return (f"\n{results_table_md(report)}\n\nQ1, fine-tuning (ERM) vs the strongest frozen model (`{q1['reference']}`), "
+            f"on {', '.join(report['rule']['q1_metrics'])}: **{q1['verdict']}**. Q2, on {', '.join(report['rule']['q2_metrics'])}: "
+            f"{q2_text}. Every number is the mean ± sd over seeds; verdicts use the 95% prompt x seed bootstrap CI and the "
+            f"seed spread. Details: [{DECISION_MD}]({DECISION_MD}).\n")
 
 
 def _block_span(text: str) -> tuple[int, int] | None:

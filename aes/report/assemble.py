@@ -1,12 +1,17 @@
-"""The report: compare every model on the same CV essays, test the difference, decide.
+"""The report: compare every model on the same CV essays, answer Q1 and Q2, decide.
 
-This module reads the model stages' artifacts, assembles the evidence (bootstrap:
-:mod:`aes.report.bootstrap`, probe: :mod:`aes.report.probe`, calibration: :mod:`aes.report.calibration`, rule:
-:mod:`aes.report.decision`) and writes metrics/report.json, reports/decision.md, plot data and PNGs.
+This module reads the model stages' artifacts, assembles the evidence (bootstrap over prompts and
+seeds: :mod:`aes.report.bootstrap`, verdicts: :mod:`aes.report.verdicts`, probe:
+:mod:`aes.report.probe`, calibration: :mod:`aes.report.calibration`) and writes
+metrics/report.json, reports/decision.md, plot data and PNGs.
 
-Conventions: ``oof`` is a prediction table of the artifact contract (one row per CV essay:
-record_id, fold, prompt, grade, y_true, y_pred_raw, y_pred, residual). Scores are on the
-half-band scale 1.0-5.0. A *gain* is a difference signed so that positive means "better"
+Q1: does fine-tuning (ERM) beat the strongest frozen model? Q2: does each invariance objective
+(GRL, DRO) beat ERM? The ``decision`` block (read by final_test) proceeds with the candidate
+``objective`` only when Q1 says better and, for GRL or DRO, Q2 says better for it too.
+
+Conventions: ``oof`` is a prediction table of the artifact contract (one row per CV essay and
+seed: record_id, fold, seed, prompt, grade, y_true, y_pred_raw, y_pred, residual). Scores are on
+the half-band scale 1.0-5.0. A *gain* is a difference signed so that positive means "better"
 (higher QWK, lower RMSE).
 """
 
@@ -27,7 +32,9 @@ from aes.core.registry import (
     DVCLIVE,
     EMBEDDINGS,
     ERM_STAGE,
+    FROZEN_STAGES,
     MODEL_STAGES,
+    OBJECTIVE_STAGES,
     REPORT_JSON,
     REPORT_PLOTS,
     SPLITS,
@@ -38,9 +45,10 @@ from aes.core.registry import (
 )
 from aes.data.splits import load_splits
 from aes.report.bootstrap import prompt_bootstrap
+from aes.core.metrics import metric_value
 from aes.report.calibration import calibrated_metrics
-from aes.report.decision import check_decision_metric, decide, metric_value
 from aes.report.markdown import decision_md, model_labels
+from aes.report.verdicts import BETTER, check_metrics, judge
 from aes.report.probe import prompt_probe, prompt_probe_within_folds
 
 # --------------------------------------------------------------------------------------------
@@ -51,10 +59,10 @@ from aes.report.probe import prompt_probe, prompt_probe_within_folds
 def load_model_outputs(stages, objective: str | None = None, root: Path = Path(".")) -> dict[str, dict]:
     """Read metrics + out-of-fold predictions of each stage.
 
-    Returns {stage: {"metrics": dict, "oof": DataFrame sorted by record_id}}. A missing file
-    raises AESError naming the stage, the file and `dvc repro <stage>`; the candidate's stage gets
-    a message that says the objective has no trained results. All stages must cover the same
-    essays (the comparison is paired).
+    Returns {stage: {"metrics": dict, "oof": DataFrame sorted by seed, record_id}}. A missing
+    file raises AESError naming the stage, the file and `dvc repro <stage>`; the candidate's stage
+    gets a message that says the objective has no trained results. All stages must cover the same
+    essays (the comparison is paired), every seed of a stage all of them.
     """
     out: dict[str, dict] = {}
     cand = stage_for_objective(objective) if objective is not None else None
@@ -63,21 +71,28 @@ def load_model_outputs(stages, objective: str | None = None, root: Path = Path("
             if not path.exists():
                 why = f"objective '{objective}' (the candidate) has no trained results: " if stage == cand else ""
                 raise AESError(f"{why}{path} of stage '{stage}' not found; run `dvc repro {stage}` first")
-        oof = read_predictions(stage, root).sort_values("record_id", kind="stable").reset_index(drop=True)
+        oof = read_predictions(stage, root)
         oof["record_id"] = oof["record_id"].astype(str)
         oof["prompt"] = oof["prompt"].astype(str)
+        oof = oof.sort_values(["seed", "record_id"], kind="stable").reset_index(drop=True)
         out[stage] = {"metrics": read_metrics(stage, root), "oof": oof}
     first = next(iter(out), None)
     for stage, item in out.items():
-        a, b = out[first]["oof"], item["oof"]
-        if len(a) != len(b) or not np.array_equal(a["record_id"].to_numpy(), b["record_id"].to_numpy()):
-            raise AESError(
-                f"{predictions_path(stage, root)} covers different essays than {predictions_path(first, root)} "
-                f"({len(b)} vs {len(a)} rows); re-run `dvc repro {stage} {first}` on the same data/prepared"
-            )
-        if not np.allclose(a["y_true"].to_numpy(), b["y_true"].to_numpy()):
-            raise AESError(f"{predictions_path(stage, root)}: y_true differs from {predictions_path(first, root)} (stale stage?)")
+        a = first_seed(out[first]["oof"])
+        for _, b in item["oof"].groupby("seed", sort=True):
+            if len(a) != len(b) or not np.array_equal(a["record_id"].to_numpy(), b["record_id"].to_numpy()):
+                raise AESError(
+                    f"{predictions_path(stage, root)} (seed {b['seed'].iloc[0]}) covers different essays than "
+                    f"{predictions_path(first, root)} ({len(b)} vs {len(a)} rows); re-run `dvc repro {stage} {first}` on the same data/prepared"
+                )
+            if not np.allclose(a["y_true"].to_numpy(), b["y_true"].to_numpy()):
+                raise AESError(f"{predictions_path(stage, root)}: y_true differs from {predictions_path(first, root)} (stale stage?)")
     return out
+
+
+def first_seed(oof: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the first (lowest) seed: one row per essay."""
+    return oof[oof["seed"] == oof["seed"].min()].reset_index(drop=True)
 
 
 def load_representation(npy: Path, ids_csv: Path, record_ids: np.ndarray) -> np.ndarray | None:
@@ -107,28 +122,35 @@ def load_representation(npy: Path, ids_csv: Path, record_ids: np.ndarray) -> np.
 
 
 def headline_row(metrics: dict) -> dict:
-    """The headline numbers of one model: pooled / fold-mean / worst-prompt QWK, RMSE, MAE."""
+    """The headline numbers of one model (means over seeds) and the seed-to-seed sd of the QWKs."""
+    sd = metrics.get("seed_sd", {})
     return {
         "qwk_pooled": metrics["qwk"].get("pooled"),
+        "qwk_pooled_seed_sd": sd.get("qwk.pooled"),
         "qwk_fold_mean": metrics["qwk"].get("fold_mean"),
         "qwk_fold_std": metrics["qwk"].get("fold_std"),
+        "qwk_worst_quarter": metrics["qwk"].get("worst_quarter"),
+        "qwk_worst_quarter_seed_sd": sd.get("qwk.worst_quarter"),
         "qwk_worst_prompt": metrics["qwk"].get("worst_prompt"),
         "qwk_median_prompt": metrics["qwk"].get("median_prompt"),
         "rmse": metrics.get("rmse"),
         "mae": metrics.get("mae"),
         "within_half_band": metrics.get("within_half_band"),
+        "n_seeds": metrics.get("n", {}).get("seeds", 1),
+        "seeds": {s: m["qwk"]["pooled"] for s, m in metrics.get("seeds", {}).items()},
     }
 
 
 def per_prompt_table(oofs: dict[str, pd.DataFrame], min_prompt_n: int, pairs) -> pd.DataFrame:
     """One row per prompt: prompt, fold, n, qwk_<model> per model, delta_<pair> per pair.
 
-    QWK is NaN for prompts with fewer than min_prompt_n essays. pairs: [(name, A, B)].
+    QWK (mean over seeds) is NaN for prompts with fewer than min_prompt_n essays. pairs: [(name, A, B)].
     """
-    any_oof = next(iter(oofs.values()))
+    any_oof = first_seed(next(iter(oofs.values())))
     base = any_oof.groupby("prompt", sort=True).agg(fold=("fold", "first"), n=("record_id", "size")).reset_index()
     for model, oof in oofs.items():
-        q = oof.groupby("prompt", sort=True).apply(lambda g: qwk(g["y_true"], g["y_pred_raw"]), include_groups=False)
+        per_seed = oof.groupby(["seed", "prompt"], sort=True).apply(lambda g: qwk(g["y_true"], g["y_pred_raw"]), include_groups=False)
+        q = per_seed.groupby(level="prompt").mean()
         base[f"qwk_{model}"] = np.where(base["n"] >= min_prompt_n, q.reindex(base["prompt"]).to_numpy(), np.nan)
     for name, a, b in pairs:
         base[f"delta_{name}"] = base[f"qwk_{a}"] - base[f"qwk_{b}"]
@@ -136,12 +158,12 @@ def per_prompt_table(oofs: dict[str, pd.DataFrame], min_prompt_n: int, pairs) ->
 
 
 def residual_table(oofs: dict[str, pd.DataFrame], by: str) -> pd.DataFrame:
-    """Wide mean residual (y_pred_raw - y_true) per value of ``by`` ('y_true' -> 'band', 'grade').
+    """Wide mean residual (y_pred_raw - y_true, over essays and seeds) per value of ``by`` ('y_true' -> 'band', 'grade').
 
-    Returns columns <by>, n, then one column per model.
+    Returns columns <by>, n (essays), then one column per model.
     """
     name = "band" if by == "y_true" else by
-    any_oof = next(iter(oofs.values()))
+    any_oof = first_seed(next(iter(oofs.values())))
     out = any_oof.groupby(by, sort=True).size().rename("n").reset_index().rename(columns={by: name})
     for model, oof in oofs.items():
         out[model] = oof.groupby(by, sort=True)["residual"].mean().to_numpy()
@@ -149,10 +171,11 @@ def residual_table(oofs: dict[str, pd.DataFrame], by: str) -> pd.DataFrame:
 
 
 def confusion_long(oofs: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Aggregate confusion counts, long format: model, y_true, y_pred, count (all 81 cells per model).
+    """Aggregate confusion counts of the first seed, long format: model, y_true, y_pred, count (all 81 cells per model).
 
     Scores are written as text ('3.5') so plot tools treat them as ordered categories.
     """
+    oofs = {m: first_seed(o) for m, o in oofs.items()}
     rows = []
     for model, oof in oofs.items():
         t = band_labels(oof["y_true"]) - 2
@@ -168,16 +191,18 @@ def confusion_long(oofs: dict[str, pd.DataFrame]) -> pd.DataFrame:
 # Assembly and writers (the stage calls run_report)
 # --------------------------------------------------------------------------------------------
 
-def comparison_pairs(objective: str) -> list[tuple[str, str, str]]:
-    """(name, A, B) pairs compared with the bootstrap: candidate-baseline, candidate-erm, erm-baseline.
+def strongest_frozen(point: dict) -> str:
+    """The frozen stage with the best pooled QWK (mean over seeds): Q1's reference, the conservative choice."""
+    return max(FROZEN_STAGES, key=lambda s: (point[s]["qwk.pooled"] if point[s]["qwk.pooled"] is not None else -np.inf))
 
-    When the candidate is ERM itself, candidate_vs_erm is left out (it would be identically 0).
-    """
-    cand = stage_for_objective(objective)
-    pairs = [("candidate_vs_baseline", cand, BASELINE_STAGE)]
-    if cand != ERM_STAGE:
-        pairs.append(("candidate_vs_erm", cand, ERM_STAGE))
-    pairs.append(("erm_vs_baseline", ERM_STAGE, BASELINE_STAGE))
+
+def comparison_pairs(reference: str) -> list[tuple[str, str, str]]:
+    """(name, A, B) pairs compared with the bootstrap: ERM vs every frozen model (Q1 reads the one vs
+    ``reference``), and GRL and DRO vs ERM (Q2) and vs the reference."""
+    pairs = [(f"erm_vs_{f}", ERM_STAGE, f) for f in FROZEN_STAGES]
+    for objective, stage in OBJECTIVE_STAGES.items():
+        if stage != ERM_STAGE:
+            pairs += [(f"{objective}_vs_erm", stage, ERM_STAGE), (f"{objective}_vs_{reference}", stage, reference)]
     return pairs
 
 
@@ -192,6 +217,22 @@ def check_consistency(stage: str, metrics: dict, point: dict, root: Path = Path(
             )
 
 
+def answer_questions(boot: dict, rp: dict, objective: str) -> dict:
+    """Q1, Q2 and the decision block from the bootstrap (see the module docstring)."""
+    reference = strongest_frozen(boot["point"])
+    q1 = {"reference": reference, "comparison": f"erm_vs_{reference}",
+          **judge(boot["pairs"][f"erm_vs_{reference}"], rp["q1_metrics"], rp["min_gain"])}
+    q2 = {o: {"comparison": f"{o}_vs_erm", "stage": OBJECTIVE_STAGES[o], **judge(boot["pairs"][f"{o}_vs_erm"], rp["q2_metrics"], rp["min_gain"])}
+          for o in OBJECTIVE_STAGES if OBJECTIVE_STAGES[o] != ERM_STAGE}
+    reasons = [f"Q1 (ERM vs strongest frozen `{reference}`): {q1['verdict']}"]
+    proceed = q1["verdict"] == BETTER
+    if objective != "erm":
+        reasons.append(f"Q2 ({objective} vs ERM): {q2[objective]['verdict']}")
+        proceed = proceed and q2[objective]["verdict"] == BETTER
+    return {"q1": q1, "q2": q2, "decision": {"proceed": int(proceed), "verdict": "proceed" if proceed else "defer",
+                                             "candidate": objective, "reference": reference, "reasons": reasons}}
+
+
 def run_probes(oof: pd.DataFrame, stages, n_folds: int, seed: int, root: Path = Path(".")) -> dict:
     """Prompt-leakage probe on the frozen embeddings and each fine-tuned model's representation.
 
@@ -200,10 +241,11 @@ def run_probes(oof: pd.DataFrame, stages, n_folds: int, seed: int, root: Path = 
     fine-tuned models it mixes five models' vectors, so it can exceed the within-fold figure for
     reasons that have nothing to do with the prompt). A representation whose files are missing gets {"status": "missing ..."} instead of numbers.
     """
+    oof = first_seed(oof)
     ids, prompts, folds = oof["record_id"].to_numpy(), oof["prompt"].to_numpy(), oof["fold"].to_numpy()
     sources = {"frozen_embeddings": (root / EMBEDDINGS / "embeddings.npy", root / EMBEDDINGS / "record_ids.csv")}
     for stage in stages:
-        if stage != BASELINE_STAGE:
+        if stage not in FROZEN_STAGES:
             sources[stage] = representation_paths(stage, root)
     out = {}
     for name, (npy, ids_csv) in sources.items():
@@ -224,62 +266,63 @@ def run_probes(oof: pd.DataFrame, stages, n_folds: int, seed: int, root: Path = 
 
 
 def build_report(params: dict, root: Path = Path(".")) -> tuple[dict, dict]:
-    """Everything the report says, from the four model stages' artifacts.
+    """Everything the report says, from the model stages' artifacts.
 
     params: the full validated params (uses objective and report). Returns (report, tables):
     report is the metrics/report.json document; tables holds the aggregate DataFrames for plots.
     """
     rp, objective = params["report"], params["objective"]
     cand = stage_for_objective(objective)
-    check_decision_metric(rp["decision_metric"])
+    check_metrics(rp["q1_metrics"], "report.q1_metrics")
+    check_metrics(rp["q2_metrics"], "report.q2_metrics")
     outputs = load_model_outputs(MODEL_STAGES, objective, root)
     oofs = {s: o["oof"] for s, o in outputs.items()}
-    pairs = comparison_pairs(objective)
+    # Q1's reference is the strongest frozen model; pick it from the point estimates first.
+    point = {s: {"qwk.pooled": metric_value(outputs[s]["metrics"], "qwk.pooled")} for s in MODEL_STAGES}
+    pairs = comparison_pairs(strongest_frozen(point))
     boot = prompt_bootstrap(oofs, pairs, rp["bootstrap_resamples"], rp["bootstrap_seed"], rp["min_prompt_n"])
     for s in MODEL_STAGES:
         check_consistency(s, outputs[s]["metrics"], boot["point"][s], root)
-    # The decision uses the recomputed point estimates (same numbers the CIs are built around).
-    as_metrics = {s: _nest(boot["point"][s]) for s in MODEL_STAGES}
-    decision = decide(as_metrics[cand], as_metrics[BASELINE_STAGE], boot["pairs"]["candidate_vs_baseline"],
-                      rp["decision_metric"], rp["min_gain"], rp["max_worst_prompt_drop"])
+    answers = answer_questions(boot, rp, objective)
     models = {s: headline_row(outputs[s]["metrics"]) for s in MODEL_STAGES}
     calibration, cut_rows = {}, []
     if rp["calibration"]:
         for s in MODEL_STAGES:
-            cal = calibrated_metrics(oofs[s], rp["min_prompt_n"])
-            for fold, cuts in cal["cut_points"].items():
+            per_seed = [calibrated_metrics(g.reset_index(drop=True), rp["min_prompt_n"]) for _, g in oofs[s].groupby("seed", sort=True)]
+            for fold, cuts in per_seed[0]["cut_points"].items():
                 cut_rows += [{"model": s, "fold": int(fold), "between": f"{HALF_BANDS[j]:.1f}-{HALF_BANDS[j + 1]:.1f}", "cut_point": c}
                              for j, c in enumerate(cuts)]
-            calibration[s] = {
-                **{f"qwk_{k}": v for k, v in cal["qwk"].items()},
-                **{f"qwk_{k}_uncalibrated": v for k, v in cal["qwk_uncalibrated"].items()},
-            }
+            calibration[s] = {}
+            for k in per_seed[0]["qwk"]:
+                for name, block in ((f"qwk_{k}", "qwk"), (f"qwk_{k}_uncalibrated", "qwk_uncalibrated")):
+                    values = [c[block][k] for c in per_seed if c[block][k] is not None]
+                    calibration[s][name] = round(float(np.mean(values)), 6) if values else None
     report = {
         "objective": objective,
-        "stages": {"candidate": cand, "erm": ERM_STAGE, "baseline": BASELINE_STAGE},
-        "candidate": {"objective": objective, "stage": cand, **models[cand]},
-        "erm": {"stage": ERM_STAGE, **models[ERM_STAGE]},
-        "baseline": {"stage": BASELINE_STAGE, **models[BASELINE_STAGE]},
+        "stages": {"candidate": cand, "erm": ERM_STAGE, "strongest_frozen": answers["decision"]["reference"], "frozen": list(FROZEN_STAGES)},
+        "candidate": {"objective": objective, "stage": cand, **{k: v for k, v in models[cand].items() if k != "seeds"}},
+        "q1": answers["q1"],
+        "q2": answers["q2"],
+        "decision": answers["decision"],
         "models": models,
-        "decision": decision,
         "rule": {
-            "metric": rp["decision_metric"],
-            "min_gain": rp["min_gain"],
-            "max_worst_prompt_drop": rp["max_worst_prompt_drop"],
-            "text": (f"proceed iff gain({rp['decision_metric']}, candidate - baseline) >= {rp['min_gain']:g} "
-                     f"AND its 95% paired prompt-bootstrap CI lower bound > 0 "
-                     f"AND worst-prompt QWK drop <= {rp['max_worst_prompt_drop']:g}"),
+            "q1_metrics": rp["q1_metrics"], "q2_metrics": rp["q2_metrics"], "min_gain": rp["min_gain"],
+            "text": ("per metric: inconclusive if the 95% prompt x seed bootstrap CI of the gain spans 0 or |gain| <= the "
+                     f"seed-to-seed sd; else better if gain >= {rp['min_gain']:g}, otherwise not better"),
         },
         "delta": boot["pairs"],
         "intervals": boot["intervals"],
+        "seed_sd": boot["seed_sd"],
         "holdout": holdout_groups(root),
-        "bootstrap": {"unit": "prompt", "resamples": rp["bootstrap_resamples"], "seed": rp["bootstrap_seed"], "n_prompts": boot["n_prompts"]},
+        "bootstrap": {"unit": "prompt x seed", "resamples": rp["bootstrap_resamples"], "seed": rp["bootstrap_seed"],
+                      "n_prompts": boot["n_prompts"], "n_seeds": boot["n_seeds"]},
         "probe": run_probes(oofs[BASELINE_STAGE], MODEL_STAGES, rp["probe_folds"], rp["bootstrap_seed"], root),
         "calibration": calibration,
         "n": outputs[cand]["metrics"].get("n", {}),
     }
     tables = {
-        "per_prompt_qwk": per_prompt_table(oofs, rp["min_prompt_n"], pairs),
+        "per_prompt_qwk": per_prompt_table(oofs, rp["min_prompt_n"], [("erm_vs_strongest_frozen", ERM_STAGE, answers["decision"]["reference"]),
+                                                                       *[(n, a, b) for n, a, b in pairs if n.endswith("_vs_erm")]]),
         "residual_by_band": residual_table(oofs, "y_true"),
         "residual_by_grade": residual_table(oofs, "grade"),
         "confusion": confusion_long(oofs),
@@ -297,18 +340,6 @@ def holdout_groups(root: Path = Path(".")) -> dict:
     if "topics" in splits:
         out["n_groups"] = len(splits["topics"])
         out["multi_prompt_topics"] = {t: ps for t, ps in splits["topics"].items() if len(ps) > 1}
-    return out
-
-
-def _nest(flat: dict) -> dict:
-    """{'qwk.pooled': v, 'rmse': w} -> {'qwk': {'pooled': v}, 'rmse': w}."""
-    out: dict = {}
-    for key, value in flat.items():
-        node = out
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
     return out
 
 

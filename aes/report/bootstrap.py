@@ -1,9 +1,11 @@
-"""Paired bootstrap over prompts: every model scored on the same resamples of whole prompts.
+"""Paired bootstrap over prompts and seeds: every model scored on the same resamples of whole prompts.
 
 Prompts, not essays, are the unit of resampling because the question is about unseen prompts
-and essays of one prompt are not independent. Each model is reduced once to per-prompt
-sufficient statistics (confusion counts, error sums), so B resamples cost B small matrix
-products instead of B recomputations over essays.
+and essays of one prompt are not independent. Seeds are resampled too: a model trained with S
+seeds is, on each replicate, the mean of S seeds drawn with replacement (independently per
+model), so an interval covers both which prompts were sampled and which seeds were drawn. Each
+(model, seed) is reduced once to per-prompt sufficient statistics (confusion counts, error sums),
+so B resamples cost B small matrix products instead of B recomputations over essays.
 """
 
 from __future__ import annotations
@@ -14,19 +16,7 @@ import numpy as np
 import pandas as pd
 
 from aes.core.errors import AESError
-from aes.core.metrics import N_BANDS, band_labels, finite_or_none, qwk_from_confusion, to_half_band
-
-# The metrics recomputed on every resample, so the decision rule may use any of them:
-# key in metrics/<stage>.json -> +1 if higher is better, -1 if lower is better.
-METRIC_DIRECTION = {
-    "qwk.pooled": +1,
-    "qwk.fold_mean": +1,
-    "qwk.worst_prompt": +1,
-    "qwk.median_prompt": +1,
-    "rmse": -1,
-    "mae": -1,
-    "within_half_band": +1,
-}
+from aes.core.metrics import METRIC_DIRECTION, N_BANDS, WORST_SHARE, band_labels, finite_or_none, qwk_from_confusion, to_half_band
 
 
 def prompt_summaries(oof: pd.DataFrame, prompts: np.ndarray, folds: np.ndarray) -> dict[str, np.ndarray]:
@@ -76,6 +66,19 @@ def _weighted_median(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return np.where(ok, (v[lo] + v[hi]) / 2, np.nan)
 
 
+def _weighted_lowest_share(values: np.ndarray, weights: np.ndarray, share: float) -> np.ndarray:
+    """Mean of the lowest ``ceil(share * m)`` of ``values`` (P,) repeated ``weights`` (B, P) times
+    (m = the row's total count), per row -> (B,); NaN for rows with no count."""
+    order = np.argsort(values)
+    v, w = values[order], weights[:, order].astype(float)
+    total = w.sum(axis=1)
+    q = np.ceil(share * total)
+    before = np.cumsum(w, axis=1) - w  # counts of the lower values
+    take = np.clip(q[:, None] - before, 0.0, w)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(total > 0, (take * v[None, :]).sum(axis=1) / q, np.nan)
+
+
 def resampled_metrics(stats: dict[str, np.ndarray], weights: np.ndarray, min_prompt_n: int) -> dict[str, np.ndarray]:
     """Every decision metric of one model on prompt resamples.
 
@@ -95,11 +98,13 @@ def resampled_metrics(stats: dict[str, np.ndarray], weights: np.ndarray, min_pro
     drawn = (w > 0) & eligible[None, :]
     worst = np.where(drawn, np.where(eligible, prompt_qwk, 0.0)[None, :], np.inf).min(axis=1)
     median = _weighted_median(np.where(eligible, prompt_qwk, 0.0), np.where(drawn, w, 0).astype(int))
+    worst_quarter = _weighted_lowest_share(np.where(eligible, prompt_qwk, 0.0), np.where(drawn, w, 0), WORST_SHARE)
     with np.errstate(divide="ignore", invalid="ignore"):
         return {
             "qwk.pooled": qwk_from_confusion(pooled_conf),
             "qwk.fold_mean": fold_mean,
             "qwk.worst_prompt": np.where(np.isfinite(worst), worst, np.nan),
+            "qwk.worst_quarter": worst_quarter,
             "qwk.median_prompt": median,
             "rmse": np.sqrt(w @ stats["sse"] / n),
             "mae": w @ stats["sae"] / n,
@@ -115,27 +120,58 @@ def prompt_resample_weights(n_prompts: int, n_resamples: int, seed: int) -> np.n
     return np.bincount((draws + offsets).ravel(), minlength=n_resamples * n_prompts).reshape(n_resamples, n_prompts)
 
 
-def prompt_bootstrap(oofs: dict[str, pd.DataFrame], pairs, n_resamples: int, seed: int, min_prompt_n: int) -> dict:
-    """Paired bootstrap over prompts of the gain of model A over model B.
+def seed_resample_index(n_seeds: int, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """(B, S) seed positions drawn with replacement: replicate b averages the S seeds in row b."""
+    return rng.integers(0, n_seeds, size=(n_resamples, n_seeds))
 
-    oofs: {model: oof} on the same essays. pairs: [(name, A, B), ...]. Every model is scored on
-    the same (B, P) prompt resamples, so differences are paired. Returns {"pairs": {name: {metric:
-    {"delta", "gain", "ci_low", "ci_high", "p_not_better", "n_valid"}}}, "point": {model: {metric:
-    value}}, "n_prompts": P}: delta = A - B on the original data, gain = delta signed so positive is
-    better, ci_* = 95% percentile interval of the gain over resamples where it is defined,
-    p_not_better = share of those resamples with gain <= 0. "intervals": {model: {metric: {"ci_low",
-    "ci_high"}}} is each model's own 95% interval of pooled and worst-prompt QWK.
+
+def _interval(values: np.ndarray) -> tuple[float, float]:
+    valid = values[np.isfinite(values)]
+    return tuple(np.percentile(valid, [2.5, 97.5])) if len(valid) else (np.nan, np.nan)
+
+
+def prompt_bootstrap(oofs: dict[str, pd.DataFrame], pairs, n_resamples: int, seed: int, min_prompt_n: int) -> dict:
+    """Paired bootstrap over prompts (and seeds) of the gain of model A over model B.
+
+    oofs: {model: prediction table with a ``seed`` column} on the same essays. pairs: [(name, A, B),
+    ...]. Every model is scored on the same (B, P) prompt resamples, so differences are paired over
+    prompts; each model's seeds are resampled independently (:func:`seed_resample_index`).
+
+    Returns
+    - "point": {model: {metric: mean over seeds of the metric on the original data}};
+    - "seed_sd": {model: {metric: sample sd over seeds (0 for one seed)}}, "n_seeds": {model: S};
+    - "pairs": {name: {metric: {"delta", "gain", "ci_low", "ci_high", "p_not_better", "n_valid",
+      "seed_spread"}}}: delta = A - B on the original data (seed means), gain = delta signed so
+      positive is better, ci_* = 95% percentile interval of the gain over replicates where it is
+      defined, p_not_better = share of those with gain <= 0, seed_spread = max of A's and B's
+      seed sd (a gain inside it could be a lucky seed);
+    - "intervals": {model: {metric: {"ci_low", "ci_high"}}}: each model's own 95% interval;
+    - "n_prompts": P.
     """
     any_oof = next(iter(oofs.values()))
     prompts = np.array(sorted(any_oof["prompt"].unique()))
     folds = np.array(sorted(any_oof["fold"].unique()))
     weights = prompt_resample_weights(len(prompts), n_resamples, seed)
+    seed_rng = np.random.default_rng([seed, 1])  # its own stream: adding a model leaves the prompt draws unchanged
     ones = np.ones((1, len(prompts)))
-    point, boot = {}, {}
+    point, seed_sd, boot, n_seeds = {}, {}, {}, {}
     for model, oof in oofs.items():
-        stats = prompt_summaries(oof, prompts, folds)
-        point[model] = {k: float(v[0]) for k, v in resampled_metrics(stats, ones, min_prompt_n).items()}
-        boot[model] = resampled_metrics(stats, weights, min_prompt_n)
+        per_seed_point, per_seed_boot = [], []
+        for _, one in oof.groupby("seed", sort=True):
+            stats = prompt_summaries(one, prompts, folds)
+            per_seed_point.append({k: float(v[0]) for k, v in resampled_metrics(stats, ones, min_prompt_n).items()})
+            per_seed_boot.append(resampled_metrics(stats, weights, min_prompt_n))
+        n_seeds[model] = len(per_seed_point)
+        idx = seed_resample_index(n_seeds[model], n_resamples, seed_rng)
+        point[model], seed_sd[model], boot[model] = {}, {}, {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN -> NaN, intended
+            for metric in METRIC_DIRECTION:
+                values = np.array([p[metric] for p in per_seed_point])
+                point[model][metric] = float(np.nanmean(values))
+                seed_sd[model][metric] = float(np.nanstd(values, ddof=1)) if len(values) > 1 else 0.0
+                stacked = np.stack([b[metric] for b in per_seed_boot])  # (S, B)
+                boot[model][metric] = np.nanmean(stacked[idx.T, np.arange(n_resamples)[None, :]], axis=0)
     out: dict = {}
     for name, a, b in pairs:
         out[name] = {}
@@ -143,7 +179,7 @@ def prompt_bootstrap(oofs: dict[str, pd.DataFrame], pairs, n_resamples: int, see
             gains = sign * (boot[a][metric] - boot[b][metric])
             valid = gains[np.isfinite(gains)]
             delta = point[a][metric] - point[b][metric]
-            lo, hi = (np.percentile(valid, [2.5, 97.5]) if len(valid) else (np.nan, np.nan))
+            lo, hi = _interval(gains)
             out[name][metric] = {
                 "delta": finite_or_none(delta),
                 "gain": finite_or_none(sign * delta),
@@ -151,13 +187,14 @@ def prompt_bootstrap(oofs: dict[str, pd.DataFrame], pairs, n_resamples: int, see
                 "ci_high": finite_or_none(hi),
                 "p_not_better": finite_or_none(float(np.mean(valid <= 0)) if len(valid) else np.nan),
                 "n_valid": int(len(valid)),
+                "seed_spread": finite_or_none(max(seed_sd[a][metric], seed_sd[b][metric])),
             }
     intervals = {}  # each model on its own: comparable across experiments that score different essays
     for model in oofs:
         intervals[model] = {}
-        for metric in ("qwk.pooled", "qwk.worst_prompt"):
-            valid = boot[model][metric][np.isfinite(boot[model][metric])]
-            lo, hi = (np.percentile(valid, [2.5, 97.5]) if len(valid) else (np.nan, np.nan))
+        for metric in ("qwk.pooled", "qwk.worst_quarter", "qwk.worst_prompt"):
+            lo, hi = _interval(boot[model][metric])
             intervals[model][metric] = {"ci_low": finite_or_none(lo), "ci_high": finite_or_none(hi)}
     return {"pairs": out, "point": {m: {k: finite_or_none(v) for k, v in d.items()} for m, d in point.items()},
+            "seed_sd": {m: {k: finite_or_none(v) for k, v in d.items()} for m, d in seed_sd.items()}, "n_seeds": n_seeds,
             "intervals": intervals, "n_prompts": int(len(prompts))}

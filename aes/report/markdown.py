@@ -19,14 +19,52 @@ def _cell(x, digits: int = 3) -> str:
     return "–" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.{digits}f}"
 
 
+def _pm(mean, sd) -> str:
+    return f"{_cell(mean)} ± {_cell(sd)}"
+
+
 def results_table_md(report: dict) -> str:
-    """Markdown table of the headline metrics of every model (README and decision.md)."""
+    """Markdown table of every model's headline metrics, mean ± sd over seeds (README and decision.md)."""
     labels = model_labels(report["objective"])
-    lines = ["| model | QWK pooled | QWK fold mean ± sd | worst-prompt QWK | RMSE |", "|---|---|---|---|---|"]
+    lines = ["| model | seeds | QWK pooled | worst-quarter QWK | QWK fold mean ± sd over folds | worst-prompt QWK | RMSE |",
+             "|---|---|---|---|---|---|---|"]
     for stage, m in report["models"].items():
-        lines.append(f"| {labels[stage]} | {_cell(m['qwk_pooled'])} | {_cell(m['qwk_fold_mean'])} ± {_cell(m['qwk_fold_std'])} "
+        lines.append(f"| {labels[stage]} | {m['n_seeds']} | {_pm(m['qwk_pooled'], m['qwk_pooled_seed_sd'])} "
+                     f"| {_pm(m['qwk_worst_quarter'], m['qwk_worst_quarter_seed_sd'])} | {_pm(m['qwk_fold_mean'], m['qwk_fold_std'])} "
                      f"| {_cell(m['qwk_worst_prompt'])} | {_cell(m['rmse'])} |")
     return "\n".join(lines)
+
+
+def _verdict_rows(name: str, judged: dict, models: dict, a: str, b: str) -> list[str]:
+    rows = []
+    for metric, v in judged["metrics"].items():
+        key = "qwk_" + metric.split(".", 1)[1] if metric.startswith("qwk.") else metric
+        rows.append(f"| {name} | {metric} | {_cell(models[a].get(key))} | {_cell(models[b].get(key))} | {_cell(v['gain'], 4)} "
+                    f"| [{_cell(v['ci_low'], 4)}, {_cell(v['ci_high'], 4)}] | {_cell(v['seed_spread'], 4)} | **{v['outcome']}** | {v['why']} |")
+    return rows
+
+
+def verdicts_md(report: dict) -> list[str]:
+    """The Q1 and Q2 sections of decision.md."""
+    labels, models = model_labels(report["objective"]), report["models"]
+    q1, stages = report["q1"], report["stages"]
+    head = ["| comparison | metric | model | reference | gain | 95% CI of gain (prompts x seeds) | seed sd | verdict | why |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"## Q1: does fine-tuning (ERM) beat the strongest frozen model? **{q1['verdict'].upper()}**", "",
+             f"Strongest frozen model (best pooled QWK among {', '.join(f'`{s}`' for s in stages['frozen'])}): "
+             f"`{q1['reference']}`, {labels[q1['reference']]}.", "", *head,
+             *_verdict_rows("ERM vs " + q1["reference"], q1, models, stages["erm"], q1["reference"]), "",
+             "## Q2: does prompt invariance beat ERM?", ""]
+    cand = report["objective"]
+    if cand in report["q2"]:
+        lines += [f"Headline candidate (`objective: {cand}`): **{cand.upper()} vs ERM: {report['q2'][cand]['verdict'].upper()}**.", ""]
+    else:
+        lines += ["Headline candidate (`objective: erm`): ERM itself, so Q2 has no headline; both invariance objectives below.", ""]
+    lines += [f"- **{o.upper()}** vs ERM: **{q['verdict']}**" for o, q in report["q2"].items()]
+    lines += ["", *head]
+    for o, q in report["q2"].items():
+        lines += _verdict_rows(f"{o.upper()} vs ERM", q, models, q["stage"], stages["erm"])
+    return lines
 
 
 def decision_md(report: dict) -> str:
@@ -34,32 +72,38 @@ def decision_md(report: dict) -> str:
     d, rule, labels = report["decision"], report["rule"], model_labels(report["objective"])
     b = report["bootstrap"]
     lines = [
-        "# Decision: fine-tuned candidate vs frozen-embedding baseline",
+        "# Fine-tuning vs frozen baselines on unseen prompts: two questions, two verdicts",
         "",
-        f"**Verdict: {d['verdict'].upper()}** (candidate objective `{report['objective']}` = stage `{report['stages']['candidate']}`).",
+        f"Rule (params.yaml `report`): {rule['text']}. Q1 metrics: {', '.join(rule['q1_metrics'])}; "
+        f"Q2 metrics: {', '.join(rule['q2_metrics'])}; several metrics give better only if none says not better.",
         "",
-        f"Rule (params.yaml `report`): {rule['text']}.",
+        *verdicts_md(report),
         "",
-        *[f"- {r}" for r in d["reasons"]],
+        f"**Locked test: {d['verdict'].upper()}** with candidate objective `{report['objective']}` "
+        f"(proceed needs Q1 better and, for GRL/DRO, Q2 better): " + "; ".join(d["reasons"]) + ".",
         "",
-        "## Out-of-fold results (prompt-grouped CV; every prompt unseen by the model that scored it)",
+        "## Out-of-fold results, mean ± sd over seeds (prompt-grouped CV; every prompt unseen by the model that scored it)",
         "",
         results_table_md(report),
         "",
-        f"## Paired differences, 95% bootstrap CI over prompts ({b['resamples']} resamples of {b['n_prompts']} prompts, seed {b['seed']})",
+        "Pooled QWK per seed: " + "; ".join(f"{labels[s]} " + ", ".join(f"{seed}: {_cell(v)}" for seed, v in m["seeds"].items())
+                                            for s, m in report["models"].items() if m["n_seeds"] > 1) + ".",
         "",
-        "Gain = difference signed so that positive is better (for RMSE: first model's RMSE is lower).",
+        f"## Every paired difference, 95% bootstrap CI over prompts and seeds ({b['resamples']} resamples of {b['n_prompts']} prompts, seed {b['seed']})",
         "",
-        "| comparison | metric | difference | gain | 95% CI of gain | share of resamples gain <= 0 |",
-        "|---|---|---|---|---|---|",
+        "Gain = difference signed so that positive is better (for RMSE: first model's RMSE is lower). Seed sd = the larger "
+        "of the two models' seed-to-seed sd.",
+        "",
+        "| comparison | metric | difference | gain | 95% CI of gain | seed sd | share of resamples gain <= 0 |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, metrics in report["delta"].items():
-        for key in ("qwk.pooled", "qwk.fold_mean", "qwk.worst_prompt", "rmse"):
+        for key in ("qwk.pooled", "qwk.worst_quarter", "qwk.fold_mean", "qwk.worst_prompt", "rmse"):
             v = metrics[key]
             lines.append(f"| {name.replace('_', ' ')} | {key} | {_cell(v['delta'], 4)} | {_cell(v['gain'], 4)} "
-                         f"| [{_cell(v['ci_low'], 4)}, {_cell(v['ci_high'], 4)}] | {_cell(v['p_not_better'], 3)} |")
+                         f"| [{_cell(v['ci_low'], 4)}, {_cell(v['ci_high'], 4)}] | {_cell(v['seed_spread'], 4)} | {_cell(v['p_not_better'], 3)} |")
     lines += ["", "## Prompt-leakage probe", "",
-              "Linear probe (standardised features, logistic regression, stratified CV within the CV essays) predicting "
+              "Linear classifier (standardised features, logistic regression, stratified CV within the CV essays) predicting "
               "the prompt. Accuracy near chance = the representation carries little prompt identity.", "",
               "| representation | within-fold accuracy | within-fold chance | all-CV-essays accuracy | all-CV chance | prompts | dropped prompts |",
               "|---|---|---|---|---|---|---|"]
@@ -70,7 +114,7 @@ def decision_md(report: dict) -> str:
                          f"| {_cell(a['chance'])} | {a['n_prompts']} | {', '.join(a['dropped_prompts']) or 'none'} |")
         else:
             lines.append(f"| {labels.get(name, name)} | {p.get('status')} | | | | | |")
-    lines += ["", "Within-fold: the probe runs inside each CV fold (one fine-tuned model per fold), the comparable figure. "
+    lines += ["", "Within-fold: the probe runs inside each CV fold (one fine-tuned model per fold; first seed), the comparable figure. "
               "All-CV-essays: one probe over every CV essay; for fine-tuned models the vectors come from a different "
               "model per fold, which a probe can tell apart, so read that column for the frozen embeddings only."]
     if report["calibration"]:

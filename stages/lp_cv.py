@@ -1,0 +1,22 @@
+"""lp_cv: the frozen pass shared by the fine-tuning stages, and its linear probe per fold (LP-FT's first phase).
+
+Runs the frozen part of ``finetune.model`` once over the CV essays at ``finetune.max_length``
+(data/frozen_pass/), fits the ridge probe per fold on the pretrained model's pooled output
+(models/lp_cv/probes.json) and writes the model artifact contract for it: the frozen reference
+with the same model and input length as the fine-tune.
+"""
+
+from aes.core.errors import stage_main
+from aes.core.params import load_params
+from aes.core.registry import LP_STAGE
+from aes.finetune.cv import run_lp_cv
+
+
+@stage_main
+def main() -> None:
+    metrics = run_lp_cv(load_params())
+    print(f"{LP_STAGE}: QWK pooled {metrics['qwk']['pooled']:.3f}, RMSE {metrics['rmse']:.3f}, alpha per fold {list(metrics['alpha'].values())}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""Handcrafted writing features (aes.baseline.features) on small hand-made texts with known properties."""
+
+import socket
+
+import numpy as np
+import pytest
+
+from aes.baseline import features as features_module
+from aes.baseline.features import (
+    FEATURE_GROUPS,
+    KNOWN_FEATURES,
+    check_feature_switches,
+    moving_average_ttr,
+    split_essay,
+    writing_features,
+)
+from aes.core.errors import AESError
+
+CORRECT = "My friends and I believe that school is important because we learn many things there."
+MISSPELLED = "My freinds and I beleive that school is important becuase we learn many things there."
+PLAIN = "The big dog ran to the park and the man saw the dog run to the park with a ball."
+RARE = "The ubiquitous canine meandered toward the verdant arboretum, whereupon an erudite curator perceived it."
+
+
+def column(texts, group, name):
+    """Values of one feature column for each text, (n,) float32."""
+    features, names = writing_features(texts, [group])
+    return features[:, names.index(name)]
+
+
+def test_columns_follow_feature_groups_order_whatever_the_request_order():
+    features, names = writing_features([CORRECT, PLAIN, ""], ["punctuation", "length", "spelling"])
+    assert names == [*FEATURE_GROUPS["length"], *FEATURE_GROUPS["spelling"], *FEATURE_GROUPS["punctuation"]]
+    assert features.shape == (3, len(names)) and features.dtype == np.float32
+
+    all_features, all_names = writing_features([CORRECT], FEATURE_GROUPS)
+    assert all_names == [name for group in FEATURE_GROUPS.values() for name in group]
+    assert len(set(all_names)) == len(all_names) == all_features.shape[1]
+    assert KNOWN_FEATURES == ("embeddings", *FEATURE_GROUPS)
+
+
+@pytest.mark.parametrize("text", ["", "   \n\n  ", "...", "42 %"])
+def test_texts_without_words_give_zeros(text):
+    features, names = writing_features([text], FEATURE_GROUPS)
+    assert np.isfinite(features).all()
+    n_characters = features[0, names.index("n_characters")]
+    assert n_characters == len(text.replace(" ", "").replace("\n", ""))
+    assert not np.delete(features[0], names.index("n_characters")).any()
+
+
+@pytest.mark.parametrize("text", ["Hi", "Hi.", "no full stop at all", "Wow!!!"])
+def test_very_short_texts_give_finite_values(text):
+    features, names = writing_features([text], FEATURE_GROUPS)
+    assert np.isfinite(features).all()
+    assert features[0, names.index("n_words")] == len(text.split())
+    assert features[0, names.index("n_sentences")] == 1
+
+
+def test_deterministic():
+    texts = [CORRECT, MISSPELLED, RARE, PLAIN]
+    first, _ = writing_features(texts, FEATURE_GROUPS)
+    second, _ = writing_features(texts, FEATURE_GROUPS)
+    assert np.array_equal(first, second)
+
+
+def test_length_counts_words_sentences_and_paragraphs():
+    text = "One two three. Four five!\n\nSix seven eight nine\nTen?"
+    n_words, n_sentences, n_paragraphs, n_characters = writing_features([text], ["length"])[0][0]
+    # a line break ends the sentence "Six seven eight nine" although it has no full stop
+    assert (n_words, n_sentences, n_paragraphs) == (10, 4, 3)
+    assert n_characters == len(text.replace(" ", "").replace("\n", ""))
+    assert column([PLAIN, PLAIN + " " + PLAIN], "length", "n_words").tolist() == [20, 40]
+
+
+def test_lexical_diversity():
+    repetitive = "the dog " * 40
+    varied = "alpha beta gamma delta epsilon zeta eta theta iota kappa"
+    ttr = column([repetitive, varied], "lexical", "type_token_ratio")
+    assert ttr[0] == pytest.approx(2 / 80) and ttr[1] == pytest.approx(1.0)
+    # moving-average TTR: every 50-word window of "a b a b ..." holds 2 types
+    assert moving_average_ttr(["a", "b"] * 60) == pytest.approx(2 / 50)
+    assert moving_average_ttr(["a", "b", "c"]) == pytest.approx(1.0)  # shorter than a window: plain TTR
+    assert moving_average_ttr([]) == 0.0
+    assert column(["cat dog", "elephant giraffe"], "lexical", "mean_word_length").tolist() == [3.0, 7.5]
+
+
+def test_rare_words_lower_the_mean_zipf_and_fill_the_rare_bands():
+    features, names = writing_features([PLAIN, RARE], ["sophistication"])
+    mean_zipf = features[:, names.index("mean_zipf")]
+    assert mean_zipf[1] < mean_zipf[0] - 1
+    below_4 = features[:, names.index("share_zipf_below_3")] + features[:, names.index("share_zipf_3_to_4")]
+    assert below_4[1] > 0.3 and below_4[0] == 0.0
+    band_names = [name for name in names if name.startswith("share_zipf")]
+    assert features[:, [names.index(name) for name in band_names]].sum(axis=1) == pytest.approx([1.0, 1.0])
+
+
+def test_misspellings_raise_the_spelling_error_rate_but_names_do_not():
+    rates = column([CORRECT, MISSPELLED], "spelling", "spelling_error_rate")
+    assert rates[0] == 0.0
+    # freinds, beleive, becuase out of the 14 checked words (the capitalised "I" inside the sentence is skipped)
+    assert rates[1] == pytest.approx(3 / 14)
+    # a capitalised unknown word inside a sentence is taken for a name; at the start it is checked
+    assert column(["Yesterday Xqzvbrt came home.", "Xqzvbrt came home."], "spelling", "spelling_error_rate").tolist() == [
+        0.0, pytest.approx(1 / 3)]
+
+
+def test_readability_ranks_simple_text_as_easier():
+    simple = "The cat sat. The dog ran. We had fun."
+    hard = ("Contemporary educational institutions increasingly emphasize interdisciplinary collaboration, "
+            "consequently transforming traditional pedagogical methodologies substantially.")
+    features, names = writing_features([simple, hard], ["readability"])
+    ease, grade, coleman_liau = features.T
+    assert names == ["flesch_reading_ease", "flesch_kincaid_grade", "coleman_liau_index"]
+    assert ease[0] > 90 and ease[1] < 0
+    assert grade[0] < 2 and grade[1] > 15 and coleman_liau[0] < coleman_liau[1]
+
+
+def test_complexity_of_sentences_and_paragraphs():
+    long_sentence = " ".join(["word"] * 40) + "."
+    text = f"Short one, here. Another short one.\n{long_sentence}"
+    mean_len, sd_len, mean_paragraph, share_long, commas = writing_features([text], ["complexity"])[0][0]
+    assert mean_len == pytest.approx((3 + 3 + 40) / 3)
+    assert sd_len == pytest.approx(np.std([3, 3, 40]))
+    assert mean_paragraph == pytest.approx(1.5)  # 2 sentences, then 1
+    assert share_long == pytest.approx(1 / 3) and commas == pytest.approx(1 / 3)
+
+
+def test_punctuation_counts_per_100_words():
+    # 12 words ("don't" and "it's" are one word each), two of them the pronoun written "i"
+    text = 'Well, i don\'t know; maybe: "yes"! (Really?) i think it\'s fine, ok.'
+    features, names = writing_features([text], ["punctuation"])
+    values = dict(zip(names, features[0].tolist()))
+    counts = {name.removesuffix("_per_100_words"): round(value * 12 / 100, 4) for name, value in values.items()
+              if name.endswith("_per_100_words")}
+    assert counts == {"commas": 2, "semicolons": 1, "colons": 1, "exclamations": 1, "questions": 1, "apostrophes": 2,
+                      "double_quotes": 2, "parentheses": 2}
+    # sentences: 'Well, ...!', '(Really?)', 'i think ...' (a closing bracket after "?" still ends a sentence)
+    assert values["share_sentences_capitalised"] == pytest.approx(2 / 3)
+    assert values["lowercase_i_rate"] == pytest.approx(2 / 12)
+    assert column(["I went home. i slept. i'm tired."], "punctuation", "lowercase_i_rate") == pytest.approx(2 / 7)
+
+
+def test_share_of_sentences_starting_with_a_capital():
+    shares = column(["We went. then we ate. \"Good,\" we said.", "all lower case here. and here."], "punctuation",
+                    "share_sentences_capitalised")
+    assert shares[0] == pytest.approx(2 / 3) and shares[1] == 0.0
+
+
+def test_split_essay_treats_typographic_quotes_as_plain():
+    essay = split_essay("I don\u2019t know.\n\nIt\u2019s \u201cfine\u201d.")
+    assert essay.words == ("I", "don't", "know", "It's", "fine")
+    assert essay.paragraphs == (1, 1)
+
+
+def test_features_never_touch_the_network(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    # reload the dictionaries, so a library that fetches data on first use would be caught here
+    for cached in (features_module._spell_checker, features_module._cmu_syllable_counts, features_module._hyphenator,
+                   features_module.zipf_frequency, features_module.is_spelled_correctly, features_module.syllables):
+        cached.cache_clear()
+    features, _ = writing_features([MISSPELLED, RARE], FEATURE_GROUPS)
+    assert np.isfinite(features).all()
+
+
+def test_unknown_group_in_writing_features_is_a_bug():
+    with pytest.raises(ValueError, match="embeddings"):
+        writing_features([CORRECT], ["embeddings"])
+
+
+def test_feature_switches_accepted_in_given_order():
+    assert check_feature_switches(["spelling", "embeddings"]) == ["spelling", "embeddings"]
+    assert check_feature_switches(list(KNOWN_FEATURES)) == list(KNOWN_FEATURES)
+
+
+@pytest.mark.parametrize(("names", "pattern"), [
+    (["embeddings", "spelng"], r"gbm\.features has unknown feature group 'spelng' \(did you mean 'spelling'\?\); known: embeddings, length"),
+    (["lenght", "zzz"], r"unknown feature groups 'lenght' \(did you mean 'length'\?\), 'zzz'; known:"),
+    ([], r"gbm\.features is empty.*known: embeddings"),
+    (["length", "spelling", "length"], r"gbm\.features lists 'length' more than once"),
+    ("length", r"gbm\.features must be a list.*'length'"),
+])
+def test_bad_feature_switches_raise_naming_key_and_name(names, pattern):
+    with pytest.raises(AESError, match=pattern):
+        check_feature_switches(names)
+
+
+def test_feature_switch_errors_name_a_custom_key():
+    with pytest.raises(AESError, match=r"params\.yaml: sweep\.gbm\.features has unknown feature group 'colour'"):
+        check_feature_switches(["colour"], key="sweep.gbm.features")

@@ -1,0 +1,71 @@
+"""LP-FT and seeds in the fold loop: fine-tuning starts from the linear probe's head (stage lp_cv),
+and different seeds give different but reproducible predictions."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from aes.baseline.linear import fits_from_json
+from aes.core.registry import FROZEN_PASS, models_dir
+from aes.finetune.cv import load_cv, run_lp_cv
+from aes.finetune.frozen_pass import load_frozen_pass
+from aes.finetune.loop import Trainer, make_accelerator
+from tests.training_fixtures import make_training_repo
+
+
+@pytest.fixture(scope="module")
+def lp_repo(tmp_path_factory, tiny_encoder):
+    root = tmp_path_factory.mktemp("lpft_repo")
+    params = make_training_repo(root, tiny_encoder, seeds=[1, 2], mixed_precision="no", lp_ft=True, epochs=1)
+    params["linear"].update(inner_folds=2)
+    run_lp_cv(params, root)
+    cv = load_cv(root)
+    probes = fits_from_json(json.loads((models_dir("lp_cv", root) / "probes.json").read_text()), "probes.json")
+    frozen = load_frozen_pass(root / FROZEN_PASS, cv["record_id"], need_hidden=True)
+    return root, params, cv, probes, frozen
+
+
+def _trainer(params, **finetune):
+    params = {**params, "finetune": {**params["finetune"], **finetune}}
+    return Trainer(params, "erm", make_accelerator(params["finetune"]))
+
+
+def test_the_fine_tune_starts_from_the_probe_head(lp_repo):
+    root, params, cv, probes, frozen = lp_repo
+    trainer = _trainer(params)
+    probe, mean, std = probes[0], 3.0, 0.5
+    model = trainer.start_model(probe, mean, std)
+    np.testing.assert_allclose(model.head.weight.detach().numpy()[0], probe.weight / std, rtol=1e-5, atol=1e-7)
+    assert model.head.bias.item() == pytest.approx((probe.bias - mean) / std, rel=1e-5)
+    # Step 0 predicts what the probe predicts on the same (pretrained) pooled features.
+    data = trainer.prepare(cv["text"].tolist(), frozen)
+    rows = np.arange(len(cv))
+    z, pooled = trainer.predict(model, data, rows)
+    np.testing.assert_allclose(pooled, frozen.pooled, atol=2e-2)  # hidden states are stored in float16
+    np.testing.assert_allclose(z * std + mean, probe.predict(frozen.pooled), atol=5e-2)
+    assert not torch.allclose(trainer.start_model(None, mean, std).head.weight, model.head.weight)
+
+
+def test_train_fold_uses_the_probe_head(lp_repo):
+    """With learning rates ~0 the fine-tuned fold predicts exactly what its probe predicts."""
+    root, params, cv, probes, frozen = lp_repo
+    trainer = _trainer(params, encoder_lr=0.0, head_lr=1e-12, warmup_ratio=0.0)
+    data = trainer.prepare(cv["text"].tolist(), frozen)
+    val = (cv["fold"] == 1).to_numpy()
+    result = trainer.train_fold(cv, data, 1, seed=1, init_head=probes[1])
+    np.testing.assert_allclose(result["pred_raw"], probes[1].predict(frozen.pooled[val]), atol=5e-2)
+    plain = trainer.train_fold(cv, data, 1, seed=1, init_head=None)
+    assert np.abs(plain["pred_raw"] - result["pred_raw"]).max() > 1e-3  # a random head predicts something else
+
+
+def test_seeds_give_different_but_reproducible_predictions(lp_repo):
+    root, params, cv, probes, frozen = lp_repo
+    trainer = _trainer(params, encoder_lr=1e-3, head_lr=1e-2)
+    data = trainer.prepare(cv["text"].tolist(), frozen)
+    first = trainer.train_fold(cv, data, 0, seed=1, init_head=probes[0])["pred_raw"]
+    again = trainer.train_fold(cv, data, 0, seed=1, init_head=probes[0])["pred_raw"]
+    other = trainer.train_fold(cv, data, 0, seed=2, init_head=probes[0])["pred_raw"]
+    np.testing.assert_array_equal(first, again)
+    assert np.abs(first - other).max() > 1e-4

@@ -1,0 +1,81 @@
+"""The verdict rule of Q1 and Q2 (aes/report/verdicts.py) on hand-made numbers, one test per outcome."""
+
+import pytest
+
+from aes.core.errors import AESError
+from aes.core.params import load_params
+from aes.report.verdicts import BETTER, INCONCLUSIVE, NOT_BETTER, check_metrics, combine, judge, verdict
+from tests.training_fixtures import ROOT
+from tests.yamlio import dump_yaml, load_yaml
+
+
+def test_better_needs_ci_above_zero_a_gain_beyond_the_seed_sd_and_min_gain():
+    v = verdict(gain=0.05, ci_low=0.02, ci_high=0.08, seed_spread=0.01, min_gain=0.01)
+    assert v["outcome"] == BETTER and "CI above 0" in v["why"]
+
+
+def test_not_better_when_the_ci_lies_below_zero():
+    v = verdict(gain=-0.06, ci_low=-0.09, ci_high=-0.02, seed_spread=0.01, min_gain=0.01)
+    assert v["outcome"] == NOT_BETTER and v["why"].startswith("worse")
+
+
+def test_not_better_when_the_gain_is_real_but_below_min_gain():
+    assert verdict(gain=0.005, ci_low=0.001, ci_high=0.009, seed_spread=0.001, min_gain=0.01)["outcome"] == NOT_BETTER
+
+
+def test_inconclusive_when_the_ci_spans_zero():
+    v = verdict(gain=0.03, ci_low=-0.01, ci_high=0.07, seed_spread=0.0, min_gain=0.01)
+    assert v["outcome"] == INCONCLUSIVE and "spans 0" in v["why"]
+
+
+def test_inconclusive_when_the_gain_is_within_the_seed_spread():
+    # The prompt bootstrap alone would call this a win; the seeds disagree by more than the gain.
+    v = verdict(gain=0.02, ci_low=0.005, ci_high=0.035, seed_spread=0.025, min_gain=0.01)
+    assert v["outcome"] == INCONCLUSIVE and "seed-to-seed sd" in v["why"]
+    v = verdict(gain=-0.02, ci_low=-0.035, ci_high=-0.005, seed_spread=0.025, min_gain=0.01)
+    assert v["outcome"] == INCONCLUSIVE
+
+
+def test_undefined_numbers_are_inconclusive():
+    assert verdict(gain=None, ci_low=None, ci_high=None, seed_spread=None, min_gain=0.01)["outcome"] == INCONCLUSIVE
+
+
+@pytest.mark.parametrize("outcomes, expected", [
+    ([BETTER, INCONCLUSIVE], BETTER),
+    ([BETTER, NOT_BETTER], INCONCLUSIVE),  # mixed
+    ([NOT_BETTER, INCONCLUSIVE], NOT_BETTER),
+    ([INCONCLUSIVE, INCONCLUSIVE], INCONCLUSIVE),
+])
+def test_several_metrics_combine(outcomes, expected):
+    assert combine(outcomes) == expected
+
+
+def test_judge_reads_a_bootstrap_pair():
+    pair = {"qwk.pooled": {"gain": 0.04, "ci_low": 0.01, "ci_high": 0.07, "seed_spread": 0.005},
+            "qwk.worst_quarter": {"gain": -0.01, "ci_low": -0.08, "ci_high": 0.06, "seed_spread": 0.02}}
+    judged = judge(pair, ["qwk.pooled", "qwk.worst_quarter"], min_gain=0.01)
+    assert judged["verdict"] == BETTER
+    assert judged["metrics"]["qwk.worst_quarter"]["outcome"] == INCONCLUSIVE
+
+
+def test_a_rule_naming_an_unknown_metric_names_the_key(tmp_path):
+    with pytest.raises(AESError, match=r"report.q2_metrics names unknown metric\(s\) \['qwk.worst'\].*valid keys: qwk.pooled"):
+        check_metrics(["qwk.pooled", "qwk.worst"], "report.q2_metrics")
+    params = load_yaml((ROOT / "params.yaml").read_text())
+    params["report"]["q1_metrics"] = ["qwk.poled"]
+    (tmp_path / "params.yaml").write_text(dump_yaml(params))
+    with pytest.raises(AESError, match=r"key 'report.q1_metrics' has unknown item 'qwk.poled' \(did you mean 'qwk.pooled'\?\)"):
+        load_params(tmp_path / "params.yaml")
+
+
+@pytest.mark.parametrize("section, seeds, message", [
+    ("finetune", [], r"key 'finetune.seeds' must have at least 1 item"),
+    ("finetune", [7, 8, 7], r"key 'finetune.seeds' repeats 7"),
+    ("gbm", [7, "8"], r"key 'gbm.seeds' must be a list of int"),
+])
+def test_bad_seed_lists_name_the_key(tmp_path, section, seeds, message):
+    params = load_yaml((ROOT / "params.yaml").read_text())
+    params[section]["seeds"] = seeds
+    (tmp_path / "params.yaml").write_text(dump_yaml(params))
+    with pytest.raises(AESError, match=message):
+        load_params(tmp_path / "params.yaml")
