@@ -16,12 +16,13 @@ def main() -> None:
     params = load_params()["embed"]
     cv = cv_essays(load_essays(), load_splits())
     started = time.perf_counter()
-    embeddings = embed_texts(cv["text"].tolist(), params["model"], params["max_length"], params["batch_size"], device="auto")
+    embeddings = embed_texts(cv["text"].tolist(), params["model"], params["max_length"], params["batch_size"], device="auto",
+                             bf16=params["mixed_precision"] == "bf16")
     runtime_s = time.perf_counter() - started  # includes loading the encoder
     save_embeddings(EMBEDDINGS, embeddings, cv["record_id"])
     write_json(EMBED_METRICS, {
         "n_essays": int(len(cv)), "dim": int(embeddings.shape[1]), "model": params["model"],
-        "max_length": params["max_length"], "runtime_s": round(runtime_s, 1),
+        "max_length": params["max_length"], "mixed_precision": params["mixed_precision"], "runtime_s": round(runtime_s, 1),
         "essays_per_s": round(len(cv) / runtime_s, 2),
     })
     print(f"embedded {len(cv)} CV essays -> {embeddings.shape[1]}-d in {runtime_s:.0f} s")

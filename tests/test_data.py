@@ -134,7 +134,10 @@ def test_unknown_and_mistyped_params(tmp_path):
          r"key 'report.q2_metrics' must have at least 1 item"),
         ("  q2_metrics: [qwk.pooled, qwk.worst_quarter]", "  q2_metrics: [rmse, rmse]",
          "key 'report.q2_metrics' repeats 'rmse'"),
-        ("  mixed_precision: bf16 ", "  mixed_precision: fp32 ", "key 'finetune.mixed_precision' must be one of no, bf16, fp16"),
+        ("  mixed_precision: bf16           # no | bf16: bfloat16", "  mixed_precision: fp16           # no | bf16: bfloat16",
+         "key 'embed.mixed_precision' must be one of no, bf16"),
+        ("  mixed_precision: bf16           # no | bf16 (CPU", "  mixed_precision: fp32           # no | bf16 (CPU",
+         "key 'finetune.mixed_precision' must be one of no, bf16, fp16"),
     ],
 )
 def test_list_params_are_checked_and_named(tmp_path, old, new, message):
@@ -158,8 +161,9 @@ def test_removed_params_are_unknown_keys(tmp_path, gone):
 def test_params_read_as_dvc_writes_them(tmp_path):
     """`dvc exp run -S` rewrites params.yaml as YAML 1.2: `"no"` loses its quotes, floats may be 2e-5."""
     text = (ROOT / "params.yaml").read_text()
-    assert "mixed_precision: bf16" in text and "encoder_lr: 3.0e-4" in text
-    text = text.replace("mixed_precision: bf16", "mixed_precision: no").replace("encoder_lr: 3.0e-4", "encoder_lr: 3e-4")
+    assert "mixed_precision: bf16           # no | bf16 (CPU" in text and "encoder_lr: 1.0e-4" in text
+    text = text.replace("mixed_precision: bf16           # no | bf16 (CPU", "mixed_precision: no  # (CPU")
+    text = text.replace("encoder_lr: 1.0e-4", "encoder_lr: 3e-4")
     text = text.replace("alphas: [1.0, 10.0,", "alphas: [1, 10,")  # ints in a float list
     (tmp_path / "p.yaml").write_text(text)
     params = load_params(tmp_path / "p.yaml")

@@ -93,7 +93,7 @@ SCHEMA: dict[str, Any] = {
         "topic_model": Key(str),
         "topic_similarity": Float(gt=0, le=1),
     },
-    "embed": {"model": Key(str), "max_length": Int(ge=2), "batch_size": Int(ge=1)},
+    "embed": {"model": Key(str), "max_length": Int(ge=2), "batch_size": Int(ge=1), "mixed_precision": Choice("no", "bf16")},
     "gbm": {
         "features": ListOf(str),  # checked against the known feature groups by aes.baseline.features
         "n_estimators": Int(ge=1),

@@ -64,8 +64,13 @@ def tokenize_texts(texts: list[str], tokenizer, max_length: int):
     )
 
 
-def encode(texts: list[str], tokenizer, model, max_length: int, batch_size: int, device: str = "cpu", desc: str = "embed") -> np.ndarray:
-    """Mean-pooled embeddings (n, H) float32 of ``texts`` in the input order, with a loaded encoder."""
+def encode(texts: list[str], tokenizer, model, max_length: int, batch_size: int, device: str = "cpu", desc: str = "embed",
+           bf16: bool = False) -> np.ndarray:
+    """Mean-pooled embeddings (n, H) float32 of ``texts`` in the input order, with a loaded encoder.
+
+    bf16: run the encoder under bfloat16 autocast (about 2x faster on CPUs with AVX512-BF16 or
+    AMX, and on GPUs); pooling is done in float32.
+    """
     import torch
     from tqdm.auto import tqdm
 
@@ -86,7 +91,8 @@ def encode(texts: list[str], tokenizer, model, max_length: int, batch_size: int,
     model = model.to(device).eval()
 
     started, last_report = time.perf_counter(), 0.0
-    with torch.inference_mode(), tqdm(total=len(texts), desc=desc, unit="essay") as bar:
+    autocast = torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=bf16)
+    with torch.inference_mode(), autocast, tqdm(total=len(texts), desc=desc, unit="essay") as bar:
         for start in range(0, len(texts), batch_size):
             rows = order[start : start + batch_size]
             # Pad to the longest text of this batch only.
@@ -104,16 +110,17 @@ def encode(texts: list[str], tokenizer, model, max_length: int, batch_size: int,
     return out
 
 
-def embed_texts(texts: list[str], model_spec: str, max_length: int, batch_size: int, device: str = "cpu") -> np.ndarray:
+def embed_texts(texts: list[str], model_spec: str, max_length: int, batch_size: int, device: str = "cpu", bf16: bool = False) -> np.ndarray:
     """Embed ``texts`` with the encoder named by ``model_spec`` (see :mod:`aes.encoders.resolve`).
 
     Returns (n, H) float32, row i for texts[i]; H is the encoder's hidden size.
-    ``max_length`` is in tokens (longer texts are truncated); ``device`` is cpu, cuda or auto.
+    ``max_length`` is in tokens (longer texts are truncated); ``device`` is cpu, cuda or auto;
+    ``bf16`` runs the encoder under bfloat16 autocast.
     """
     from aes.encoders.resolve import load_encoder
 
     tokenizer, model = load_encoder(model_spec)
-    return encode(texts, tokenizer, model, max_length, batch_size, resolve_device(device))
+    return encode(texts, tokenizer, model, max_length, batch_size, resolve_device(device), bf16=bf16)
 
 
 def save_embeddings(folder: Path, embeddings: np.ndarray, record_ids) -> None:

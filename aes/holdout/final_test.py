@@ -89,7 +89,8 @@ def fit_predict_frozen(stage: str, train: pd.DataFrame, test: pd.DataFrame, para
 
         emb = params["embed"]
         x_train = load_embeddings(EMBEDDINGS, train["record_id"])
-        x_test = embed_texts(test["text"].tolist(), emb["model"], emb["max_length"], emb["batch_size"], device="auto")
+        x_test = embed_texts(test["text"].tolist(), emb["model"], emb["max_length"], emb["batch_size"], device="auto",
+                              bf16=emb["mixed_precision"] == "bf16")
     if stage in (LINEAR_STAGE, LP_STAGE):
         lin = params["linear"]
         probe = fit_ridge(x_train, train["y"].to_numpy(float), train["prompt"].astype(str).to_numpy(), lin["alphas"], lin["inner_folds"])
