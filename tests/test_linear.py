@@ -43,7 +43,7 @@ def test_cross_validation_predicts_each_fold_from_the_others():
 
 
 def test_probe_json_round_trip_and_bad_entries():
-    x, y, _, frame = _synthetic()
+    x, _, _, frame = _synthetic()
     _, fits = cross_validate(frame, x, alphas=[1.0], inner_folds=3)
     back = fits_from_json(fits_to_json(fits), "probes.json")
     for k in fits:

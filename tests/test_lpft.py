@@ -33,7 +33,7 @@ def _trainer(params, **finetune):
 
 
 def test_the_fine_tune_starts_from_the_probe_head(lp_repo):
-    root, params, cv, probes, frozen = lp_repo
+    _, params, cv, probes, frozen = lp_repo
     trainer = _trainer(params)
     probe, mean, std = probes[0], 3.0, 0.5
     model = trainer.start_model(probe, mean, std)
@@ -50,7 +50,7 @@ def test_the_fine_tune_starts_from_the_probe_head(lp_repo):
 
 def test_train_fold_uses_the_probe_head(lp_repo):
     """With learning rates ~0 the fine-tuned fold predicts exactly what its probe predicts."""
-    root, params, cv, probes, frozen = lp_repo
+    _, params, cv, probes, frozen = lp_repo
     trainer = _trainer(params, encoder_lr=0.0, head_lr=1e-12, warmup_ratio=0.0)
     data = trainer.prepare(cv["text"].tolist(), frozen)
     val = (cv["fold"] == 1).to_numpy()
@@ -61,7 +61,7 @@ def test_train_fold_uses_the_probe_head(lp_repo):
 
 
 def test_seeds_give_different_but_reproducible_predictions(lp_repo):
-    root, params, cv, probes, frozen = lp_repo
+    _, params, cv, probes, frozen = lp_repo
     trainer = _trainer(params, encoder_lr=1e-3, head_lr=1e-2)
     data = trainer.prepare(cv["text"].tolist(), frozen)
     first = trainer.train_fold(cv, data, 0, seed=1, init_head=probes[0])["pred_raw"]

@@ -119,6 +119,7 @@ SCHEMA: dict[str, Any] = {
         "epochs": Int(ge=1),
         "lp_ft": Key(bool),  # start from the linear-probe head (stage lp_cv) instead of a random one
         "batch_size": Int(ge=1),
+        "group_by_length": Key(bool),  # batches of similar-length essays (less padding)
         "grad_accum_steps": Int(ge=1),
         "encoder_lr": Float(ge=0),
         "head_lr": Float(gt=0),

@@ -132,10 +132,10 @@ class CachedTopLayers(Backbone):
 
     def compute_trunk(self, data: Prepared, device="cpu", autocast=None):
         """Hidden states (n, T, H) float32 after the embeddings + the frozen bottom layers."""
-        import torch
-        from torch import nn
         from contextlib import nullcontext
 
+        import torch
+        from torch import nn
         from tqdm.auto import tqdm
 
         autocast = autocast or nullcontext

@@ -198,9 +198,16 @@ class Trainer:
             return batch
 
         generator = torch.Generator().manual_seed(run_seed(seed, k))
-        loader = torch.utils.data.DataLoader(
-            train_rows.tolist(), batch_size=ft["batch_size"], shuffle=True, generator=generator, collate_fn=collate
-        )
+        if ft["group_by_length"]:
+            # Batches of similar-length essays (transformers' LengthGroupedSampler: shuffled
+            # megabatches of 50 batches, sorted by length): padding drops from ~18 % of the tokens
+            # to ~1 % at 512 tokens on ELLIPSE.
+            from transformers.trainer_pt_utils import LengthGroupedSampler
+
+            order = {"sampler": LengthGroupedSampler(ft["batch_size"], lengths=data.lengths[train_rows].tolist(), generator=generator)}
+        else:
+            order = {"shuffle": True, "generator": generator}
+        loader = torch.utils.data.DataLoader(train_rows.tolist(), batch_size=ft["batch_size"], collate_fn=collate, **order)
         model, optimizer, loader = acc.prepare(model, optimizer, loader)
         objective.to(acc.device)
 

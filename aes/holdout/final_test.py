@@ -19,7 +19,16 @@ import pandas as pd
 from aes.core.errors import AESError
 from aes.core.io import write_json
 from aes.core.metrics import finite_or_none, mae, per_group_qwk, qwk, rmse, within_half_band, worst_share_mean
-from aes.core.registry import BASELINE_STAGE, EMBEDDINGS, FINAL_TEST_JSON, FROZEN_STAGES, LINEAR_STAGE, LP_STAGE, REPORT_JSON, stage_for_objective
+from aes.core.registry import (
+    BASELINE_STAGE,
+    EMBEDDINGS,
+    FINAL_TEST_JSON,
+    FROZEN_STAGES,
+    LINEAR_STAGE,
+    LP_STAGE,
+    REPORT_JSON,
+    stage_for_objective,
+)
 
 
 def read_decision(report_path: Path = REPORT_JSON) -> dict | None:

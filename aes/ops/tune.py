@@ -9,7 +9,8 @@ mean and sd of the per-fold inner QWKs beside it. The frozen passes run once per
 
     python -m aes.ops.tune --out bench/tune_finetune.json [--folds 0 1 2 3 4] [--seed 7]
 
-Candidates are overrides of ``params.yaml``'s ``finetune`` section (``CANDIDATES`` below);
+Candidates are overrides of ``params.yaml``'s ``finetune`` section (``CANDIDATES`` below, measured
+with randomly shuffled batches; ``CHECKS``: the chosen recipe with one setting changed);
 ``lp_only`` rows are the linear probe alone (no fine-tuning steps), the LP phase of LP-FT. Every
 training candidate fits the CPU budget (3 seeds x 3 objectives x 5 folds within the 30-minute
 ``dvc repro``): one epoch at 512 tokens costs about what two epochs at 256 do.
@@ -36,14 +37,22 @@ from aes.finetune.frozen_pass import compute_frozen_pass
 from aes.finetune.loop import Trainer, make_accelerator
 
 INNER_FRACTION = 0.2
+RANDOM_BATCHES = {"group_by_length": False}  # how CANDIDATES were measured
 CANDIDATES = [
     {"name": "lp_only@256", "max_length": 256, "lp_only": True},
     {"name": "lp_only@512", "max_length": 512, "lp_only": True},
-    {"name": "old default: 256, no LP, 2 ep, lr 3e-4/1e-2", "max_length": 256, "lp_ft": False, "epochs": 2, "encoder_lr": 3e-4, "head_lr": 1e-2},
-    {"name": "256, LP-FT, 1 ep, lr 1e-4", "max_length": 256, "lp_ft": True, "epochs": 1, "encoder_lr": 1e-4, "head_lr": 1e-4},
-    {"name": "512, no LP, 1 ep, lr 3e-4/1e-2", "max_length": 512, "lp_ft": False, "epochs": 1, "encoder_lr": 3e-4, "head_lr": 1e-2},
-    {"name": "512, LP-FT, 1 ep, lr 1e-4", "max_length": 512, "lp_ft": True, "epochs": 1, "encoder_lr": 1e-4, "head_lr": 1e-4},
-    {"name": "512, LP-FT, 1 ep, lr 3e-4", "max_length": 512, "lp_ft": True, "epochs": 1, "encoder_lr": 3e-4, "head_lr": 3e-4},
+    {"name": "old default: 256, no LP, 2 ep, lr 3e-4/1e-2", "max_length": 256, "lp_ft": False, "epochs": 2,
+     "encoder_lr": 3e-4, "head_lr": 1e-2, **RANDOM_BATCHES},
+    {"name": "256, LP-FT, 1 ep, lr 1e-4", "max_length": 256, "lp_ft": True, "epochs": 1, "encoder_lr": 1e-4, "head_lr": 1e-4, **RANDOM_BATCHES},
+    {"name": "512, no LP, 1 ep, lr 3e-4/1e-2", "max_length": 512, "lp_ft": False, "epochs": 1,
+     "encoder_lr": 3e-4, "head_lr": 1e-2, **RANDOM_BATCHES},
+    {"name": "512, LP-FT, 1 ep, lr 1e-4", "max_length": 512, "lp_ft": True, "epochs": 1, "encoder_lr": 1e-4, "head_lr": 1e-4, **RANDOM_BATCHES},
+    {"name": "512, LP-FT, 1 ep, lr 3e-4", "max_length": 512, "lp_ft": True, "epochs": 1, "encoder_lr": 3e-4, "head_lr": 3e-4, **RANDOM_BATCHES},
+]
+# Checks of the chosen recipe with one setting changed (run with --only NAME ...).
+CHECKS = [
+    {"name": "512, LP-FT, 1 ep, lr 1e-4, length-grouped batches", "max_length": 512, "lp_ft": True, "epochs": 1, "encoder_lr": 1e-4,
+     "head_lr": 1e-4, "group_by_length": True},
 ]
 
 
@@ -86,12 +95,14 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default="bench/tune_finetune.json")
     parser.add_argument("--folds", type=int, nargs="*", default=None)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--only", nargs="*", default=None, help="candidate names (of CANDIDATES or CHECKS) to run")
     args = parser.parse_args(argv)
     params = load_params()
     cv = load_cv(Path("."))
     folds = args.folds if args.folds is not None else sorted(int(f) for f in cv["fold"].unique())
     rows, passes = [], {}
-    for cand in CANDIDATES:
+    candidates = [c for c in CANDIDATES + CHECKS if args.only is None and c in CANDIDATES or args.only and c["name"] in args.only]
+    for cand in candidates:
         length = cand["max_length"]
         if length not in passes:
             ft = {**params["finetune"], "max_length": length}

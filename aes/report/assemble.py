@@ -25,7 +25,7 @@ import pandas as pd
 
 from aes.core.artifacts import read_metrics, read_predictions
 from aes.core.errors import AESError
-from aes.core.metrics import HALF_BANDS, N_BANDS, band_labels, qwk, to_half_band
+from aes.core.metrics import HALF_BANDS, N_BANDS, band_labels, metric_value, qwk, to_half_band
 from aes.core.registry import (
     BASELINE_STAGE,
     DECISION_MD,
@@ -45,11 +45,10 @@ from aes.core.registry import (
 )
 from aes.data.splits import load_splits
 from aes.report.bootstrap import prompt_bootstrap
-from aes.core.metrics import metric_value
 from aes.report.calibration import calibrated_metrics
 from aes.report.markdown import decision_md, model_labels
-from aes.report.verdicts import BETTER, check_metrics, judge
 from aes.report.probe import prompt_probe, prompt_probe_within_folds
+from aes.report.verdicts import BETTER, check_metrics, judge
 
 # --------------------------------------------------------------------------------------------
 # Inputs
