@@ -27,7 +27,7 @@ def repo(tmp_path_factory, tiny_encoder):
 
 def test_every_stage_writes_the_contract(repo):
     root, first = repo
-    for stage in ["fetch", "prepare", "embed", *MODEL_STAGES, "report"]:
+    for stage in ["fetch", "prepare", "embed", *MODEL_STAGES, "prompt_probe", "report"]:
         assert f"Running stage '{stage}'" in first.stdout
     for stage in MODEL_STAGES:
         metrics = json.loads((root / "metrics" / f"{stage}.json").read_text())

@@ -344,7 +344,11 @@ def test_every_seed_must_cover_the_same_essays(tmp_path, params):
 
 
 def test_report_end_to_end(tmp_path, params):
-    write_fake_workspace(tmp_path, n_prompts=10, per_prompt=30)
+    from aes.report.probe import write_probes
+
+    essays = write_fake_workspace(tmp_path, n_prompts=10, per_prompt=30)
+    probes = write_probes(params, tmp_path, essays)  # stage prompt_probe, which report reads
+    assert json.loads((tmp_path / "metrics/prompt_probe.json").read_text()) == json.loads(json.dumps(probes))
     report = rep.run_report(params, tmp_path)
     saved = json.loads((tmp_path / "metrics/report.json").read_text())
     assert saved == json.loads(json.dumps(report))

@@ -12,6 +12,7 @@ from aes.core.errors import AESError
 
 # ------------------------------------------------------------------ stages (dvc.yaml order)
 FETCH, PREPARE, EMBED, REPORT, FINAL_TEST = "fetch", "prepare", "embed", "report", "final_test"
+PROBE_STAGE = "prompt_probe"  # prompt-leakage probe of every representation (read by report)
 BASELINE_STAGE = "gbm_cv"  # frozen embeddings + writing features -> XGBoost
 LINEAR_STAGE = "linear_cv"  # linear probe on the same frozen embeddings
 LP_STAGE = "lp_cv"  # the fine-tune's shared frozen pass + its linear-probe phase (same model and length)
@@ -22,7 +23,7 @@ OBJECTIVES = tuple(OBJECTIVE_STAGES)
 ERM_STAGE = OBJECTIVE_STAGES["erm"]
 # Stages that write the model artifact contract (aes.core.artifacts), frozen models first.
 MODEL_STAGES = (*FROZEN_STAGES, *OBJECTIVE_STAGES.values())
-STAGES = (FETCH, PREPARE, EMBED, BASELINE_STAGE, LINEAR_STAGE, LP_STAGE, *OBJECTIVE_STAGES.values(), REPORT, FINAL_TEST)
+STAGES = (FETCH, PREPARE, EMBED, BASELINE_STAGE, LINEAR_STAGE, LP_STAGE, *OBJECTIVE_STAGES.values(), PROBE_STAGE, REPORT, FINAL_TEST)
 MODEL_LABELS = {
     BASELINE_STAGE: "frozen: embeddings + writing features -> XGBoost",
     LINEAR_STAGE: "frozen: linear probe on the embeddings",
@@ -49,6 +50,7 @@ PREPARE_METRICS = Path("metrics/prepare.json")
 EMBEDDINGS = Path("data/embeddings")  # embed -> gbm_cv, report, final_test
 EMBED_METRICS = Path("metrics/embed.json")
 FROZEN_PASS = Path("data/frozen_pass")  # lp_cv -> the three fine-tuning stages
+PROBE_JSON = Path("metrics/prompt_probe.json")  # prompt_probe -> report
 REPORT_JSON = Path("metrics/report.json")  # report -> final_test
 DECISION_MD = Path("reports/decision.md")
 REPORT_PLOTS = Path("plots/report")

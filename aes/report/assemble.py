@@ -1,8 +1,8 @@
 """The report: compare every model on the same CV essays, answer Q1 and Q2, decide.
 
 This module reads the model stages' artifacts, assembles the evidence (bootstrap over prompts and
-seeds: :mod:`aes.report.bootstrap`, verdicts: :mod:`aes.report.verdicts`, probe:
-:mod:`aes.report.probe`, calibration: :mod:`aes.report.calibration`) and writes
+seeds: :mod:`aes.report.bootstrap`, verdicts: :mod:`aes.report.verdicts`, the prompt probe that
+stage ``prompt_probe`` wrote: :mod:`aes.report.probe`, calibration: :mod:`aes.report.calibration`) and writes
 metrics/report.json, reports/decision.md, plot data and PNGs.
 
 Q1: does fine-tuning (ERM) beat the strongest frozen model? Q2: does each invariance objective
@@ -17,7 +17,6 @@ the half-band scale 1.0-5.0. A *gain* is a difference signed so that positive me
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +24,17 @@ import pandas as pd
 
 from aes.core.artifacts import read_metrics, read_predictions
 from aes.core.errors import AESError
-from aes.core.metrics import HALF_BANDS, N_BANDS, band_labels, metric_value, qwk, to_half_band
+from aes.core.metrics import (
+    HALF_BANDS,
+    N_BANDS,
+    band_labels,
+    metric_value,
+    qwk,
+    to_half_band,
+)
 from aes.core.registry import (
-    BASELINE_STAGE,
     DECISION_MD,
     DVCLIVE,
-    EMBEDDINGS,
     ERM_STAGE,
     FROZEN_STAGES,
     MODEL_STAGES,
@@ -40,14 +44,13 @@ from aes.core.registry import (
     SPLITS,
     metrics_path,
     predictions_path,
-    representation_paths,
     stage_for_objective,
 )
 from aes.data.splits import load_splits
 from aes.report.bootstrap import prompt_bootstrap
 from aes.report.calibration import calibrated_metrics
 from aes.report.markdown import decision_md, model_labels
-from aes.report.probe import prompt_probe, prompt_probe_within_folds
+from aes.report.probe import read_probes
 from aes.report.verdicts import BETTER, check_metrics, judge
 
 # --------------------------------------------------------------------------------------------
@@ -92,27 +95,6 @@ def load_model_outputs(stages, objective: str | None = None, root: Path = Path("
 def first_seed(oof: pd.DataFrame) -> pd.DataFrame:
     """The rows of the first (lowest) seed: one row per essay."""
     return oof[oof["seed"] == oof["seed"].min()].reset_index(drop=True)
-
-
-def load_representation(npy: Path, ids_csv: Path, record_ids: np.ndarray) -> np.ndarray | None:
-    """Rows of a saved representation matrix for ``record_ids`` (n,), in that order.
-
-    npy holds (m, d) floats; ids_csv has a ``record_id`` column of length m. Returns (n, d) or
-    None when either file is missing. Raises AESError if ids are missing or counts disagree.
-    """
-    if not npy.exists() or not ids_csv.exists():
-        return None
-    matrix = np.load(npy)
-    ids = pd.read_csv(ids_csv, dtype=str, keep_default_na=False)
-    if "record_id" not in ids.columns:
-        raise AESError(f"{ids_csv}: needs a 'record_id' column; got {list(ids.columns)}")
-    if len(ids) != len(matrix):
-        raise AESError(f"{ids_csv}: {len(ids)} ids but {npy} has {len(matrix)} rows")
-    pos = pd.Series(np.arange(len(ids)), index=ids["record_id"].to_numpy())
-    missing = [r for r in record_ids if r not in pos.index]
-    if missing:
-        raise AESError(f"{npy}: no row for {len(missing)} CV essays (e.g. {missing[:3]}); re-run the stage that wrote it")
-    return np.asarray(matrix[pos.loc[record_ids].to_numpy()], dtype=float)
 
 
 # --------------------------------------------------------------------------------------------
@@ -232,38 +214,6 @@ def answer_questions(boot: dict, rp: dict, objective: str) -> dict:
                                              "candidate": objective, "reference": reference, "reasons": reasons}}
 
 
-def run_probes(oof: pd.DataFrame, stages, n_folds: int, seed: int, root: Path = Path(".")) -> dict:
-    """Prompt-leakage probe on the frozen embeddings and each fine-tuned model's representation.
-
-    Two numbers per representation: "within_fold" (the comparable one: each CV fold's essays,
-    whose fine-tuned vectors come from one model) and "all_essays" (all CV essays at once; for
-    fine-tuned models it mixes five models' vectors, so it can exceed the within-fold figure for
-    reasons that have nothing to do with the prompt). A representation whose files are missing gets {"status": "missing ..."} instead of numbers.
-    """
-    oof = first_seed(oof)
-    ids, prompts, folds = oof["record_id"].to_numpy(), oof["prompt"].to_numpy(), oof["fold"].to_numpy()
-    sources = {"frozen_embeddings": (root / EMBEDDINGS / "embeddings.npy", root / EMBEDDINGS / "record_ids.csv")}
-    for stage in stages:
-        if stage not in FROZEN_STAGES:
-            sources[stage] = representation_paths(stage, root)
-    out = {}
-    for name, (npy, ids_csv) in sources.items():
-        x = load_representation(npy, ids_csv, ids)
-        if x is None:
-            warnings.warn(f"prompt probe: {npy} or {ids_csv} not found; skipping {name}", stacklevel=2)
-            out[name] = {"status": f"missing {npy}"}
-            continue
-        try:
-            out[name] = {
-                "within_fold": prompt_probe_within_folds(x, prompts, folds, n_folds, seed),
-                "all_essays": prompt_probe(x, prompts, n_folds, seed),
-            }
-        except AESError as err:  # too few essays per prompt: report it, do not stop the report
-            warnings.warn(f"prompt probe skipped for {name}: {err}", stacklevel=2)
-            out[name] = {"status": f"skipped: {err}"}
-    return out
-
-
 def build_report(params: dict, root: Path = Path(".")) -> tuple[dict, dict]:
     """Everything the report says, from the model stages' artifacts.
 
@@ -315,7 +265,7 @@ def build_report(params: dict, root: Path = Path(".")) -> tuple[dict, dict]:
         "holdout": holdout_groups(root),
         "bootstrap": {"unit": "prompt x seed", "resamples": rp["bootstrap_resamples"], "seed": rp["bootstrap_seed"],
                       "n_prompts": boot["n_prompts"], "n_seeds": boot["n_seeds"]},
-        "probe": run_probes(oofs[BASELINE_STAGE], MODEL_STAGES, rp["probe_folds"], rp["bootstrap_seed"], root),
+        "probe": read_probes(root),
         "calibration": calibration,
         "n": outputs[cand]["metrics"].get("n", {}),
     }

@@ -1,14 +1,28 @@
-"""Prompt-leakage probe: how well a linear classifier recovers the prompt from a representation."""
+"""Prompt-leakage probe: how well a linear classifier recovers the prompt from a representation.
+
+Stage ``prompt_probe`` runs it on the frozen embeddings and on each fine-tuned model's pooled
+representation and writes metrics/prompt_probe.json; ``report`` reads that file. The probe is a
+property of the representations, not of the candidate ``objective``, so it lives in its own stage
+and switching ``objective`` re-runs only the (fast) report.
+"""
 
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from aes.core.errors import AESError
 from aes.core.metrics import finite_or_none
+from aes.core.registry import (
+    EMBEDDINGS,
+    FROZEN_STAGES,
+    PROBE_JSON,
+    PROBE_STAGE,
+    representation_paths,
+)
 
 
 def prompt_probe(features: np.ndarray, prompts: np.ndarray, n_folds: int, seed: int = 0) -> dict:
@@ -80,3 +94,83 @@ def prompt_probe_within_folds(features: np.ndarray, prompts: np.ndarray, folds: 
         "n_prompts": int(n_prompts),
         "dropped_prompts": sorted(dropped),
     }
+
+
+def load_representation(npy: Path, ids_csv: Path, record_ids: np.ndarray) -> np.ndarray | None:
+    """Rows of a saved representation matrix for ``record_ids`` (n,), in that order.
+
+    npy holds (m, d) floats; ids_csv has a ``record_id`` column of length m. Returns (n, d) or
+    None when either file is missing. Raises AESError if ids are missing or counts disagree.
+    """
+    if not npy.exists() or not ids_csv.exists():
+        return None
+    matrix = np.load(npy)
+    ids = pd.read_csv(ids_csv, dtype=str, keep_default_na=False)
+    if "record_id" not in ids.columns:
+        raise AESError(f"{ids_csv}: needs a 'record_id' column; got {list(ids.columns)}")
+    if len(ids) != len(matrix):
+        raise AESError(f"{ids_csv}: {len(ids)} ids but {npy} has {len(matrix)} rows")
+    pos = pd.Series(np.arange(len(ids)), index=ids["record_id"].to_numpy())
+    missing = [r for r in record_ids if r not in pos.index]
+    if missing:
+        raise AESError(f"{npy}: no row for {len(missing)} CV essays (e.g. {missing[:3]}); re-run the stage that wrote it")
+    return np.asarray(matrix[pos.loc[record_ids].to_numpy()], dtype=float)
+
+
+def run_probes(cv: pd.DataFrame, stages, n_folds: int, seed: int, root: Path = Path(".")) -> dict:
+    """Prompt-leakage probe on the frozen embeddings and each fine-tuned model's representation.
+
+    Two numbers per representation: "within_fold" (the comparable one: each CV fold's essays,
+    whose fine-tuned vectors come from one model) and "all_essays" (all CV essays at once; for
+    fine-tuned models it mixes five models' vectors, so it can exceed the within-fold figure for
+    reasons that have nothing to do with the prompt). A representation whose files are missing gets
+    {"status": "missing ..."} instead of numbers. cv: the CV essays (record_id, prompt, fold).
+    """
+    ids, prompts, folds = cv["record_id"].astype(str).to_numpy(), cv["prompt"].astype(str).to_numpy(), cv["fold"].to_numpy()
+    sources = {"frozen_embeddings": (root / EMBEDDINGS / "embeddings.npy", root / EMBEDDINGS / "record_ids.csv")}
+    for stage in stages:
+        if stage not in FROZEN_STAGES:
+            sources[stage] = representation_paths(stage, root)
+    out = {}
+    for name, (npy, ids_csv) in sources.items():
+        x = load_representation(npy, ids_csv, ids)
+        if x is None:
+            warnings.warn(f"prompt probe: {npy} or {ids_csv} not found; skipping {name}", stacklevel=2)
+            out[name] = {"status": f"missing {npy}"}
+            continue
+        try:
+            out[name] = {
+                "within_fold": prompt_probe_within_folds(x, prompts, folds, n_folds, seed),
+                "all_essays": prompt_probe(x, prompts, n_folds, seed),
+            }
+        except AESError as err:  # too few essays per prompt: report it, do not stop the report
+            warnings.warn(f"prompt probe skipped for {name}: {err}", stacklevel=2)
+            out[name] = {"status": f"skipped: {err}"}
+    return out
+
+
+def write_probes(params: dict, root: Path = Path("."), cv: pd.DataFrame | None = None) -> dict:
+    """Stage prompt_probe: run :func:`run_probes` on the CV essays (``cv``: record_id, prompt, fold;
+    default: read from data/prepared) and write metrics/prompt_probe.json."""
+    from aes.core.io import write_json
+    from aes.core.registry import ESSAYS, MODEL_STAGES, SPLITS
+    from aes.data.corpus import load_essays
+    from aes.data.splits import cv_essays, load_splits
+
+    rp = params["report"]
+    if cv is None:
+        cv = cv_essays(load_essays(root / ESSAYS), load_splits(root / SPLITS))
+    probes = run_probes(cv, MODEL_STAGES, rp["probe_folds"], rp["bootstrap_seed"], root)
+    write_json(root / PROBE_JSON, probes)
+    return probes
+
+
+def read_probes(root: Path = Path(".")) -> dict:
+    """The probes stage prompt_probe wrote; a warning and {} when the file is missing (the report is still written)."""
+    import json
+
+    path = root / PROBE_JSON
+    if not path.exists():
+        warnings.warn(f"{path} not found: the report has no prompt probe; run `dvc repro {PROBE_STAGE}`", stacklevel=2)
+        return {}
+    return json.loads(path.read_text())
