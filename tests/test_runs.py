@@ -163,7 +163,10 @@ def test_bad_input_is_a_clear_error(project):
 def test_stop_terminates_the_run_and_marks_it_failed(project):
     aes_run(project, "start", "--name", "stopped", "--no-push", "--", "-S", "sleep_s=60")
     run_dir = only_run(project)
-    wait_state(run_dir, lambda s: s["stage"] == "work" or s["state"] != "running")
+    # Wait for the stage's own output, not only dvc's "Running stage" line: a SIGTERM that lands
+    # before work.py has started leaves nothing to check in the log.
+    log = run_dir / "driver.log"
+    wait_state(run_dir, lambda s: (log.exists() and "working" in log.read_text()) or s["state"] != "running")
     assert "sent SIGTERM" in aes_run(project, "stop", "stopped")
     done = wait_state(run_dir, lambda s: s["state"] != "running", timeout=20)
     assert done["state"] == "failed" and done["exit_code"] != 0

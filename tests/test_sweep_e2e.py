@@ -35,7 +35,7 @@ def test_queued_sweep_in_a_fresh_clone(tmp_path, tiny_encoder):
     run(["git", "clone", "-q", str(tmp_path / "origin"), str(clone)], tmp_path)
     run(["dvc", "config", "core.analytics", "false"], clone)
 
-    run(["dvc", "exp", "run", "--queue", "-S", "gbm.max_depth=1,3"], clone)
+    run(["dvc", "exp", "run", "--queue", "-S", "gbm.learning_rate=0.05,0.3"], clone)
     run(["dvc", "queue", "start"], clone)
     status = wait_for_queue(clone)
     failed = [line.split()[1] for line in status.splitlines() if line.rstrip().endswith("Failed")]
@@ -46,6 +46,6 @@ def test_queued_sweep_in_a_fresh_clone(tmp_path, tiny_encoder):
     runs = {}
     for exp in experiments:
         data = exp["revs"][0]["data"]
-        depth = data["params"]["params.yaml"]["data"]["gbm"]["max_depth"]
-        runs[depth] = data["metrics"]["metrics/gbm_cv.json"]["data"]["qwk"]["pooled"]
-    assert set(runs) == {1, 3} and runs[1] != runs[3], runs
+        rate = data["params"]["params.yaml"]["data"]["gbm"]["learning_rate"]
+        runs[rate] = data["metrics"]["metrics/gbm_cv.json"]["data"]["qwk"]["pooled"]
+    assert set(runs) == {0.05, 0.3} and runs[0.05] != runs[0.3], runs
