@@ -4,11 +4,12 @@ import time
 
 from aes.core.errors import stage_main
 from aes.core.io import write_json
+from aes.core.machine import compute_fingerprint
 from aes.core.params import load_params
 from aes.core.registry import EMBED_METRICS, EMBEDDINGS
 from aes.data.corpus import load_essays
 from aes.data.splits import cv_essays, load_splits
-from aes.encoders.embedding import embed_texts, save_embeddings
+from aes.encoders.embedding import embed_texts, resolve_device, save_embeddings
 
 
 @stage_main
@@ -23,7 +24,7 @@ def main() -> None:
     write_json(EMBED_METRICS, {
         "n_essays": int(len(cv)), "dim": int(embeddings.shape[1]), "model": params["model"],
         "max_length": params["max_length"], "mixed_precision": params["mixed_precision"], "runtime_s": round(runtime_s, 1),
-        "essays_per_s": round(len(cv) / runtime_s, 2),
+        "essays_per_s": round(len(cv) / runtime_s, 2), "compute": compute_fingerprint(params["mixed_precision"], resolve_device("auto")),
     })
     print(f"embedded {len(cv)} CV essays -> {embeddings.shape[1]}-d in {runtime_s:.0f} s")
 

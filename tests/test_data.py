@@ -7,6 +7,7 @@ from aes.core.errors import AESError
 from aes.core.params import load_params
 from aes.data import corpus as data
 from aes.data.corpus import fetch, validate_and_clean
+from tests.committed import committed_params, committed_text, with_param
 from tests.synthetic import make_ellipse_frame
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,57 +94,45 @@ def test_word_window_counted():
 
 
 def test_unknown_and_mistyped_params(tmp_path):
-    text = (ROOT / "params.yaml").read_text()
-    (tmp_path / "p.yaml").write_text(text.replace("  n_folds: 5", "  n_fold: 5"))
+    text = committed_text("params.yaml")
+    renamed = with_param(text, "prepare.n_folds", "5").replace("\n  n_folds:", "\n  n_fold:", 1)
+    (tmp_path / "p.yaml").write_text(renamed)
     with pytest.raises(AESError, match="unknown key 'prepare.n_fold' \\(did you mean 'prepare.n_folds'\\?\\)"):
         load_params(tmp_path / "p.yaml")
-    (tmp_path / "p.yaml").write_text(text.replace("  n_folds: 5", "  n_folds: five"))
-    with pytest.raises(AESError, match="'prepare.n_folds' must be int"):
-        load_params(tmp_path / "p.yaml")
-    (tmp_path / "p.yaml").write_text(text.replace("  epochs: 1\n", "  epochs: 0\n"))
-    with pytest.raises(AESError, match="key 'finetune.epochs' must be >= 1; got 0"):
-        load_params(tmp_path / "p.yaml")
-    (tmp_path / "p.yaml").write_text(text.replace("  warmup_ratio: 0.1", "  warmup_ratio: 1.0"))
-    with pytest.raises(AESError, match=r"key 'finetune.warmup_ratio' must be >= 0 and < 1; got 1.0"):
-        load_params(tmp_path / "p.yaml")
-    (tmp_path / "p.yaml").write_text(text.replace("objective: dro", "objective: sgd"))
-    with pytest.raises(AESError, match="'objective' must be one of erm, grl, dro"):
-        load_params(tmp_path / "p.yaml")
+    for dotted, raw, message in [
+        ("prepare.n_folds", "five", "'prepare.n_folds' must be int"),
+        ("finetune.epochs", "0", "key 'finetune.epochs' must be >= 1; got 0"),
+        ("finetune.warmup_ratio", "1.0", r"key 'finetune.warmup_ratio' must be >= 0 and < 1; got 1.0"),
+        ("objective", "sgd", "'objective' must be one of erm, grl, dro"),
+    ]:
+        (tmp_path / "p.yaml").write_text(with_param(text, dotted, raw))
+        with pytest.raises(AESError, match=message):
+            load_params(tmp_path / "p.yaml")
 
 
 @pytest.mark.parametrize(
-    "old,new,message",
+    "key,value,message",
     [
-        ("  seeds: [7, 8, 9]                # every fold", "  seeds: []  # every fold",
-         r"key 'finetune.seeds' must have at least 1 item\(s\); got \[\]"),
-        ("  seeds: [7, 8, 9]                # every fold", "  seeds: [7, 8, 7]  # every fold",
-         "key 'finetune.seeds' repeats 7; every item must be distinct"),
-        ("  seeds: [7, 8, 9]                # every fold", "  seeds: [7, '8']  # every fold",
-         "key 'finetune.seeds' must be a list of int"),
-        ("  seeds: [7, 8, 9]                # one model", "  seeds: 7  # one model",
-         "key 'gbm.seeds' must be list"),
-        ("  max_depth: [2, 4] ", "  max_depth: [] ", r"key 'gbm.max_depth' must have at least 1 item"),
-        ("  max_depth: [2, 4] ", "  max_depth: 4 ", "key 'gbm.max_depth' must be list"),
-        ("  alphas: [1.0, 10.0,", "  alphas: [1.0, 1,", "key 'linear.alphas' repeats 1"),
-        ("  inner_folds: 4", "  inner_folds: 1", "key 'linear.inner_folds' must be >= 2; got 1"),
-        ("  lp_ft: true ", "  lp_ft: maybe ", "key 'finetune.lp_ft' must be bool"),
-        ("  q1_metrics: [qwk.pooled]", "  q1_metrics: [qwk.pooled, qwk.worst_qarter]",
+        ("finetune.seeds", "[]", r"key 'finetune.seeds' must have at least 1 item\(s\); got \[\]"),
+        ("finetune.seeds", "[7, 8, 7]", "key 'finetune.seeds' repeats 7; every item must be distinct"),
+        ("finetune.seeds", "[7, '8']", "key 'finetune.seeds' must be a list of int"),
+        ("gbm.seeds", "7", "key 'gbm.seeds' must be list"),
+        ("gbm.max_depth", "[]", r"key 'gbm.max_depth' must have at least 1 item"),
+        ("gbm.max_depth", "4", "key 'gbm.max_depth' must be list"),
+        ("linear.alphas", "[1.0, 1, 10.0]", "key 'linear.alphas' repeats 1"),
+        ("linear.inner_folds", "1", "key 'linear.inner_folds' must be >= 2; got 1"),
+        ("finetune.lp_ft", "maybe", "key 'finetune.lp_ft' must be bool"),
+        ("report.q1_metrics", "[qwk.pooled, qwk.worst_qarter]",
          r"key 'report.q1_metrics' has unknown item 'qwk.worst_qarter' \(did you mean 'qwk.worst_quarter'\?\); "
          r"known: qwk.pooled, .*qwk.worst_quarter"),
-        ("  q2_metrics: [qwk.pooled, qwk.worst_quarter]", "  q2_metrics: []",
-         r"key 'report.q2_metrics' must have at least 1 item"),
-        ("  q2_metrics: [qwk.pooled, qwk.worst_quarter]", "  q2_metrics: [rmse, rmse]",
-         "key 'report.q2_metrics' repeats 'rmse'"),
-        ("  mixed_precision: bf16           # no | bf16: bfloat16", "  mixed_precision: fp16           # no | bf16: bfloat16",
-         "key 'embed.mixed_precision' must be one of no, bf16"),
-        ("  mixed_precision: bf16           # no | bf16 (CPU", "  mixed_precision: fp32           # no | bf16 (CPU",
-         "key 'finetune.mixed_precision' must be one of no, bf16, fp16"),
+        ("report.q2_metrics", "[]", r"key 'report.q2_metrics' must have at least 1 item"),
+        ("report.q2_metrics", "[rmse, rmse]", "key 'report.q2_metrics' repeats 'rmse'"),
+        ("embed.mixed_precision", "fp16", "key 'embed.mixed_precision' must be one of no, bf16"),
+        ("finetune.mixed_precision", "fp32", "key 'finetune.mixed_precision' must be one of no, bf16, fp16"),
     ],
 )
-def test_list_params_are_checked_and_named(tmp_path, old, new, message):
-    text = (ROOT / "params.yaml").read_text()
-    assert old in text, f"params.yaml no longer contains {old!r}: update this test"
-    (tmp_path / "p.yaml").write_text(text.replace(old, new, 1))
+def test_list_params_are_checked_and_named(tmp_path, key, value, message):
+    (tmp_path / "p.yaml").write_text(with_param(committed_text("params.yaml"), key, value))
     with pytest.raises(AESError, match=message):
         load_params(tmp_path / "p.yaml")
 
@@ -152,7 +141,7 @@ def test_list_params_are_checked_and_named(tmp_path, old, new, message):
 def test_removed_params_are_unknown_keys(tmp_path, gone):
     """Keys of the old schema are rejected by name, so a stale `-S` override fails loudly."""
     section, key = gone.split(".")
-    text = (ROOT / "params.yaml").read_text().replace(f"\n{section}:\n", f"\n{section}:\n  {key}: 1\n", 1)
+    text = committed_text("params.yaml").replace(f"\n{section}:\n", f"\n{section}:\n  {key}: 1\n", 1)
     (tmp_path / "p.yaml").write_text(text)
     with pytest.raises(AESError, match=f"unknown key '{gone}'"):
         load_params(tmp_path / "p.yaml")
@@ -160,19 +149,20 @@ def test_removed_params_are_unknown_keys(tmp_path, gone):
 
 def test_params_read_as_dvc_writes_them(tmp_path):
     """`dvc exp run -S` rewrites params.yaml as YAML 1.2: `"no"` loses its quotes, floats may be 2e-5."""
-    text = (ROOT / "params.yaml").read_text()
-    assert "mixed_precision: bf16           # no | bf16 (CPU" in text and "encoder_lr: 1.0e-4" in text
-    text = text.replace("mixed_precision: bf16           # no | bf16 (CPU", "mixed_precision: no  # (CPU")
-    text = text.replace("encoder_lr: 1.0e-4", "encoder_lr: 3e-4")
-    text = text.replace("alphas: [1.0, 10.0,", "alphas: [1, 10,")  # ints in a float list
+    text = committed_text("params.yaml")
+    committed = committed_params()
+    text = with_param(text, "finetune.mixed_precision", "no")
+    text = with_param(text, "finetune.encoder_lr", "3e-4")
+    text = with_param(text, "linear.alphas", "[1, 10, 100]")  # ints in a float list
     (tmp_path / "p.yaml").write_text(text)
     params = load_params(tmp_path / "p.yaml")
     assert params["finetune"]["mixed_precision"] == "no"
     assert params["finetune"]["encoder_lr"] == 3e-4
-    assert params["finetune"]["lora"] is False and params["finetune"]["epochs"] == 1
-    assert params["finetune"]["seeds"] == [7, 8, 9] and params["gbm"]["max_depth"] == [2, 4]
+    for key in ("lora", "epochs", "seeds"):  # untouched keys keep the committed values and types
+        assert params["finetune"][key] == committed["finetune"][key]
+    assert type(params["finetune"]["lora"]) is bool and params["gbm"]["max_depth"] == committed["gbm"]["max_depth"]
     alphas = params["linear"]["alphas"]
-    assert alphas[:2] == [1.0, 10.0] and all(type(a) is float for a in alphas)
+    assert alphas == [1.0, 10.0, 100.0] and all(type(a) is float for a in alphas)
 
 
 @pytest.mark.parametrize("written,shown", [("3.25", "got Overall=3.25 ("), ("N/A", "got Overall='N/A' ("), ("", "got Overall=an empty cell (")])

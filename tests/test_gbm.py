@@ -9,13 +9,20 @@ import pytest
 import xgboost as xgb
 
 from aes.baseline.features import FEATURE_GROUPS
-from aes.baseline.gbm import best_iteration, build_features, cross_validate, fit_fold, save_models
+from aes.baseline.gbm import (
+    best_iteration,
+    build_features,
+    cross_validate,
+    fit_fold,
+    save_models,
+)
 from aes.core.artifacts import PREDICTION_COLUMNS
 from aes.core.errors import AESError
 from aes.data.corpus import validate_and_clean
 from aes.data.splits import build_splits, cv_essays
+from tests.committed import committed_params
 from tests.synthetic import make_ellipse_frame
-from tests.yamlio import dump_yaml, load_yaml
+from tests.yamlio import dump_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 GBM = {
@@ -167,7 +174,7 @@ def test_save_models_writes_one_file_per_seed_and_fold(tmp_path):
 def workspace(tmp_path_factory, tiny_encoder):
     """A tiny prepared repo (essays + splits + params) where embed and gbm_cv have run."""
     root = tmp_path_factory.mktemp("gbm_ws")
-    params = load_yaml((ROOT / "params.yaml").read_text())
+    params = committed_params()
     params["prepare"].update(n_folds=3, test_candidates=50)
     params["embed"].update(model=str(tiny_encoder), max_length=64, batch_size=8)
     params["gbm"].update(n_estimators=40, early_stopping_rounds=5, n_jobs=1, max_depth=[1, 2], seeds=[3, 5],

@@ -3,7 +3,8 @@ known params with valid values, so a GPU run never dies on a typo after hours of
 
 from pathlib import Path
 
-from aes.core.params import load_params, parse_yaml, validate
+from aes.core.params import parse_yaml, validate
+from tests.committed import committed_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,6 +24,6 @@ def apply_overrides(params: dict, args_file: Path) -> dict:
 
 
 def test_gpu_profile_is_valid():
-    params = apply_overrides(load_params(ROOT / "params.yaml"), ROOT / "profiles" / "gpu.args")
+    params = apply_overrides(validate(committed_params()), ROOT / "profiles" / "gpu.args")
     checked = validate(params)
     assert checked["finetune"]["trainable_layers"] == -1 and checked["finetune"]["encoder_lr"] == 2.0e-5

@@ -64,12 +64,10 @@ def test_threshold_leaving_too_few_topics_names_the_param(tiny_encoder):
 
 
 def test_unknown_grouping_names_the_param(tmp_path):
-    from pathlib import Path
-
     from aes.core.params import load_params
+    from tests.committed import committed_text, with_param
 
-    text = (Path(__file__).resolve().parents[1] / "params.yaml").read_text()
-    (tmp_path / "p.yaml").write_text(text.replace("  groups: prompt", "  groups: cluster"))
+    (tmp_path / "p.yaml").write_text(with_param(committed_text("params.yaml"), "prepare.groups", "cluster"))
     with pytest.raises(AESError, match="key 'prepare.groups' must be one of prompt, topic; got 'cluster'"):
         load_params(tmp_path / "p.yaml")
 

@@ -4,9 +4,17 @@ import pytest
 
 from aes.core.errors import AESError
 from aes.core.params import load_params
-from aes.report.verdicts import BETTER, INCONCLUSIVE, NOT_BETTER, check_metrics, combine, judge, verdict
-from tests.training_fixtures import ROOT
-from tests.yamlio import dump_yaml, load_yaml
+from aes.report.verdicts import (
+    BETTER,
+    INCONCLUSIVE,
+    NOT_BETTER,
+    check_metrics,
+    combine,
+    judge,
+    verdict,
+)
+from tests.committed import committed_params
+from tests.yamlio import dump_yaml
 
 
 def test_better_needs_ci_above_zero_a_gain_beyond_the_seed_sd_and_min_gain():
@@ -61,7 +69,7 @@ def test_judge_reads_a_bootstrap_pair():
 def test_a_rule_naming_an_unknown_metric_names_the_key(tmp_path):
     with pytest.raises(AESError, match=r"report.q2_metrics names unknown metric\(s\) \['qwk.worst'\].*valid keys: qwk.pooled"):
         check_metrics(["qwk.pooled", "qwk.worst"], "report.q2_metrics")
-    params = load_yaml((ROOT / "params.yaml").read_text())
+    params = committed_params()
     params["report"]["q1_metrics"] = ["qwk.poled"]
     (tmp_path / "params.yaml").write_text(dump_yaml(params))
     with pytest.raises(AESError, match=r"key 'report.q1_metrics' has unknown item 'qwk.poled' \(did you mean 'qwk.pooled'\?\)"):
@@ -74,7 +82,7 @@ def test_a_rule_naming_an_unknown_metric_names_the_key(tmp_path):
     ("gbm", [7, "8"], r"key 'gbm.seeds' must be a list of int"),
 ])
 def test_bad_seed_lists_name_the_key(tmp_path, section, seeds, message):
-    params = load_yaml((ROOT / "params.yaml").read_text())
+    params = committed_params()
     params[section]["seeds"] = seeds
     (tmp_path / "params.yaml").write_text(dump_yaml(params))
     with pytest.raises(AESError, match=message):

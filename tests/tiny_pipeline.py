@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.yamlio import dump_yaml, load_yaml
+from tests.committed import committed_params
+from tests.yamlio import dump_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,14 +37,17 @@ def tiny_params(params: dict, model: Path, csv_path: str) -> dict:
 
 def make_pipeline_repo(root: Path, model: Path, csv_path: str) -> Path:
     """git + dvc repo at ``root`` with this repository's code, dvc.yaml and tiny params; committed."""
-    for name in ("dvc.yaml", ".gitignore", ".dvcignore", "README.md", "metrics/final_test.json"):
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
+    for name in ("dvc.yaml", ".gitignore", ".dvcignore", "README.md"):
         shutil.copy(ROOT / name, root / name)
+    # The frozen final_test stage's metric before the locked test is ever scored (the workspace's
+    # copy may hold a score once its user has run the locked-test command).
+    (root / "metrics").mkdir(exist_ok=True)
+    (root / "metrics" / "final_test.json").write_text(json.dumps({"status": "not run: tiny test repository"}, indent=2) + "\n")
     for folder in ("aes", "stages"):
         shutil.copytree(ROOT / folder, root / folder, ignore=shutil.ignore_patterns("__pycache__"))
     (root / "data" / "external").mkdir(parents=True, exist_ok=True)
     shutil.copy(ROOT / "data" / "external" / "README.md", root / "data" / "external")
-    params = tiny_params(load_yaml((ROOT / "params.yaml").read_text()), model, csv_path)
+    params = tiny_params(committed_params(), model, csv_path)
     (root / "params.yaml").write_text(dump_yaml(params))
     run(["git", "init", "-q", "-b", "main"], root)
     run(["git", "config", "user.email", "ci@example.com"], root)

@@ -9,8 +9,9 @@ from aes.core.io import sha256_file, write_json
 from aes.core.params import load_params
 from aes.data.corpus import validate_and_clean
 from aes.data.splits import build_splits
+from tests.committed import committed_params
 from tests.synthetic import make_ellipse_frame
-from tests.yamlio import dump_yaml, load_yaml
+from tests.yamlio import dump_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,7 +27,7 @@ def make_training_repo(root: Path, model: Path, n_prompts: int = 8, per_prompt: 
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    params = load_yaml((ROOT / "params.yaml").read_text())
+    params = committed_params()
     params["prepare"].update(n_folds=3, test_candidates=20, test_fraction=0.25)
     params["finetune"].update(model=str(model), max_length=64, batch_size=8, eval_batch_size=16, epochs=2,
                               trainable_layers=1, encoder_lr=1e-3, head_lr=1e-2, warmup_ratio=0.0,

@@ -25,6 +25,7 @@ from aes.baseline.linear import fits_from_json, fits_to_json
 from aes.core.artifacts import make_oof_frame, stack_seeds, write_model_outputs
 from aes.core.errors import AESError
 from aes.core.io import sha256_file, write_json
+from aes.core.machine import compute_fingerprint
 from aes.core.registry import (
     CHECKPOINTS,
     ESSAYS,
@@ -38,6 +39,7 @@ from aes.core.registry import (
 )
 from aes.data.corpus import load_essays
 from aes.data.splits import cv_essays, load_splits
+from aes.encoders.embedding import resolve_device
 from aes.finetune.callbacks import DVCLiveCurves, ProgressCallback
 from aes.finetune.checkpoints import config_hash, read_checkpoint, remove_checkpoints, run_name, save_fold, write_checkpoint
 from aes.finetune.frozen_pass import compute_frozen_pass, load_frozen_pass, save_frozen_pass
@@ -63,7 +65,8 @@ def run_lp_cv(params: dict, root: Path = Path(".")) -> dict:
     oof, fits = probe_cross_validate(cv, frozen.pooled, lin["alphas"], lin["inner_folds"])
     write_json(models_dir(LP_STAGE, root) / PROBES_FILE, fits_to_json(fits))
     extra = {"alpha": {str(k): f.alpha for k, f in fits.items()}, "frozen_pass_s": round(pass_s, 1),
-             "max_length": ft["max_length"], "model": ft["model"], "mean_tokens": round(float(np.mean(frozen.lengths)), 1)}
+             "max_length": ft["max_length"], "model": ft["model"], "mean_tokens": round(float(np.mean(frozen.lengths)), 1),
+             "compute": compute_fingerprint(ft["mixed_precision"], resolve_device(ft["device"]))}
     return write_model_outputs(LP_STAGE, make_oof_frame(cv, cv["fold"], oof), time.perf_counter() - started,
                                params["report"]["min_prompt_n"], extra=extra, root=root)
 
@@ -198,7 +201,8 @@ def run_cv(params: dict, objective: str, root: Path = Path(".")) -> dict:
     write_fold_models(models_dir(stage, root), results, params, objective, chash)
     write_representations(stage, cv, reps, root)
     extra = {"train": train_summary(objective, results), "lp_ft": ft["lp_ft"],
-             "resumed_runs": [run_name(*r) for r in sorted(results) if r not in todo]}
+             "resumed_runs": [run_name(*r) for r in sorted(results) if r not in todo],
+             "compute": compute_fingerprint(ft["mixed_precision"], resolve_device(ft["device"]))}
     if ft["trainable_layers"] >= 0:
         extra["frozen_pass_sha256"] = sha256_file(root / FROZEN_PASS / "hidden.npy")
     metrics = write_model_outputs(stage, stack_seeds(frames), time.perf_counter() - started,

@@ -1,0 +1,62 @@
+"""What tests read of the repository's own files: the commit, never the user's workspace.
+
+Using the pipeline changes the workspace: `dvc repro` rewrites metrics/ (with other numbers on
+another CPU kind), `dvc exp run -S objective=grl` rewrites params.yaml, and the locked-test
+command fills metrics/final_test.json. Tests that need params or committed results read them
+from HEAD (``git show HEAD:<path>``), so the test command passes after any of these. Outside a
+git checkout (an unpacked source archive) the files themselves are read.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+
+from aes.core.params import parse_yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@lru_cache(maxsize=None)
+def _in_git_checkout() -> bool:
+    proc = subprocess.run(["git", "rev-parse", "--is-inside-work-tree"], cwd=ROOT, capture_output=True, text=True)
+    return proc.returncode == 0 and proc.stdout.strip() == "true"
+
+
+def committed_text(rel: str) -> str:
+    """The text of ``rel`` (relative to the repository root) as committed at HEAD."""
+    if not _in_git_checkout():
+        return (ROOT / rel).read_text()
+    proc = subprocess.run(["git", "show", f"HEAD:{rel}"], cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise AssertionError(f"{rel} is not committed at HEAD (tests read committed files): {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def committed_params() -> dict:
+    """params.yaml as committed, parsed (YAML 1.2), not validated."""
+    return parse_yaml(committed_text("params.yaml"), "HEAD:params.yaml")
+
+
+def with_param(text: str, dotted: str, raw: str) -> str:
+    """params.yaml ``text`` with the value of ``section.key`` (or a top-level ``key``) replaced by
+    the raw YAML ``raw``; the rest of the line (its comment) is kept. Whatever value the commit
+    holds, the test changes exactly that key."""
+    *section, key = dotted.split(".")
+    lines = text.splitlines(keepends=True)
+    start, indent = 0, ""
+    if section:
+        start = next((i + 1 for i, line in enumerate(lines) if line.rstrip() == f"{section[0]}:"), None)
+        assert start is not None, f"params.yaml has no section {section[0]!r}"
+        indent = "  "
+    value = re.compile(rf"^({indent}{re.escape(key)}:[ \t]*)(\[[^\]]*\]|\"[^\"]*\"|[^\s#]+)?(.*)$", re.S)
+    for i in range(start, len(lines)):
+        if section and lines[i].strip() and not lines[i].startswith(" "):
+            break  # the next section: the key is not in this one
+        match = value.match(lines[i])
+        if match:
+            lines[i] = f"{match.group(1)}{raw}{match.group(3)}"
+            return "".join(lines)
+    raise AssertionError(f"params.yaml has no key {dotted!r}")
