@@ -48,7 +48,7 @@ def with_param(text: str, dotted: str, raw: str) -> str:
     lines = text.splitlines(keepends=True)
     start, indent = 0, ""
     if section:
-        start = next((i + 1 for i, line in enumerate(lines) if line.rstrip() == f"{section[0]}:"), None)
+        start = next((i + 1 for i, line in enumerate(lines) if line.split("#", 1)[0].rstrip() == f"{section[0]}:"), None)
         assert start is not None, f"params.yaml has no section {section[0]!r}"
         indent = "  "
     value = re.compile(rf"^({indent}{re.escape(key)}:[ \t]*)(\[[^\]]*\]|\"[^\"]*\"|[^\s#]+)?(.*)$", re.S)
