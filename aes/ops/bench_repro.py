@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from aes.core.machine import KERNEL_FLAGS, cpu_flags, cpu_name
+
 STAGE_LINE = re.compile(r"^Running stage '([^']+)'")
 
 
@@ -51,7 +53,8 @@ def main(argv=None) -> None:
     load_before = os.getloadavg()[0]
     result = time_repro(args.repro_args, cwd)
     result.update({"commit": commit, "command": " ".join(["dvc", "repro", *args.repro_args]), "cpus": os.cpu_count(),
-                   "machine": platform.machine(), "python": platform.python_version(), "load_avg_1min_before": round(load_before, 2)})
+                   "machine": platform.machine(), "python": platform.python_version(), "load_avg_1min_before": round(load_before, 2),
+                   "cpu": cpu_name(), "cpu_kernel_flags": " ".join(f for f in KERNEL_FLAGS if f in cpu_flags())})
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"dvc repro: {result['total_s']:.0f}s " + ", ".join(f"{s} {t:.0f}s" for s, t in result["stages"].items()))
