@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import cohen_kappa_score
 
 from aes.core.artifacts import PREDICTION_COLUMNS, make_oof_frame, read_metrics, read_predictions, stack_seeds, write_model_outputs
 from aes.core.errors import AESError
@@ -10,6 +11,8 @@ from aes.core.metrics import (
     band_labels,
     diagnostics,
     metric_value,
+    prompt_offset,
+    prompt_offset_noise,
     qwk,
     qwk_from_confusion,
     rmse,
@@ -78,8 +81,9 @@ def _oof():
 def test_summarize_contract_keys_and_values():
     oof = _oof()
     m = summarize(oof, min_prompt_n=10)
-    assert set(m) == {"qwk", "rmse", "mae", "within_half_band", "n"}
-    assert set(m["qwk"]) == {"pooled", "fold_mean", "fold_std", "worst_prompt", "worst_quarter", "median_prompt", "per_fold"}
+    assert set(m) == {"qwk", "offset", "rmse", "mae", "within_half_band", "n"}
+    assert set(m["qwk"]) == {"pooled", "fold_mean", "fold_std", "worst_prompt", "worst_quarter", "median_prompt", "within_prompt", "per_fold"}
+    assert set(m["offset"]) == {"rms", "noise_rms"}
     per_fold = [qwk(g.y_true, g.y_pred_raw) for _, g in oof.groupby("fold")]
     assert m["qwk"]["fold_mean"] == pytest.approx(np.mean(per_fold), abs=1e-6)
     assert m["qwk"]["fold_std"] == pytest.approx(np.std(per_fold, ddof=1), abs=1e-6)
@@ -88,6 +92,7 @@ def test_summarize_contract_keys_and_values():
     # 6 scored prompts: the worst quarter is ceil(1.5) = 2 prompts
     assert m["qwk"]["worst_quarter"] == pytest.approx(np.mean(per_prompt[:2]), abs=1e-6)
     assert m["qwk"]["worst_prompt"] <= m["qwk"]["worst_quarter"] <= m["qwk"]["median_prompt"]
+    assert m["qwk"]["within_prompt"] == pytest.approx(np.mean(per_prompt), abs=1e-6)
     assert m["n"] == {"essays": 60, "prompts": 6, "folds": 3, "prompts_scored": 6}
     # every headline metric of METRIC_DIRECTION is in the dict
     assert all(metric_value(m, key) is not None for key in METRIC_DIRECTION)
@@ -202,3 +207,58 @@ def test_diagnostics_by_band():
     row = d[d["y_true"] == d["y_true"].iloc[0]].iloc[0]
     grp = oof[oof.y_true == row["y_true"]]
     assert row["mean_residual"] == pytest.approx((grp.y_pred_raw - grp.y_true).mean())
+
+
+# ---------------------------------------------------------------- offset and within-prompt agreement
+
+
+def _two_prompt_oof(shift_a: float, shift_b: float, n: int = 40, noise: float = 0.0, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    y = np.round(rng.uniform(1, 5, 2 * n) * 2) / 2
+    shift = np.repeat([shift_a, shift_b], n)
+    return pd.DataFrame({"fold": np.repeat([0, 1], n), "prompt": np.repeat(["a", "b"], n), "y_true": y,
+                         "y_pred_raw": y + shift + rng.normal(0, noise, 2 * n) if noise else y + shift})
+
+
+def test_offset_is_zero_for_exact_prompt_means_and_the_shift_for_a_shifted_model():
+    assert prompt_offset(_two_prompt_oof(0.0, 0.0)) == pytest.approx(0.0)
+    # residuals that cancel within each prompt: errors, but no per-prompt offset
+    exact_means = _two_prompt_oof(0.0, 0.0)
+    exact_means["y_pred_raw"] += np.tile([0.3, -0.3], 40)
+    assert prompt_offset(exact_means) == pytest.approx(0.0, abs=1e-12)
+    assert prompt_offset(_two_prompt_oof(0.5, 0.5)) == pytest.approx(0.5)
+    assert prompt_offset(_two_prompt_oof(0.5, -0.5)) == pytest.approx(0.5)  # sign does not cancel across prompts
+    assert prompt_offset(_two_prompt_oof(0.6, 0.0)) == pytest.approx(np.sqrt(0.6**2 / 2))  # essay-weighted
+
+
+def test_within_prompt_qwk_equals_sklearn_per_prompt():
+    oof = _two_prompt_oof(0.2, -0.3, noise=0.5, seed=3).assign(grade=8)
+    expected = []
+    for _, g in oof.groupby("prompt"):
+        a, b = np.rint(g["y_true"] * 2).astype(int), np.rint(to_half_band(g["y_pred_raw"]) * 2).astype(int)
+        expected.append(cohen_kappa_score(a, b, weights="quadratic"))
+    assert summarize(oof, min_prompt_n=10)["qwk"]["within_prompt"] == pytest.approx(np.mean(expected), abs=1e-6)
+
+
+def test_noise_reference_is_the_shuffle_expectation_and_shrinks_as_prompts_grow():
+    rng = np.random.default_rng(5)
+
+    def pure_noise(per_prompt: int) -> pd.DataFrame:  # 2 folds x 6 prompts, residuals unrelated to the prompt
+        n = 12 * per_prompt
+        y = np.full(n, 3.0)
+        return pd.DataFrame({"fold": np.repeat([0, 1], n // 2), "prompt": np.repeat([f"p{i}" for i in range(12)], per_prompt),
+                             "y_true": y, "y_pred_raw": y + rng.normal(0, 0.5, n)})
+
+    small = pure_noise(10)
+    shuffled = []
+    for _ in range(400):  # the definition: residuals shuffled across prompts within each fold
+        s = small.copy()
+        for _, idx in s.groupby("fold").groups.items():
+            s.loc[idx, "y_pred_raw"] = rng.permutation(s.loc[idx, "y_pred_raw"].to_numpy())
+        shuffled.append(prompt_offset(s) ** 2)
+    assert prompt_offset_noise(small) == pytest.approx(np.sqrt(np.mean(shuffled)), rel=0.05)
+    assert prompt_offset_noise(pure_noise(40)) < prompt_offset_noise(pure_noise(10)) < prompt_offset_noise(pure_noise(3))
+    # a real per-prompt shift lies far above the noise reference
+    shifted = pure_noise(40)
+    shifted["y_pred_raw"] += np.repeat(rng.choice([-0.4, 0.4], 12), 40)
+    assert prompt_offset(shifted) > 3 * prompt_offset_noise(pure_noise(40))

@@ -14,12 +14,13 @@ import pytest
 from aes.core.artifacts import make_oof_frame, stack_seeds
 from aes.core.errors import AESError
 from aes.core.metrics import METRIC_DIRECTION, metric_value, qwk, summarize_seeds
-from aes.core.params import load_params
+from aes.core.params import validate
 from aes.core.registry import FROZEN_STAGES, MODEL_STAGES, stage_for_objective
 from aes.holdout.final_test import chosen_model, run_final_test
 from aes.report import assemble as rep
 from aes.report import bootstrap, calibration, probe
 from aes.report.verdicts import BETTER, INCONCLUSIVE
+from tests.committed import committed_params
 from tests.report_fixtures import DEFAULT_SEEDS, make_cv_essays, seeded_oof, write_fake_workspace
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,7 +29,7 @@ EXPECTED_PAIRS = {"erm_vs_gbm_cv", "erm_vs_linear_cv", "erm_vs_lp_cv", "grl_vs_e
 
 @pytest.fixture(scope="module")
 def params():
-    p = copy.deepcopy(load_params(REPO / "params.yaml"))
+    p = validate(committed_params())
     p["report"].update(bootstrap_resamples=400, probe_folds=3, min_prompt_n=20, q1_metrics=["qwk.pooled"],
                        q2_metrics=["qwk.pooled", "qwk.worst_quarter"], min_gain=0.01, calibration=True)
     p["objective"] = "dro"
@@ -68,6 +69,24 @@ def test_point_estimates_are_seed_means_of_the_contract_metrics():
     pair = boot["pairs"]["a_vs_one"]["qwk.pooled"]
     assert pair["seed_spread"] == pytest.approx(boot["seed_sd"]["a"]["qwk.pooled"], abs=1e-6) and pair["seed_spread"] > 0  # max of the two sds
     assert set(boot["intervals"]["a"]) == {"qwk.pooled", "qwk.worst_quarter", "qwk.worst_prompt"}
+
+
+def test_prompt_level_metrics_under_resampling_weights_equal_an_expanded_resample():
+    """A prompt drawn k times counts as k prompts: every metric (worst quarter, offset, within-prompt
+    QWK, medians ...) computed from the weights equals the metric of the explicitly expanded data."""
+    essays = make_cv_essays(n_prompts=8, per_prompt=25)
+    rng = np.random.default_rng(4)
+    shift = essays["prompt"].map(dict(zip(sorted(essays["prompt"].unique()), rng.normal(0, 0.3, 8))))
+    oof = _oof(essays, 0.5, 2, shift=shift.to_numpy())
+    prompts = np.array(sorted(oof["prompt"].unique()))
+    stats = bootstrap.prompt_summaries(oof, prompts, np.array(sorted(oof["fold"].unique())))
+    for weights in ([2, 0, 1, 3, 0, 1, 1, 0], [1, 1, 1, 1, 1, 1, 1, 1], [0, 0, 4, 0, 0, 0, 4, 0]):
+        expanded = pd.concat([oof[oof["prompt"] == p].assign(prompt=f"{p}#{copy}") for p, w in zip(prompts, weights)
+                              for copy in range(w)], ignore_index=True)
+        direct = summarize_seeds(expanded, 20)
+        resampled = bootstrap.resampled_metrics(stats, np.array([weights]), 20)
+        for key in METRIC_DIRECTION:
+            assert resampled[key][0] == pytest.approx(metric_value(direct, key), abs=1e-5), (weights, key)
 
 
 def test_a_model_against_itself():

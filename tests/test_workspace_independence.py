@@ -10,7 +10,7 @@ from tests.committed import committed_text, with_param
 
 TESTS = Path(__file__).resolve().parent
 # A path into the workspace that `dvc repro`, `dvc exp run -S ...` or the locked-test command rewrites.
-WORKSPACE_READ = re.compile(r"""(ROOT|parents\[1\])\s*/\s*["'](params\.yaml|metrics[/"']|README\.md)""")
+WORKSPACE_READ = re.compile(r"""(ROOT|REPO|parents\[1\])\s*/\s*["'](params\.yaml|metrics[/"']|README\.md)""")
 
 
 def test_no_test_reads_pipeline_outputs_or_params_from_the_workspace():

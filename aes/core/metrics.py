@@ -22,6 +22,8 @@ METRIC_DIRECTION = {
     "qwk.worst_prompt": +1,
     "qwk.worst_quarter": +1,
     "qwk.median_prompt": +1,
+    "qwk.within_prompt": +1,  # mean per-prompt QWK: ranking within an unseen prompt
+    "offset.rms": -1,  # how far whole unseen prompts are shifted up or down (score units)
     "rmse": -1,
     "mae": -1,
     "within_half_band": +1,
@@ -88,6 +90,39 @@ def per_group_qwk(oof: pd.DataFrame, by: str, min_n: int = 1) -> pd.Series:
     return pd.Series(out, dtype=float, name="qwk")
 
 
+def prompt_offset(oof: pd.DataFrame) -> float:
+    """Essay-weighted root mean square over prompts of each prompt's mean residual, in score units.
+
+    oof: one row per essay with columns prompt, y_true, y_pred_raw. A scorer that shifts every essay
+    of an unseen prompt by the same amount (it scores the topic, not the writing) has a large
+    offset however well it ranks the essays within the prompt: sqrt(sum_p n_p r_p^2 / sum_p n_p),
+    r_p = mean(y_pred_raw - y_true) over prompt p's n_p essays.
+    """
+    err = oof["y_pred_raw"].to_numpy(float) - oof["y_true"].to_numpy(float)
+    by_prompt = pd.DataFrame({"prompt": oof["prompt"].to_numpy(), "err": err}).groupby("prompt")["err"].agg(["mean", "size"])
+    return float(np.sqrt((by_prompt["size"] * by_prompt["mean"] ** 2).sum() / by_prompt["size"].sum())) if len(by_prompt) else float("nan")
+
+
+def prompt_offset_noise(oof: pd.DataFrame) -> float:
+    """The offset that sampling noise alone would give: the expected :func:`prompt_offset` when each
+    fold's residuals are shuffled across its prompts (prompt sizes kept), in score units.
+
+    A prompt of n_p essays drawn without replacement from its fold's N_f residuals (mean m_f,
+    population variance s2_f) has E[r_p^2] = m_f^2 + s2_f / n_p * (N_f - n_p) / (N_f - 1): exact,
+    no random draws. It shrinks as prompts grow; an offset well above it is a prompt effect.
+    """
+    err = oof["y_pred_raw"].to_numpy(float) - oof["y_true"].to_numpy(float)
+    frame = pd.DataFrame({"fold": oof["fold"].to_numpy(), "prompt": oof["prompt"].to_numpy(), "err": err})
+    total, weighted = 0, 0.0
+    for _, fold in frame.groupby("fold", sort=True):
+        n_fold, mean, var = len(fold), fold["err"].mean(), fold["err"].var(ddof=0)
+        for n_p in fold.groupby("prompt").size().to_numpy():
+            shrink = (n_fold - n_p) / (n_fold - 1) if n_fold > 1 else 0.0
+            weighted += n_p * (mean**2 + var / n_p * shrink)
+            total += n_p
+    return float(np.sqrt(weighted / total)) if total else float("nan")
+
+
 def finite_or_none(x: float) -> float | None:
     """x rounded to 6 decimals for JSON, or None when it is None, NaN or infinite."""
     return None if x is None or not np.isfinite(x) else round(float(x), 6)
@@ -139,8 +174,10 @@ def summarize(oof: pd.DataFrame, min_prompt_n: int) -> dict:
             "worst_prompt": finite_or_none(prompt_qwk.min() if len(prompt_qwk) else float("nan")),
             "worst_quarter": finite_or_none(worst_share_mean(prompt_qwk.to_numpy())),
             "median_prompt": finite_or_none(prompt_qwk.median() if len(prompt_qwk) else float("nan")),
+            "within_prompt": finite_or_none(prompt_qwk.mean() if len(prompt_qwk) else float("nan")),
             "per_fold": {str(int(k)): finite_or_none(v) for k, v in fold_qwk.items()},
         },
+        "offset": {"rms": finite_or_none(prompt_offset(oof)), "noise_rms": finite_or_none(prompt_offset_noise(oof))},
         "rmse": finite_or_none(rmse(y, p)),
         "mae": finite_or_none(mae(y, p)),
         "within_half_band": finite_or_none(within_half_band(y, p)),
@@ -195,20 +232,21 @@ def summarize_seeds(oof: pd.DataFrame, min_prompt_n: int) -> dict:
     """
     per_seed = {str(int(s)): summarize(g, min_prompt_n) for s, g in oof.groupby("seed", sort=True)}
     first = next(iter(per_seed.values()))
-    out = {"qwk": {}, "n": {**first["n"], "seeds": len(per_seed)}}
+    out = {"qwk": {}, "offset": {}, "n": {**first["n"], "seeds": len(per_seed)}}
 
     def mean_of(key):
         vals = [metric_value(m, key) for m in per_seed.values()]
         vals = [v for v in vals if v is not None]
         return finite_or_none(float(np.mean(vals))) if vals else None
 
-    for key in (*METRIC_DIRECTION, "qwk.fold_std"):
-        node, leaf = (out["qwk"], key.split(".")[1]) if key.startswith("qwk.") else (out, key)
+    for key in (*METRIC_DIRECTION, "qwk.fold_std", "offset.noise_rms"):
+        *path, leaf = key.split(".")
+        node = out[path[0]] if path else out
         node[leaf] = mean_of(key)
     out["qwk"]["per_fold"] = {k: mean_of(f"qwk.per_fold.{k}") for k in first["qwk"]["per_fold"]}
     out["seed_sd"] = {}
     for key in METRIC_DIRECTION:
         vals = [v for v in (metric_value(m, key) for m in per_seed.values()) if v is not None]
         out["seed_sd"][key] = finite_or_none(float(np.std(vals, ddof=1))) if len(vals) > 1 else (0.0 if vals else None)
-    out["seeds"] = {s: {k: m[k] for k in ("qwk", "rmse", "mae", "within_half_band")} for s, m in per_seed.items()}
+    out["seeds"] = {s: {k: m[k] for k in ("qwk", "offset", "rmse", "mae", "within_half_band")} for s, m in per_seed.items()}
     return out

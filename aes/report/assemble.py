@@ -114,6 +114,11 @@ def headline_row(metrics: dict) -> dict:
         "qwk_worst_quarter_seed_sd": sd.get("qwk.worst_quarter"),
         "qwk_worst_prompt": metrics["qwk"].get("worst_prompt"),
         "qwk_median_prompt": metrics["qwk"].get("median_prompt"),
+        "qwk_within_prompt": metrics["qwk"].get("within_prompt"),
+        "qwk_within_prompt_seed_sd": sd.get("qwk.within_prompt"),
+        "offset_rms": metrics.get("offset", {}).get("rms"),
+        "offset_rms_seed_sd": sd.get("offset.rms"),
+        "offset_noise_rms": metrics.get("offset", {}).get("noise_rms"),
         "rmse": metrics.get("rmse"),
         "mae": metrics.get("mae"),
         "within_half_band": metrics.get("within_half_band"),
@@ -255,7 +260,7 @@ def build_report(params: dict, root: Path = Path(".")) -> tuple[dict, dict]:
         "decision": answers["decision"],
         "models": models,
         "rule": {
-            "q1_metrics": rp["q1_metrics"], "q2_metrics": rp["q2_metrics"], "min_gain": rp["min_gain"],
+            "q1_metrics": rp["q1_metrics"], "q2_metrics": rp["q2_metrics"], "min_gain": rp["min_gain"], "min_prompt_n": rp["min_prompt_n"],
             "text": ("per metric: inconclusive if the 95% prompt x seed bootstrap CI of the gain spans 0 or |gain| <= the "
                      f"seed-to-seed sd; else better if gain >= {rp['min_gain']:g}, otherwise not better"),
         },

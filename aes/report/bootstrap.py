@@ -23,7 +23,7 @@ def prompt_summaries(oof: pd.DataFrame, prompts: np.ndarray, folds: np.ndarray) 
     """Per-prompt sufficient statistics of one model.
 
     prompts: (P,) prompt names; folds: (F,) fold ids. Returns conf (P, 9, 9) half-band confusion
-    counts, n (P,), sse / sae / within (P,) sums of squared error, absolute error and
+    counts, n (P,), se / sse / sae / within (P,) sums of error, squared error, absolute error and
     within-half-band hits, and fold_of (P, F) one-hot prompt -> fold.
     """
     p_idx = pd.Index(prompts).get_indexer(oof["prompt"])
@@ -43,6 +43,7 @@ def prompt_summaries(oof: pd.DataFrame, prompts: np.ndarray, folds: np.ndarray) 
     return {
         "conf": conf.astype(float),
         "n": np.bincount(p_idx, minlength=P).astype(float),
+        "se": np.bincount(p_idx, weights=err, minlength=P),
         "sse": np.bincount(p_idx, weights=err**2, minlength=P),
         "sae": np.bincount(p_idx, weights=np.abs(err), minlength=P),
         "within": np.bincount(p_idx, weights=hit.astype(float), minlength=P),
@@ -99,6 +100,10 @@ def resampled_metrics(stats: dict[str, np.ndarray], weights: np.ndarray, min_pro
     worst = np.where(drawn, np.where(eligible, prompt_qwk, 0.0)[None, :], np.inf).min(axis=1)
     median = _weighted_median(np.where(eligible, prompt_qwk, 0.0), np.where(drawn, w, 0).astype(int))
     worst_quarter = _weighted_lowest_share(np.where(eligible, prompt_qwk, 0.0), np.where(drawn, w, 0), WORST_SHARE)
+    counted = np.where(drawn, w, 0.0)  # a prompt drawn twice counts twice among the scored prompts
+    within_prompt = counted @ np.where(eligible, prompt_qwk, 0.0) / counted.sum(axis=1)
+    # n_p * r_p^2 = se_p^2 / n_p for each prompt's mean residual r_p (aes.core.metrics.prompt_offset)
+    offset_sq = np.divide(stats["se"] ** 2, stats["n"], out=np.zeros_like(stats["se"]), where=stats["n"] > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         return {
             "qwk.pooled": qwk_from_confusion(pooled_conf),
@@ -106,6 +111,8 @@ def resampled_metrics(stats: dict[str, np.ndarray], weights: np.ndarray, min_pro
             "qwk.worst_prompt": np.where(np.isfinite(worst), worst, np.nan),
             "qwk.worst_quarter": worst_quarter,
             "qwk.median_prompt": median,
+            "qwk.within_prompt": within_prompt,
+            "offset.rms": np.sqrt(w @ offset_sq / n),
             "rmse": np.sqrt(w @ stats["sse"] / n),
             "mae": w @ stats["sae"] / n,
             "within_half_band": w @ stats["within"] / n,
@@ -192,7 +199,7 @@ def prompt_bootstrap(oofs: dict[str, pd.DataFrame], pairs, n_resamples: int, see
     intervals = {}  # each model on its own: comparable across experiments that score different essays
     for model in oofs:
         intervals[model] = {}
-        for metric in ("qwk.pooled", "qwk.worst_quarter", "qwk.worst_prompt"):
+        for metric in ("qwk.pooled", "qwk.worst_quarter", "qwk.worst_prompt", "qwk.within_prompt", "offset.rms"):
             lo, hi = _interval(boot[model][metric])
             intervals[model][metric] = {"ci_low": finite_or_none(lo), "ci_high": finite_or_none(hi)}
     return {"pairs": out, "point": {m: {k: finite_or_none(v) for k, v in d.items()} for m, d in point.items()},

@@ -26,19 +26,42 @@ def _pm(mean, sd) -> str:
 def results_table_md(report: dict) -> str:
     """Markdown table of every model's headline metrics, mean ± sd over seeds (README and decision.md)."""
     labels = model_labels(report["objective"])
-    lines = ["| model | seeds | QWK pooled | worst-quarter QWK | QWK fold mean ± sd over folds | worst-prompt QWK | RMSE |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| model | seeds | QWK pooled | worst-quarter QWK | within-prompt QWK | prompt offset (noise) | QWK fold mean ± sd over folds "
+             "| worst-prompt QWK | RMSE |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for stage, m in report["models"].items():
         lines.append(f"| {labels[stage]} | {m['n_seeds']} | {_pm(m['qwk_pooled'], m['qwk_pooled_seed_sd'])} "
-                     f"| {_pm(m['qwk_worst_quarter'], m['qwk_worst_quarter_seed_sd'])} | {_pm(m['qwk_fold_mean'], m['qwk_fold_std'])} "
-                     f"| {_cell(m['qwk_worst_prompt'])} | {_cell(m['rmse'])} |")
+                     f"| {_pm(m['qwk_worst_quarter'], m['qwk_worst_quarter_seed_sd'])} "
+                     f"| {_pm(m.get('qwk_within_prompt'), m.get('qwk_within_prompt_seed_sd'))} "
+                     f"| {_pm(m.get('offset_rms'), m.get('offset_rms_seed_sd'))} ({_cell(m.get('offset_noise_rms'))}) "
+                     f"| {_pm(m['qwk_fold_mean'], m['qwk_fold_std'])} | {_cell(m['qwk_worst_prompt'])} | {_cell(m['rmse'])} |")
     return "\n".join(lines)
+
+
+def offset_md(report: dict) -> list[str]:
+    """decision.md: each model's per-prompt offset and within-prompt QWK with their own 95% intervals."""
+    labels = model_labels(report["objective"])
+    lines = ["## Two parts of an unseen-prompt error", "",
+             "Prompt offset: for each unseen prompt, the mean of prediction - truth; the essay-weighted root mean square over "
+             "prompts (score points). Noise: the offset expected if each fold's residuals were shuffled across its prompts "
+             "(`aes.core.metrics.prompt_offset_noise`); an offset above it is a shift of whole prompts. Within-prompt QWK: "
+             f"the mean per-prompt QWK over prompts with at least {report['rule'].get('min_prompt_n', 'min_prompt_n')} essays "
+             "(ranking within a prompt). Means over seeds; 95% intervals from the prompt x seed bootstrap.", "",
+             "| model | prompt offset [95% CI] | noise reference | offset - noise | within-prompt QWK [95% CI] |", "|---|---|---|---|---|"]
+    for stage, m in report["models"].items():
+        ci = report.get("intervals", {}).get(stage, {})
+        off, wq = ci.get("offset.rms", {}), ci.get("qwk.within_prompt", {})
+        excess = None if m.get("offset_rms") is None or m.get("offset_noise_rms") is None else m["offset_rms"] - m["offset_noise_rms"]
+        lines.append(f"| {labels[stage]} | {_cell(m.get('offset_rms'))} [{_cell(off.get('ci_low'))}, {_cell(off.get('ci_high'))}] "
+                     f"| {_cell(m.get('offset_noise_rms'))} | {_cell(excess)} "
+                     f"| {_cell(m.get('qwk_within_prompt'))} [{_cell(wq.get('ci_low'))}, {_cell(wq.get('ci_high'))}] |")
+    return lines
 
 
 def _verdict_rows(name: str, judged: dict, models: dict, a: str, b: str) -> list[str]:
     rows = []
     for metric, v in judged["metrics"].items():
-        key = "qwk_" + metric.split(".", 1)[1] if metric.startswith("qwk.") else metric
+        key = metric.replace(".", "_")  # qwk.pooled -> qwk_pooled, offset.rms -> offset_rms
         rows.append(f"| {name} | {metric} | {_cell(models[a].get(key))} | {_cell(models[b].get(key))} | {_cell(v['gain'], 4)} "
                     f"| [{_cell(v['ci_low'], 4)}, {_cell(v['ci_high'], 4)}] | {_cell(v['seed_spread'], 4)} | **{v['outcome']}** | {v['why']} |")
     return rows
@@ -86,6 +109,8 @@ def decision_md(report: dict) -> str:
         "",
         results_table_md(report),
         "",
+        *offset_md(report),
+        "",
         "Pooled QWK per seed: " + "; ".join(f"{labels[s]} " + ", ".join(f"{seed}: {_cell(v)}" for seed, v in m["seeds"].items())
                                             for s, m in report["models"].items() if m["n_seeds"] > 1) + ".",
         "",
@@ -98,13 +123,15 @@ def decision_md(report: dict) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for name, metrics in report["delta"].items():
-        for key in ("qwk.pooled", "qwk.worst_quarter", "qwk.fold_mean", "qwk.worst_prompt", "rmse"):
+        for key in ("qwk.pooled", "qwk.worst_quarter", "qwk.within_prompt", "offset.rms", "qwk.fold_mean", "qwk.worst_prompt", "rmse"):
             v = metrics[key]
             lines.append(f"| {name.replace('_', ' ')} | {key} | {_cell(v['delta'], 4)} | {_cell(v['gain'], 4)} "
                          f"| [{_cell(v['ci_low'], 4)}, {_cell(v['ci_high'], 4)}] | {_cell(v['seed_spread'], 4)} | {_cell(v['p_not_better'], 3)} |")
     lines += ["", "## Prompt-leakage probe", "",
               "Linear classifier (standardised features, logistic regression, stratified CV within the CV essays) predicting "
-              "the prompt. Accuracy near chance = the representation carries little prompt identity.", "",
+              "the prompt. Accuracy near chance = the representation carries little prompt identity. What it cannot show: the topic "
+              "is in the words, so every representation names its prompt whether or not the scorer uses it; whether a model "
+              "shifts an unseen prompt's scores is the prompt offset above.", "",
               "| representation | within-fold accuracy | within-fold chance | all-CV-essays accuracy | all-CV chance | prompts | dropped prompts |",
               "|---|---|---|---|---|---|---|"]
     for name, p in report["probe"].items():
