@@ -68,7 +68,7 @@ def test_point_estimates_are_seed_means_of_the_contract_metrics():
     assert all(v == 0 for v in boot["seed_sd"]["one"].values())
     pair = boot["pairs"]["a_vs_one"]["qwk.pooled"]
     assert pair["seed_spread"] == pytest.approx(boot["seed_sd"]["a"]["qwk.pooled"], abs=1e-6) and pair["seed_spread"] > 0  # max of the two sds
-    assert set(boot["intervals"]["a"]) == {"qwk.pooled", "qwk.worst_quarter", "qwk.worst_prompt"}
+    assert set(boot["intervals"]["a"]) == {"qwk.pooled", "qwk.worst_quarter", "qwk.worst_prompt", "qwk.within_prompt", "offset.rms"}
 
 
 def test_prompt_level_metrics_under_resampling_weights_equal_an_expanded_resample():

@@ -87,3 +87,17 @@ def test_bad_seed_lists_name_the_key(tmp_path, section, seeds, message):
     (tmp_path / "params.yaml").write_text(dump_yaml(params))
     with pytest.raises(AESError, match=message):
         load_params(tmp_path / "params.yaml")
+
+
+@pytest.mark.parametrize("case, kwargs, outcome", [
+    ("gain exactly min_gain counts as better", dict(gain=0.01, ci_low=0.004, ci_high=0.02, seed_spread=0.001), BETTER),
+    ("gain a hair below min_gain is a real but small gain", dict(gain=0.0099, ci_low=0.004, ci_high=0.02, seed_spread=0.001), NOT_BETTER),
+    ("|gain| exactly the seed sd is inside the seed noise", dict(gain=0.03, ci_low=0.01, ci_high=0.05, seed_spread=0.03), INCONCLUSIVE),
+    ("a loss exactly the seed sd is inside the seed noise too", dict(gain=-0.03, ci_low=-0.05, ci_high=-0.01, seed_spread=0.03), INCONCLUSIVE),
+    ("a CI that ends exactly at 0 (below) spans it", dict(gain=0.03, ci_low=0.0, ci_high=0.05, seed_spread=0.001), INCONCLUSIVE),
+    ("a CI that ends exactly at 0 (above) spans it", dict(gain=-0.03, ci_low=-0.05, ci_high=0.0, seed_spread=0.001), INCONCLUSIVE),
+    ("no seed sd (one seed): only the CI and min_gain decide", dict(gain=0.02, ci_low=0.005, ci_high=0.04, seed_spread=None), BETTER),
+    ("no seed sd and a loss", dict(gain=-0.02, ci_low=-0.04, ci_high=-0.005, seed_spread=None), NOT_BETTER),
+])
+def test_the_rule_at_its_edges(case, kwargs, outcome):
+    assert verdict(min_gain=0.01, **kwargs)["outcome"] == outcome, case
