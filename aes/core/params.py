@@ -138,6 +138,7 @@ SCHEMA: dict[str, Any] = {
         "device": Choice("auto", "cpu", "cuda"),
         "inner_val_fraction": RATE,  # 0: no inner split, train a fixed number of epochs
         "eval_batch_size": Int(ge=1),
+        "max_train_essays": Int(ge=0),  # smoke runs: a seeded sample of this many training essays per fold; 0: all
         "seeds": SEEDS,
     },
     "erm": {},
@@ -236,3 +237,36 @@ def load_params(path: str | Path = "params.yaml") -> dict:
     if not path.exists():
         raise AESError(f"{path}: params file not found (run stages from the repository root)")
     return validate(parse_yaml(path.read_text(), str(path)), SCHEMA, "", str(path))
+
+
+def read_overrides(path: str | Path) -> dict[str, Any]:
+    """The ``-S key=value`` overrides of a profile file (profiles/gpu.args), values parsed as DVC parses them."""
+    path = Path(path)
+    if not path.exists():
+        raise AESError(f"{path}: profile file not found")
+    tokens = path.read_text().split()
+    if tokens[0::2] != ["-S"] * (len(tokens) // 2) or len(tokens) % 2:
+        raise AESError(f"{path}: every override must be '-S key=value'")
+    out = {}
+    for item in tokens[1::2]:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise AESError(f"{path}: override {item!r} has no '='")
+        out[key] = parse_yaml(value, str(path))
+    return out
+
+
+def with_overrides(params: dict, overrides: dict[str, Any], source: str = "overrides") -> dict:
+    """A validated copy of ``params`` with dotted ``overrides`` ({"finetune.epochs": 2}) applied."""
+    import copy
+
+    out = copy.deepcopy(params)
+    for key, value in overrides.items():
+        *path, leaf = key.split(".")
+        section = out
+        for part in path:
+            section = section.get(part) if isinstance(section, dict) else None
+        if not isinstance(section, dict) or leaf not in section:
+            raise AESError(f"{source}: '{key}' is not a params key")
+        section[leaf] = value
+    return validate(out, SCHEMA, "", source)

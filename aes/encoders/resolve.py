@@ -91,5 +91,9 @@ def load_encoder(spec: str, dropout: float | None = None):
         model = AutoModel.from_pretrained(str(where), config=config)
     except (OSError, ValueError) as err:
         raise AESError(f"model '{spec}': cannot load weights from {where}: {err}") from None
+    # transformers 5 loads a checkpoint in its stored dtype: an fp16 copy (the GPU check's MiniLM)
+    # would train fp16 weights under AdamW and feed fp16 into the fp32 head. Always start fp32;
+    # autocast (finetune.mixed_precision) picks the compute precision.
+    model.float()
     model.eval()
     return tokenizer, model

@@ -201,11 +201,11 @@ class WholeEncoder(Backbone):
         return EncoderRegressor(copy.deepcopy(self.pristine), self.hidden_size)
 
     def fresh_model(self):
-        from aes.finetune.modules import EncoderRegressor
+        from aes.finetune.modules import EncoderRegressor, enable_gradient_checkpointing
 
         encoder = copy.deepcopy(self.pristine)
         if self.ft["gradient_checkpointing"]:
-            encoder.gradient_checkpointing_enable()
+            enable_gradient_checkpointing(encoder, self.ft["model"])
         model = EncoderRegressor(encoder, self.hidden_size)
         return self._finish(model, list(getattr(getattr(encoder, "encoder", None), "layer", []) or []), "encoder")
 

@@ -43,7 +43,7 @@ from aes.encoders.embedding import resolve_device
 from aes.finetune.callbacks import DVCLiveCurves, ProgressCallback
 from aes.finetune.checkpoints import config_hash, read_checkpoint, remove_checkpoints, run_name, save_fold, write_checkpoint
 from aes.finetune.frozen_pass import compute_frozen_pass, load_frozen_pass, save_frozen_pass
-from aes.finetune.loop import Trainer, make_accelerator
+from aes.finetune.loop import Trainer, cap_training_rows, make_accelerator
 
 PROBES_FILE = "probes.json"
 
@@ -114,6 +114,10 @@ def train_runs(params: dict, objective: str, cv: pd.DataFrame, probes: dict | No
               f"{frozen.hidden.shape[1]} tokens)", flush=True)
     data = trainer.prepare(cv["text"].tolist(), frozen)
     n_train = {k: int((cv["fold"] != k).sum()) for k in folds}
+    for k in folds:  # a cap larger than a fold fails before any fold trains, not after hours
+        cap_training_rows(np.arange(n_train[k]), ft["max_train_essays"], 0, k)
+    if ft["max_train_essays"]:
+        n_train = {k: ft["max_train_essays"] for k in folds}
     if ft["inner_val_fraction"] > 0:  # the inner split removes about this share of training essays
         n_train = {k: math.ceil(n * (1 - ft["inner_val_fraction"])) for k, n in n_train.items()}
     progress = ProgressCallback(stage, sum(trainer.steps_per_epoch(n_train[k]) * ft["epochs"] for _, k in todo))

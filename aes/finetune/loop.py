@@ -29,6 +29,7 @@ import pandas as pd
 from aes.core.errors import AESError
 from aes.core.metrics import qwk
 from aes.core.registry import stage_for_objective
+from aes.encoders.embedding import check_bf16
 from aes.finetune.backbones import Backbone, Prepared, make_backbone
 from aes.finetune.callbacks import CURVE_EVERY, Callback, curve_point
 from aes.finetune.modules import trainable_state
@@ -48,6 +49,47 @@ def run_seed(seed: int, k: int) -> int:
     return seed * 1000 + k
 
 
+def cap_training_rows(train_rows: np.ndarray, cap: int, seed: int, k: int) -> np.ndarray:
+    """At most ``cap`` of a fold's training row positions (``finetune.max_train_essays``; 0 = all).
+
+    train_rows: (n,) positions of fold ``k``'s training essays (never its validation essays, so
+    the cap cannot touch them). Returns (min(cap, n),) positions in their original order: a
+    uniform sample drawn with ``seed`` (the run's :func:`run_seed`), so the same seed and fold
+    always train on the same essays. A cap larger than the fold is a mistake (a smoke run that
+    silently trains on everything), so it fails naming the key and the fold's size.
+    """
+    if cap == 0:
+        return train_rows
+    if cap > len(train_rows):
+        raise AESError(
+            f"finetune.max_train_essays={cap} but fold {k} has only {len(train_rows)} training essays; "
+            f"use at most {len(train_rows)}, or 0 to train on all of them"
+        )
+    picked = np.random.default_rng(seed).choice(len(train_rows), size=cap, replace=False)
+    return train_rows[np.sort(picked)]
+
+
+def fold_rows(ft: dict, cv: pd.DataFrame, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train, inner validation, validation) row positions of fold ``k`` of ``cv`` with ``seed``.
+
+    Inner is empty unless ``finetune.inner_val_fraction`` > 0; with ``finetune.max_train_essays``
+    > 0, train + inner hold that many of the fold's training essays. Validation is every essay of fold ``k``.
+    """
+    from aes.data.splits import inner_split
+
+    fold_of = cv["fold"].to_numpy()
+    train_rows, val_rows = np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k)
+    if len(train_rows) == 0:
+        raise AESError(f"fold {k}: the training part has no essays (every CV essay is in fold {k})")
+    # The cap comes first, so the inner split (if any) divides the capped essays.
+    train_rows = cap_training_rows(train_rows, ft["max_train_essays"], run_seed(seed, k), k)
+    inner_rows = np.array([], dtype=int)
+    if ft["inner_val_fraction"] > 0:
+        fit_pos, inner_pos = inner_split(cv.iloc[train_rows].reset_index(drop=True), ft["inner_val_fraction"], run_seed(seed, k))
+        train_rows, inner_rows = train_rows[fit_pos], train_rows[inner_pos]
+    return train_rows, inner_rows, val_rows
+
+
 def make_accelerator(ft: dict):
     """An ``accelerate.Accelerator`` for ``finetune.device`` / ``mixed_precision`` / ``grad_accum_steps``."""
     import torch
@@ -63,6 +105,8 @@ def make_accelerator(ft: dict):
             "finetune.mixed_precision is 'fp16' but training runs on the CPU (no GPU visible or finetune.device: cpu); "
             "use \"bf16\" (CPU autocast, fast on CPUs with AVX512-BF16 or AMX) or \"no\""
         )
+    if ft["mixed_precision"] == "bf16":
+        check_bf16("finetune.mixed_precision", "cuda" if use_gpu else "cpu")
     # One process may run several stages (tests): accelerate keeps singletons, start them afresh.
     AcceleratorState._reset_state(True)
     GradientState._reset_state()
@@ -147,18 +191,8 @@ class Trainer:
         return model
 
     def fold_rows(self, cv: pd.DataFrame, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(train, inner validation, validation) row positions of fold ``k``; inner is empty unless asked for."""
-        from aes.data.splits import inner_split
-
-        fold_of = cv["fold"].to_numpy()
-        train_rows, val_rows = np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k)
-        if len(train_rows) == 0:
-            raise AESError(f"fold {k}: the training part has no essays (every CV essay is in fold {k})")
-        inner_rows = np.array([], dtype=int)
-        if self.ft["inner_val_fraction"] > 0:
-            fit_pos, inner_pos = inner_split(cv.iloc[train_rows].reset_index(drop=True), self.ft["inner_val_fraction"], run_seed(seed, k))
-            train_rows, inner_rows = train_rows[fit_pos], train_rows[inner_pos]
-        return train_rows, inner_rows, val_rows
+        """(train, inner validation, validation) row positions of fold ``k`` (see :func:`fold_rows`)."""
+        return fold_rows(self.ft, cv, k, seed)
 
     def train_fold(self, cv: pd.DataFrame, data: Prepared, k: int, seed: int, init_head=None, callbacks: list[Callback] = ()) -> dict:
         """Train on the essays with ``fold != k`` with ``seed``; predict the essays with ``fold == k``.

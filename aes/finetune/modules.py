@@ -70,6 +70,37 @@ class EncoderRegressor(nn.Module):
         return groups + [(0, rest)]
 
 
+def _checkpointed(forward, *args, **kwargs):
+    """Run ``forward`` under activation checkpointing while gradients are on (training), plainly otherwise."""
+    from torch.utils.checkpoint import checkpoint
+
+    if torch.is_grad_enabled():
+        return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+    return forward(*args, **kwargs)
+
+
+def enable_gradient_checkpointing(encoder, model_name: str) -> None:
+    """Recompute each encoder layer's activations in the backward pass instead of storing them.
+
+    transformers' own switch where the model supports it; otherwise (MPNet in transformers 5
+    raises "does not support activation checkpointing") each layer of ``encoder.layer`` runs
+    under ``torch.utils.checkpoint``. Non-reentrant checkpointing, because with LoRA or a frozen
+    embedding layer the reentrant variant sees inputs without grad and silently drops the
+    layer's gradients. Parameter names do not change (the layer's forward is wrapped in place).
+    """
+    import functools
+
+    if getattr(encoder, "supports_gradient_checkpointing", False):
+        encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        return
+    layers = getattr(getattr(encoder, "encoder", None), "layer", None)
+    if layers is None:
+        raise AESError(f"finetune.gradient_checkpointing: model '{model_name}' supports neither transformers' checkpointing "
+                       "nor has encoder.layer to checkpoint; set finetune.gradient_checkpointing: false")
+    for layer in layers:
+        layer.forward = functools.partial(_checkpointed, layer.forward)
+
+
 def apply_lora(module, ft: dict):
     """Inject LoRA adapters into ``module`` (in place) and freeze all its non-adapter weights."""
     from peft import LoraConfig, inject_adapter_in_model
