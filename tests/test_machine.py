@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aes.core.machine import compute_fingerprint, cpu_flags, cpu_name, has_cpu_bf16
+from aes.core.machine import compute_fingerprint, cpu_flags, cpu_name, machine
 
 CPUINFO = """processor\t: 0
 model name\t: Example Xeon
@@ -14,7 +14,6 @@ def test_flags_and_name_from_cpuinfo(tmp_path):
     info = tmp_path / "cpuinfo"
     info.write_text(CPUINFO)
     assert {"avx2", "avx512_bf16", "amx_bf16"} <= cpu_flags(info) and cpu_name(info) == "Example Xeon"
-    assert has_cpu_bf16(cpu_flags(info)) and not has_cpu_bf16({"avx2", "avx512f"})
     assert cpu_flags(tmp_path / "missing") == set()
 
 
@@ -27,3 +26,9 @@ def test_fingerprint_names_precision_versions_and_kernel_caps(monkeypatch):
     assert "kernel_env" not in plain and all(isinstance(v, str) for v in plain.values())
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
     assert compute_fingerprint("no")["kernel_env"] == "ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16"
+
+
+def test_benchmark_record_names_cpu_versions_and_torch():
+    record = machine()
+    assert set(record) >= {"platform", "cpu", "torch", "threads", "cuda", "versions", "load_avg_1m"}
+    assert set(record["cpu"]["flags"]) <= {"amx_bf16", "avx512_bf16", "avx512f", "avx2"} and record["versions"]["python"]

@@ -10,12 +10,16 @@ why (README "What reproduces where"; measured by ``python -m aes.ops.bench_kerne
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import platform
+import sys
 from pathlib import Path
 
 # CPU flags (as /proc/cpuinfo names them) that choose a different float kernel, strongest first.
 KERNEL_FLAGS = ("amx_bf16", "avx512_bf16", "avx512f", "avx2")
+# Libraries whose versions a benchmark record names (the training path's).
+PACKAGES = ("torch", "transformers", "accelerate", "peft", "datasets", "numpy", "pandas", "scikit-learn")
 # Environment variables that cap or change the kernels the libraries pick.
 KERNEL_ENV = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY", "OMP_NUM_THREADS")
 
@@ -39,12 +43,6 @@ def cpu_name(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def has_cpu_bf16(flags: set[str] | None = None) -> bool:
-    """True when the CPU computes bfloat16 in hardware (AVX512-BF16 or AMX)."""
-    flags = cpu_flags() if flags is None else flags
-    return bool({"avx512_bf16", "amx_bf16"} & flags)
 
 
 def compute_fingerprint(precision: str, device: str = "cpu") -> dict:
@@ -73,3 +71,36 @@ def compute_fingerprint(precision: str, device: str = "cpu") -> dict:
     if capped:
         out["kernel_env"] = " ".join(f"{k}={v}" for k, v in sorted(capped.items()))
     return out
+
+
+def versions() -> dict:
+    """{package: version or None} for the libraries the training path uses, plus python."""
+    out = {"python": sys.version.split()[0]}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def torch_info() -> dict:
+    """torch version, threads, CUDA version (None on a CPU build) and the GPU's name and memory, if any."""
+    import torch
+
+    info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "cuda": torch.version.cuda,
+            "gpu": None, "gpu_memory_gib": None}
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / 2**30, 1),
+                    cudnn=torch.backends.cudnn.version(), bf16_supported=torch.cuda.is_bf16_supported())
+    return info
+
+
+def machine() -> dict:
+    """What a benchmark ran on: CPU model and kernel flags, torch/GPU, library versions, platform, load."""
+    flags = cpu_flags()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return {"platform": platform.platform(),
+            "cpu": {"model": cpu_name(), "flags": [f for f in KERNEL_FLAGS if f in flags], "cpu_count": os.cpu_count()},
+            **torch_info(), "versions": versions(), "load_avg_1m": None if load is None else round(load, 2)}

@@ -202,7 +202,7 @@ def run(args) -> dict:
 
     from aes.core.params import validate
     from aes.finetune.cv import run_cv, run_lp_cv
-    from aes.ops.machine import machine
+    from aes.core.machine import machine
 
     params["finetune"]["model"] = str((prep_dir / "model").resolve())
     params["finetune"]["device"] = "cpu" if args.cpu else "cuda"

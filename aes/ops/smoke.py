@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from aes.finetune.cv import load_cv
     from aes.finetune.loop import fold_rows
-    from aes.ops.machine import machine
+    from aes.core.machine import machine
 
     if args.threads:
         torch.set_num_threads(args.threads)
