@@ -169,3 +169,12 @@ def test_compare_heads_gives_a_paired_ci_and_refuses_unpaired_files(tmp_path, ca
     with pytest.raises(SystemExit):
         main([str(a), str(tmp_path / "missing.csv"), "--params", str(tmp_path / "none.yaml")])
     assert "missing.csv: predictions file not found" in capsys.readouterr().err
+
+
+def test_weighted_loss_stays_float32_under_bf16_autocast():
+    """The DRO group sums need float32 losses; a matmul inside autocast would hand back bfloat16."""
+    pred, target, group = torch.randn(8, 3), torch.randn(8, 3), torch.tensor([0, 0, 0, 1, 1, 2, 2, 2])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, _ = GroupDRO([3, 2, 3], fold=0, eta=0.5, size_adjustment=0.0, target_weights=[1.0, 2.0, 1.0]).loss(pred, target, None, group, 0.0)
+        essay = Objective([8], fold=0, target_weights=[1.0, 2.0, 1.0]).essay_loss(pred, target)
+    assert loss.dtype == essay.dtype == torch.float32

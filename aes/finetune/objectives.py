@@ -65,7 +65,8 @@ class Objective(nn.Module):
     def essay_loss(self, pred_z, target_z):
         """(B,) weighted mean over targets of each essay's squared errors; pred_z, target_z (B, T) or (B,)."""
         squared = (pred_z.float() - target_z.float()) ** 2
-        return squared.reshape(len(squared), -1) @ self.target_weights
+        # elementwise, not a matmul: autocast would run a matmul in bf16
+        return (squared.reshape(len(squared), -1) * self.target_weights).sum(dim=-1)
 
     def loss(self, pred_z, target_z, pooled, group, progress: float):
         mse = self.essay_loss(pred_z, target_z).mean()
