@@ -150,7 +150,7 @@ def test_cross_validate_is_seeded_and_predicts_every_essay():
         cross_validate(cv.assign(fold=0), features, GBM, seed=7)
 
 
-@pytest.mark.parametrize("strategy", ["multi_output_tree", "one_output_per_tree"])
+@pytest.mark.parametrize("strategy", ["primary_choice", "multi_output_tree", "one_output_per_tree"])
 def test_several_targets_are_one_model_per_fold_predicting_each_in_declared_order(strategy):
     """Overall, Grammar (driven by another feature) and Cohesion (= -Overall): one XGBoost per fold, (n, 3) predictions."""
     cv, features = _cv_frame(n_prompts=12, per_prompt=12)
@@ -162,7 +162,14 @@ def test_several_targets_are_one_model_per_fold_predicting_each_in_declared_orde
     oof, models, choices = cross_validate(cv, features, params, seed=7)
     assert oof.shape == (len(cv), 3) and np.isfinite(oof).all() and len(models) == 3
     assert models[0].predict(features[:5]).shape == (5, 3)
-    assert models[0].get_params()["multi_strategy"] == strategy
+    if strategy == "primary_choice":  # the primary model is the one-target model; the traits reuse its depth and trees
+        one, _, one_choices = cross_validate(cv[["record_id", "prompt", "fold", "grade", "Overall"]], features, params, seed=7)
+        np.testing.assert_array_equal(oof[:, 0], one[:, 0])
+        assert choices == one_choices
+        for model, choice in zip(models, choices):
+            assert model.traits.max_depth == choice["max_depth"] and model.traits.get_booster().num_boosted_rounds() == choice["n_trees"]
+    else:
+        assert models[0].get_params()["multi_strategy"] == strategy
     assert np.corrcoef(oof[:, 0], cv["Overall"])[0, 1] > 0.5
     assert np.corrcoef(oof[:, 1], cv["Grammar"])[0, 1] > 0.5  # each column tracks its own target ...
     assert np.corrcoef(oof[:, 2], cv["Cohesion"])[0, 1] > 0.5  # ... in the declared order

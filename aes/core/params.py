@@ -108,9 +108,9 @@ SCHEMA: dict[str, Any] = {
         "early_stopping_rounds": Int(ge=1),
         "inner_val_fraction": FRACTION,
         "n_jobs": Int(ge=1),
-        # several targets: one tree per round with a leaf value per target (multi_output_tree) or
-        # one tree per target per round (one_output_per_tree, ~T times slower)
-        "multi_strategy": Choice("multi_output_tree", "one_output_per_tree"),
+        # several targets (aes/baseline/gbm.py): the primary's inner choice reused by one traits model
+        # (primary_choice), or one joint model chosen on all targets (vector leaves | a tree per target)
+        "multi_strategy": Choice("primary_choice", "multi_output_tree", "one_output_per_tree"),
         "seeds": SEEDS,
     },
     "linear": {
