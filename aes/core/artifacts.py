@@ -24,7 +24,7 @@ import pandas as pd
 
 from aes.core.errors import AESError
 from aes.core.io import write_json
-from aes.core.metrics import diagnostics, finite_or_none, summarize, summarize_seeds, to_half_band
+from aes.core.metrics import diagnostics, finite_or_none, metric_value, summarize, summarize_seeds, to_half_band
 from aes.core.registry import metrics_path, plots_dir, predictions_path
 
 PREDICTION_COLUMNS = ["record_id", "fold", "seed", "prompt", "grade", "y_true", "y_pred_raw", "y_pred", "residual"]
@@ -124,8 +124,6 @@ def summarize_traits(oof: pd.DataFrame, min_prompt_n: int) -> dict:
         if not values:
             return None, None
         return finite_or_none(float(np.mean(values))), finite_or_none(float(np.std(values, ddof=1))) if len(values) > 1 else 0.0
-
-    from aes.core.metrics import metric_value
 
     out: dict = {}
     for t in traits:
