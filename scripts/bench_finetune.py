@@ -50,7 +50,7 @@ def main() -> None:
         "trunk_s": round(trunk_s, 1), "trunk_essays_per_s": round(len(cv) / trunk_s, 1),
         "fold": args.fold, "n_train": n_train, "n_val": n_val, "fold_s": round(fold_s, 1),
         "train_essays_per_s": round(n_train * ft["epochs"] / fold_s, 1),
-        "fold_qwk": round(float(qwk(cv["y"].to_numpy()[val], result["pred_raw"])), 3),
+        "fold_qwk": round(float(qwk(cv["y"].to_numpy()[val], result["pred_raw"][:, 0])), 3),  # the primary target
         "train_mse_by_epoch": [round(e["train_mse"], 3) for e in result["epochs"]],
         "cpu_count": os.cpu_count(), "machine": platform.platform(), "torch": torch.__version__,
         "load_avg_1m_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],

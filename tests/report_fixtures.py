@@ -21,28 +21,49 @@ FINETUNED_STAGES = tuple(OBJECTIVE_STAGES.values())
 assert set(DEFAULT_NOISE) == set(DEFAULT_SEEDS) == set(MODEL_STAGES) and set(FROZEN_STAGES) < set(MODEL_STAGES)
 
 
-def make_cv_essays(n_prompts: int = 15, per_prompt: int = 40, n_folds: int = 5, seed: int = 0) -> pd.DataFrame:
-    """CV essays without text: record_id, prompt, grade, y (half bands), fold (prompt-grouped)."""
+def make_cv_essays(n_prompts: int = 15, per_prompt: int = 40, n_folds: int = 5, seed: int = 0, traits=()) -> pd.DataFrame:
+    """CV essays without text: record_id, prompt, grade, y (half bands), fold (prompt-grouped).
+
+    traits: names of further targets; then the frame also has Overall (= y) and one column per trait
+    (y plus half-band noise from a generator of its own, so y and the rest stay as without traits).
+    """
     rng = np.random.default_rng(seed)
     rows = []
     for p in range(n_prompts):
         for i in range(per_prompt):
             rows.append({"record_id": f"r{p:02d}{i:04d}", "prompt": f"Prompt {p:02d}", "grade": int(rng.choice([8, 9, 10, 11, 12])),
                          "y": float(np.clip(np.round(rng.normal(3.0, 0.7) * 2) / 2, 1.0, 5.0)), "fold": p % n_folds})
-    return pd.DataFrame(rows)
+    essays = pd.DataFrame(rows)
+    if traits:
+        trait_rng = np.random.default_rng([seed, 23])
+        essays["Overall"] = essays["y"]
+        for t in traits:
+            essays[t] = np.clip(essays["y"] + 0.5 * trait_rng.integers(-1, 2, len(essays)), 1.0, 5.0)
+    return essays
 
 
 def seeded_oof(essays: pd.DataFrame, noise_sd: float, seeds, rng: np.random.Generator, shift=None) -> pd.DataFrame:
-    """Prediction table with one block per seed: y + independent N(0, noise_sd) noise per seed (+ shift (n,))."""
+    """Prediction table with one block per seed: y + independent N(0, noise_sd) noise per seed (+ shift (n,)).
+
+    Essays with trait columns get a prediction per trait too (the trait + noise of the same sd, from a
+    generator of its own, so the primary's draws from ``rng`` stay as without traits).
+    """
+    from aes.data.corpus import declared_targets
+
+    traits = [t for t in declared_targets(essays) if t not in ("y", "Overall")]
+    trait_rng = np.random.default_rng([int(noise_sd * 1000), 29])
     frames = []
     for s in seeds:
         pred = essays["y"].to_numpy() + rng.normal(0.0, noise_sd, len(essays)) + (0 if shift is None else shift)
+        if traits:
+            pred = np.column_stack([pred, *[essays[t].to_numpy() + trait_rng.normal(0.0, noise_sd, len(essays)) for t in traits]])
         frames.append(make_oof_frame(essays, essays["fold"].to_numpy(), pred, seed=s))
     return stack_seeds(frames)
 
 
 def write_fake_workspace(root: Path, noise: dict | None = None, seed: int = 0, stages=None, representations: bool = True,
-                         curves: bool = True, n_prompts: int = 15, per_prompt: int = 40, seeds: dict | None = None) -> pd.DataFrame:
+                         curves: bool = True, n_prompts: int = 15, per_prompt: int = 40, seeds: dict | None = None,
+                         traits=()) -> pd.DataFrame:
     """Write metrics/, data/predictions/, data/prepared/splits.json, data/embeddings/, data/representations/ and dvclive/ under root.
 
     Every stage of ``stages`` (default: all six model stages) gets the artifact contract for its
@@ -52,7 +73,7 @@ def write_fake_workspace(root: Path, noise: dict | None = None, seed: int = 0, s
     root = Path(root)
     noise = {**DEFAULT_NOISE, **(noise or {})}
     seeds = {**DEFAULT_SEEDS, **(seeds or {})}
-    essays = make_cv_essays(n_prompts, per_prompt, seed=seed)
+    essays = make_cv_essays(n_prompts, per_prompt, seed=seed, traits=traits)
     rng = np.random.default_rng(seed + 1)
     n = len(essays)
     for stage in stages or MODEL_STAGES:

@@ -20,10 +20,17 @@ ELLIPSE_COLUMNS = [
     "Grammar", "Conventions", "set",
 ]
 
+TRAITS = ("Cohesion", "Syntax", "Vocabulary", "Phraseology", "Grammar", "Conventions")
+
 
 def make_ellipse_frame(n_prompts: int = 12, per_prompt: int = 10, seed: int = 0, words: tuple[int, int] = (210, 320)) -> pd.DataFrame:
-    """ELLIPSE-shaped rows whose score loosely tracks essay length and vocabulary."""
+    """ELLIPSE-shaped rows whose score loosely tracks essay length and vocabulary.
+
+    Overall drives the vocabulary; each of the six traits is Overall plus its own half-band
+    noise (a second generator, so the texts and Overall stay what they were before traits).
+    """
     rng = np.random.default_rng(seed)
+    trait_rng = np.random.default_rng([seed, 17])
     rows = []
     for p in range(n_prompts):
         for i in range(per_prompt):
@@ -41,8 +48,9 @@ def make_ellipse_frame(n_prompts: int = 12, per_prompt: int = 10, seed: int = 0,
                 num_words=n,
                 set="test",
             )
-            for col in ("Overall", "Cohesion", "Syntax", "Vocabulary", "Phraseology", "Grammar", "Conventions"):
-                row[col] = score
+            row["Overall"] = score
+            for col in TRAITS:
+                row[col] = float(np.clip(score + 0.5 * trait_rng.integers(-1, 2), 1.0, 5.0))
             rows.append(row)
     return pd.DataFrame(rows, columns=ELLIPSE_COLUMNS)
 

@@ -12,7 +12,8 @@ from tests.synthetic import make_ellipse_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "ellipse"
-PREP = {"target": "Overall", "min_words": 200, "max_words": 1000}
+SCORES = ["Overall", "Cohesion", "Syntax", "Vocabulary", "Phraseology", "Grammar", "Conventions"]
+PREP = {"targets": SCORES, "min_words": 200, "max_words": 1000}
 
 
 def _corpus(**kwargs):
@@ -66,7 +67,8 @@ def test_missing_column():
 
 @pytest.mark.parametrize(
     "column,value,reason",
-    [("full_text", "   ", "non-empty full_text"), ("Overall", 3.25, "half-band grid"), ("Overall", 5.5, "half-band grid"), ("Overall", None, "half-band grid")],
+    [("full_text", "   ", "non-empty full_text"), ("Overall", 3.25, "half-band grid"), ("Overall", 5.5, "half-band grid"), ("Overall", None, "half-band grid"),
+     ("Grammar", 3.25, "Grammar on the half-band grid.*; got Grammar=3.25"), ("Cohesion", None, "Cohesion on the half-band grid.*; got Cohesion=an empty cell")],
 )
 def test_bad_rows_named(column, value, reason):
     corpus = _corpus()
@@ -176,3 +178,57 @@ def test_bad_score_is_quoted_as_written(tmp_path, written, shown):
     with pytest.raises(AESError, match="own.csv row 8 ") as err:
         validate_and_clean(corpus, PREP)
     assert shown in str(err.value) and "np.float64" not in str(err.value)
+
+
+def test_prepared_essays_carry_every_target_in_declared_order():
+    corpus = _corpus()
+    order = ["Overall", "Grammar", "Cohesion"]
+    cleaned, _ = validate_and_clean(corpus, PREP | {"targets": order})
+    assert data.declared_targets(cleaned) == order
+    assert (cleaned["y"] == cleaned["Overall"]).all()
+    assert data.target_matrix(cleaned).shape == (len(cleaned), 3)
+    assert (cleaned["Grammar"] != cleaned["Overall"]).any()  # the synthetic traits are not copies of Overall
+
+
+def test_csv_without_traits_works_with_overall_only_and_fails_clearly_with_the_default(tmp_path):
+    """A user CSV with Overall but none of the six traits: `targets: [Overall]` works, the seven-target default names the fix."""
+    frame = make_ellipse_frame().drop(columns=SCORES[1:])
+    path = tmp_path / "own.csv"
+    frame.to_csv(path, index=False)
+    corpus, _ = fetch({"source": "csv", "csv_path": str(path), "local_dir": "", "zip_password": ""})
+    cleaned, _ = validate_and_clean(corpus, PREP | {"targets": ["Overall"]})
+    assert data.declared_targets(cleaned) == ["Overall"] and len(cleaned) == len(frame)
+    with pytest.raises(AESError, match=r"own.csv: missing column\(s\) \['Cohesion', .*'Conventions'\].*prepare.targets.*targets: \[Overall\]"):
+        validate_and_clean(corpus, PREP)
+
+
+@pytest.mark.parametrize(
+    "old,new,message",
+    [
+        ("Phraseology, Grammar, Conventions]", "Phraseology, Grammar, Grammar]", "key 'prepare.targets' repeats 'Grammar'"),
+        ("Phraseology, Grammar, Conventions]", "Phraseology, Grammar, Spelling]",
+         r"key 'prepare.targets' has unknown item 'Spelling'.*known: Overall, Cohesion"),
+        ("Phraseology, Grammar, Conventions]", "Phraseology, Grammar, Convention]", r"did you mean 'Conventions'\?"),
+        ("target_weights: [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]", "target_weights: [1.0, 1.0]",
+         r"'finetune.target_weights' has 2 weight\(s\) but key 'prepare.targets' lists 7 target\(s\)"),
+        ("target_weights: [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]", "target_weights: [0, 0, 0, 0, 0, 0, 0]",
+         "'finetune.target_weights' must be >= 0 with at least one weight > 0"),
+        ("target_weights: [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]", "target_weights: [1, one, 1, 1, 1, 1, 1]",
+         "'finetune.target_weights' must be a list of float"),
+    ],
+)
+def test_bad_targets_and_weights_are_named(tmp_path, old, new, message):
+    text = (ROOT / "params.yaml").read_text()
+    assert old in text, f"params.yaml no longer contains {old!r}: update this test"
+    (tmp_path / "p.yaml").write_text(text.replace(old, new, 1))
+    with pytest.raises(AESError, match=message):
+        load_params(tmp_path / "p.yaml")
+
+
+def test_overall_only_params_load(tmp_path):
+    text = (ROOT / "params.yaml").read_text()
+    text = text.replace("targets: [Overall, Cohesion, Syntax, Vocabulary, Phraseology, Grammar, Conventions]", "targets: [Overall]")
+    text = text.replace("target_weights: [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]", "target_weights: [1]")
+    (tmp_path / "p.yaml").write_text(text)
+    params = load_params(tmp_path / "p.yaml")
+    assert params["prepare"]["targets"] == ["Overall"] and params["finetune"]["target_weights"] == [1.0]

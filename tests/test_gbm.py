@@ -146,14 +146,41 @@ def test_cross_validate_is_seeded_and_predicts_every_essay():
         assert choice["max_depth"] in GBM["max_depth"] and model.max_depth == choice["max_depth"]
         assert 1 <= best_iteration(model) == choice["n_trees"] <= GBM["n_estimators"]
     # column 1 carries the signal: out-of-fold predictions must track y
-    assert np.corrcoef(oof, cv["y"])[0, 1] > 0.5
+    assert oof.shape == (len(cv), 1)  # a hand-made frame with only y: one target
+    assert np.corrcoef(oof[:, 0], cv["y"])[0, 1] > 0.5
     # another seed subsamples other rows and columns (and another inner split): other predictions
     other, _, _ = cross_validate(cv, features, GBM, seed=8)
-    assert not np.array_equal(oof, other) and np.corrcoef(other, cv["y"])[0, 1] > 0.5
+    assert not np.array_equal(oof, other) and np.corrcoef(other[:, 0], cv["y"])[0, 1] > 0.5
     with pytest.raises(AESError, match="feature rows for"):
         cross_validate(cv, features[:-1], GBM, seed=7)
     with pytest.raises(AESError, match="at least 2 CV folds"):
         cross_validate(cv.assign(fold=0), features, GBM, seed=7)
+
+
+@pytest.mark.parametrize("strategy", ["primary_choice", "multi_output_tree", "one_output_per_tree"])
+def test_several_targets_are_one_model_per_fold_predicting_each_in_declared_order(strategy):
+    """Overall, Grammar (driven by another feature) and Cohesion (= -Overall): one XGBoost per fold, (n, 3) predictions."""
+    cv, features = _cv_frame(n_prompts=12, per_prompt=12)
+    rng = np.random.default_rng(4)
+    grammar = np.clip(np.round((3 + features[:, 2]) * 2) / 2, 1, 5)
+    features[:, 2] += rng.normal(0, 0.1, len(cv))
+    cv = cv.assign(Overall=cv["y"], Grammar=grammar, Cohesion=6.0 - cv["y"])
+    params = GBM | {"multi_strategy": strategy, "n_estimators": 80}
+    oof, models, choices = cross_validate(cv, features, params, seed=7)
+    assert oof.shape == (len(cv), 3) and np.isfinite(oof).all() and len(models) == 3
+    assert models[0].predict(features[:5]).shape == (5, 3)
+    if strategy == "primary_choice":  # the primary model is the one-target model; the traits reuse its depth and trees
+        one, _, one_choices = cross_validate(cv[["record_id", "prompt", "fold", "grade", "Overall"]], features, params, seed=7)
+        np.testing.assert_array_equal(oof[:, 0], one[:, 0])
+        assert choices == one_choices
+        for model, choice in zip(models, choices):
+            assert model.traits.max_depth == choice["max_depth"] and model.traits.get_booster().num_boosted_rounds() == choice["n_trees"]
+    else:
+        assert models[0].get_params()["multi_strategy"] == strategy
+    assert np.corrcoef(oof[:, 0], cv["Overall"])[0, 1] > 0.5
+    assert np.corrcoef(oof[:, 1], cv["Grammar"])[0, 1] > 0.5  # each column tracks its own target ...
+    assert np.corrcoef(oof[:, 2], cv["Cohesion"])[0, 1] > 0.5  # ... in the declared order
+    assert abs(np.corrcoef(oof[:, 1], cv["Overall"])[0, 1]) < 0.5
 
 
 def test_save_models_writes_one_file_per_seed_and_fold(tmp_path):
@@ -214,7 +241,8 @@ def test_gbm_cv_stage_writes_the_contract_files(workspace):
     root, cv, _ = workspace
     n_features = 32 + len(FEATURE_GROUPS["length"]) + len(FEATURE_GROUPS["lexical"])
     oof = pd.read_csv(root / "data" / "predictions" / "gbm_cv.csv", dtype={"record_id": str})
-    assert list(oof.columns) == PREDICTION_COLUMNS
+    traits = ["Cohesion", "Syntax", "Vocabulary", "Phraseology", "Grammar", "Conventions"]
+    assert list(oof.columns) == PREDICTION_COLUMNS + [f"y_{kind}_{t}" for t in traits for kind in ("true", "pred_raw")]
     assert oof["seed"].tolist() == [3] * len(cv) + [5] * len(cv)  # one row per essay and seed, seed-major
     for _, per_seed in oof.groupby("seed"):
         assert per_seed["record_id"].tolist() == cv["record_id"].tolist()
@@ -224,6 +252,9 @@ def test_gbm_cv_stage_writes_the_contract_files(workspace):
     assert {"qwk", "rmse", "mae", "within_half_band", "n", "runtime_s", "seed_sd", "seeds"} <= set(metrics)
     assert metrics["n"]["essays"] == len(cv) and metrics["n"]["seeds"] == 2 and set(metrics["seeds"]) == {"3", "5"}
     assert metrics["rmse"] == pytest.approx(np.mean([metrics["seeds"][s]["rmse"] for s in ("3", "5")]), abs=1e-5)
+    assert list(metrics["traits"]) == [*traits, "mean_qwk_pooled", "mean_qwk_pooled_sd"]
+    assert set(metrics["traits"]["Grammar"]) == {"qwk_pooled", "qwk_pooled_sd", "qwk_worst_quarter", "qwk_worst_quarter_sd", "rmse", "rmse_sd"}
+    assert metrics["traits"]["mean_qwk_pooled"] == pytest.approx(np.mean([metrics["traits"][t]["qwk_pooled"] for t in traits]), abs=1e-5)
     assert metrics["n_features"] == n_features and metrics["features"] == ["embeddings", "length", "lexical"]
     assert set(metrics["choices"]) == {"3", "5"} and all(set(c) == {"0", "1", "2"} for c in metrics["choices"].values())
     assert all(c["max_depth"] in (1, 2) for seed in metrics["choices"].values() for c in seed.values())

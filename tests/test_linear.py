@@ -31,8 +31,9 @@ def test_probe_recovers_a_known_linear_signal():
 def test_cross_validation_predicts_each_fold_from_the_others():
     x, y, _, frame = _synthetic(noise=0.5)
     oof, fits = cross_validate(frame, x, alphas=[0.1, 10.0], inner_folds=3)
+    assert oof.shape == (len(frame), 1)  # a hand-made frame with only y: one target
     assert sorted(fits) == [0, 1, 2] and np.isfinite(oof).all()
-    assert np.corrcoef(oof, y)[0, 1] > 0.95
+    assert np.corrcoef(oof[:, 0], y)[0, 1] > 0.95
     val = frame["fold"].to_numpy() == 1
     np.testing.assert_allclose(oof[val], fits[1].predict(x[val]))
     # Changing fold 1's scores cannot change fold 1's probe (its penalty and weights see only folds 0 and 2).
@@ -68,3 +69,20 @@ def test_constant_columns_get_zero_weight_not_a_huge_one():
     assert np.abs(fit.weight).max() < 100
     pred32 = x.astype(np.float32) @ fit.weight.astype(np.float32) + np.float32(fit.bias)
     np.testing.assert_allclose(pred32, fit.predict(x), atol=1e-3)
+
+
+def test_multi_output_probe_predicts_every_target_in_order_with_its_own_penalty():
+    """Three declared targets: one column each, in declared order; each target's fit and penalty equal a one-target fit."""
+    x, y, _, frame = _synthetic(noise=0.5)
+    rng = np.random.default_rng(5)
+    noisy = rng.normal(3.0, 1.0, len(y))  # unrelated to the features: wants the strong penalty
+    frame = frame.assign(Overall=y, Grammar=noisy, Cohesion=-y)
+    oof, fits = cross_validate(frame, x, alphas=[0.01, 1000.0], inner_folds=3)
+    assert oof.shape == (len(frame), 3)
+    for j, target in enumerate(["Overall", "Grammar", "Cohesion"]):
+        one, one_fits = cross_validate(frame[["prompt", "fold", target]], x, alphas=[0.01, 1000.0], inner_folds=3)
+        np.testing.assert_allclose(oof[:, j], one[:, 0], atol=1e-8)
+        assert [f.alpha[j] for f in fits.values()] == [f.alpha[0] for f in one_fits.values()]
+    assert fits[0].alpha[0] == 0.01 and fits[0].alpha[1] == 1000.0
+    back = fits_from_json(fits_to_json(fits), "probes.json")
+    np.testing.assert_allclose(back[1].predict(x), fits[1].predict(x))

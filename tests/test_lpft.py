@@ -35,10 +35,12 @@ def _trainer(params, **finetune):
 def test_the_fine_tune_starts_from_the_probe_head(lp_repo):
     _, params, cv, probes, frozen = lp_repo
     trainer = _trainer(params)
-    probe, mean, std = probes[0], 3.0, 0.5
+    probe = probes[0]
+    assert probe.weight.shape[1] == 7  # one probe output per declared target
+    mean, std = np.linspace(2.5, 3.5, 7), np.linspace(0.4, 0.7, 7)
     model = trainer.start_model(probe, mean, std)
-    np.testing.assert_allclose(model.head.weight.detach().numpy()[0], probe.weight / std, rtol=1e-5, atol=1e-7)
-    assert model.head.bias.item() == pytest.approx((probe.bias - mean) / std, rel=1e-5)
+    np.testing.assert_allclose(model.head.weight.detach().numpy(), (probe.weight / std).T, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(model.head.bias.detach().numpy(), (probe.bias - mean) / std, rtol=1e-5, atol=1e-6)
     # Step 0 predicts what the probe predicts on the same (pretrained) pooled features.
     data = trainer.prepare(cv["text"].tolist(), frozen)
     rows = np.arange(len(cv))
@@ -55,6 +57,7 @@ def test_train_fold_uses_the_probe_head(lp_repo):
     data = trainer.prepare(cv["text"].tolist(), frozen)
     val = (cv["fold"] == 1).to_numpy()
     result = trainer.train_fold(cv, data, 1, seed=1, init_head=probes[1])
+    assert result["pred_raw"].shape == (val.sum(), 7) and result["targets"] == ["Overall", "Cohesion", "Syntax", "Vocabulary", "Phraseology", "Grammar", "Conventions"]
     np.testing.assert_allclose(result["pred_raw"], probes[1].predict(frozen.pooled[val]), atol=5e-2)
     plain = trainer.train_fold(cv, data, 1, seed=1, init_head=None)
     assert np.abs(plain["pred_raw"] - result["pred_raw"]).max() > 1e-3  # a random head predicts something else

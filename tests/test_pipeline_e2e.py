@@ -14,6 +14,8 @@ from tests.synthetic import write_ellipse_csv
 from tests.tiny_pipeline import make_pipeline_repo, run
 from tests.yamlio import load_yaml
 
+TRAITS = ["Cohesion", "Syntax", "Vocabulary", "Phraseology", "Grammar", "Conventions"]
+
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory, tiny_encoder):
@@ -36,7 +38,10 @@ def test_every_stage_writes_the_contract(repo):
         for name in ("by_prompt", "by_grade", "by_band"):
             assert (root / "plots" / stage / f"{name}.csv").exists()
         assert metrics["n"]["seeds"] == (1 if stage == "linear_cv" or stage == "lp_cv" else 2)
+        assert list(metrics["traits"]) == [*TRAITS, "mean_qwk_pooled", "mean_qwk_pooled_sd"]  # params.yaml's seven targets
     report = json.loads((root / "metrics" / "report.json").read_text())
+    assert set(report["traits"]) == set(MODEL_STAGES) and report["targets"] == ["Overall", *TRAITS]
+    assert "mean trait QWK" in (root / "reports" / "decision.md").read_text()
     assert report["decision"] and report["q1"]["verdict"] in ("better", "not better", "inconclusive")
     assert set(report["q2"]) == {"grl", "dro"}
     assert not run(["git", "status", "--porcelain", "README.md"], root).stdout  # no stage writes outside dvc.yaml
@@ -100,6 +105,17 @@ def test_objective_switch_reruns_report_only(repo):
     assert any(key.startswith("candidate.") for key in diff.get("metrics/report.json", {}))
 
 
+def test_gbm_strategy_switch_shows_trait_changes_in_metrics_diff(repo):
+    """One tree per target instead of vector leaves: gbm_cv and report re-run, and `dvc metrics diff` shows the traits move."""
+    root, _ = repo
+    out = run(["dvc", "exp", "run", "-S", "gbm.multi_strategy=one_output_per_tree"], root)
+    ran = [line for line in out.stdout.splitlines() if line.startswith("Running stage")]
+    assert ran == ["Running stage 'gbm_cv':", "Running stage 'report':"]
+    diff = json.loads(run(["dvc", "metrics", "diff", "--json"], root).stdout)
+    assert any(key.startswith("traits.") for key in diff.get("metrics/gbm_cv.json", {})), diff.get("metrics/gbm_cv.json")
+    assert any(key.startswith("traits.gbm_cv.") for key in diff.get("metrics/report.json", {}))
+
+
 def test_locked_test_scored_only_when_unfrozen(repo):
     """final_test is frozen: no repro touches it; unfrozen, the README's command scores the locked test once."""
     root, _ = repo
@@ -117,4 +133,5 @@ def test_locked_test_scored_only_when_unfrozen(repo):
     assert final["test"]["n"]["essays"] == splits["test"]["n_essays"] > 0
     assert final["n_train"] == sum(len(fold["val_record_ids"]) for fold in splits["folds"])
     assert -1.0 <= final["test"]["qwk"]["pooled"] <= 1.0
+    assert list(final["traits"]) == TRAITS and all(-1.0 <= t["qwk_pooled"] <= 1.0 for t in final["traits"].values())
     assert final["model"] in MODEL_STAGES

@@ -575,7 +575,9 @@ def test_final_test_candidate_fine_tunes_on_cv_and_never_uses_test_scores(tmp_pa
     # Rewrite every locked-test score: the trained models (and so their predictions' RMSE vs the
     # ORIGINAL scores) must be unchanged, i.e. the test scores never reached training.
     test_ids = set(splits["test"]["record_ids"])
-    flipped = essays.assign(y=np.where(essays["record_id"].isin(test_ids), 6.0 - essays["y"], essays["y"]))
+    in_test = essays["record_id"].isin(test_ids)
+    scores = ["y", "Overall", "Cohesion", "Syntax", "Vocabulary", "Phraseology", "Grammar", "Conventions"]  # every target too
+    flipped = essays.assign(**{c: np.where(in_test, 6.0 - essays[c], essays[c]) for c in scores})
     captured = {}
 
     def capture(choice, train, test, params):
@@ -584,7 +586,10 @@ def test_final_test_candidate_fine_tunes_on_cv_and_never_uses_test_scores(tmp_pa
 
     run_final_test(p, flipped, splits, report, tmp_path / "final_b.json", fit_predict=capture)
     original_test = essays[essays["record_id"].isin(test_ids)]
-    assert captured["pred"].shape == (2, len(original_test))  # one row per seed
+    assert captured["pred"].shape == (2, len(original_test), 7)  # one row per seed, one column per target
     assert np.abs(captured["pred"][0] - captured["pred"][1]).max() > 1e-4  # the seeds train different models
     for pred, scored in zip(captured["pred"], first["test_per_seed"]):
-        assert rmse(original_test["y"], pred) == pytest.approx(scored["rmse"], abs=1e-6)
+        assert rmse(original_test["y"], pred[:, 0]) == pytest.approx(scored["rmse"], abs=1e-6)
+    assert list(first["traits"]) == scores[2:]
+    assert first["traits"]["Grammar"]["rmse"] == pytest.approx(
+        np.mean([rmse(original_test["Grammar"], pred[:, 5]) for pred in captured["pred"]]), abs=1e-6)

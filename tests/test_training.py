@@ -26,6 +26,9 @@ from aes.finetune.loop import Trainer, make_accelerator
 from aes.finetune.objectives import Objective
 from tests.training_fixtures import ROOT, make_training_repo, one_torch_thread
 
+TRAITS = ["Cohesion", "Syntax", "Vocabulary", "Phraseology", "Grammar", "Conventions"]
+CONTRACT_COLUMNS = PREDICTION_COLUMNS + [f"y_{kind}_{t}" for t in TRAITS for kind in ("true", "pred_raw")]  # params.yaml's seven targets
+
 
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
@@ -73,11 +76,13 @@ def test_lp_cv_writes_the_frozen_pass_the_probes_and_the_contract(repo):
     probes = fits_from_json(json.loads((root / "models/lp_cv/probes.json").read_text()), "probes.json")
     assert sorted(probes) == [0, 1, 2] and all(len(p.weight) == 32 for p in probes.values())
     oof = pd.read_csv(root / "data/predictions/lp_cv.csv", dtype={"record_id": str})
-    assert list(oof.columns) == PREDICTION_COLUMNS and oof["record_id"].tolist() == cv["record_id"].tolist()
+    assert list(oof.columns) == CONTRACT_COLUMNS and oof["record_id"].tolist() == cv["record_id"].tolist()
     assert (oof["seed"] == 0).all()  # a deterministic model: one seed
     for k, probe in probes.items():  # each fold is predicted by its own probe on the pretrained pooled features
         val = (cv["fold"] == k).to_numpy()
-        np.testing.assert_allclose(oof.loc[val, "y_pred_raw"], probe.predict(frozen.pooled[val]), atol=1e-5)
+        pred = probe.predict(frozen.pooled[val])  # (n_val, 7): one column per target, declared order
+        np.testing.assert_allclose(oof.loc[val, "y_pred_raw"], pred[:, 0], atol=1e-5)
+        np.testing.assert_allclose(oof.loc[val, [f"y_pred_raw_{t}" for t in TRAITS]], pred[:, 1:], atol=1e-5)
     metrics = json.loads((root / "metrics/lp_cv.json").read_text())
     assert metrics["n"]["seeds"] == 1 and metrics["max_length"] == 64 and set(metrics["alpha"]) == {"0", "1", "2"}
 
@@ -100,7 +105,8 @@ def test_stage_writes_the_contract_and_is_bit_identical_on_rerun(repo, tmp_path)
 
     cv = _cv(root)
     oof = pd.read_csv(root / "data/predictions/grl_cv.csv", dtype={"record_id": str})
-    assert list(oof.columns) == PREDICTION_COLUMNS and oof["seed"].tolist() == [7] * len(cv) + [8] * len(cv)
+    assert list(oof.columns) == CONTRACT_COLUMNS and oof["seed"].tolist() == [7] * len(cv) + [8] * len(cv)
+    assert set(metrics["traits"]) == {*TRAITS, "mean_qwk_pooled", "mean_qwk_pooled_sd"}
     for _, per_seed in oof.groupby("seed"):
         assert per_seed["record_id"].tolist() == cv["record_id"].tolist() and per_seed["fold"].tolist() == cv["fold"].tolist()
         assert np.isfinite(per_seed["y_pred_raw"]).all() and per_seed["y_pred_raw"].std() > 0

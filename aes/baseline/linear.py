@@ -5,9 +5,11 @@ scores unseen prompts as well as the fine-tuned model, fine-tuning bought nothin
 ``linear_cv`` (on the ``embed`` stage's embeddings) and by stage ``lp_cv`` (on the pooled output
 of the fine-tune's own frozen encoder, as the linear-probe phase of LP-FT).
 
-Per CV fold the penalty is chosen by ``GridSearchCV`` over ``linear.alphas`` with
-``GroupKFold`` on the fold's TRAINING essays grouped by prompt, so it is chosen on prompts the
-candidate model did not fit, and the validation fold is only ever predicted.
+Several targets (the declared ``prepare.targets``) are one multi-output ridge: every target gets
+its own penalty, chosen by ``GridSearchCV`` over ``linear.alphas`` with ``GroupKFold`` on the
+fold's TRAINING essays grouped by prompt (one scorer per target), so it is chosen on prompts the
+candidate model did not fit, and the validation fold is only ever predicted. A target's fit does
+not depend on the other targets (ridge solves each output on its own).
 """
 
 from __future__ import annotations
@@ -26,22 +28,34 @@ CONSTANT_SD = 1e-6  # a column whose sd is below this share of the median column
 class RidgeFit:
     """A fitted probe: ``y ~= features @ weight + bias`` in score units.
 
-    weight: (d,) float64 on the RAW (unstandardised) features; bias: float; alpha: the chosen
-    penalty; inner_rmse: {alpha: mean inner-fold RMSE}.
+    One target: weight (d,) float64 on the RAW (unstandardised) features, bias and alpha floats,
+    inner_rmse {alpha: mean inner-fold RMSE}. T targets: weight (d, T), bias (T,) array, alpha a
+    list of T penalties (one per target), inner_rmse {alpha: [T RMSEs]}.
     """
 
     weight: np.ndarray
-    bias: float
-    alpha: float
+    bias: float | np.ndarray
+    alpha: float | list
     inner_rmse: dict
 
     def predict(self, features: np.ndarray) -> np.ndarray:
-        """(n,) predictions in score units for features (n, d)."""
+        """(n,) or (n, T) predictions in score units for features (n, d)."""
         return np.asarray(features, dtype=np.float64) @ self.weight + self.bias
 
 
+def _target_rmse(j: int):
+    """A scorer (negative RMSE, higher is better) of output ``j`` of a one- or multi-output model."""
+    from sklearn.metrics import make_scorer, root_mean_squared_error
+
+    def score(y_true, y_pred):
+        return root_mean_squared_error(np.reshape(y_true, (len(y_true), -1))[:, j], np.reshape(y_pred, (len(y_pred), -1))[:, j])
+
+    return make_scorer(score, greater_is_better=False)
+
+
 def fit_ridge(features: np.ndarray, y: np.ndarray, groups: np.ndarray, alphas, inner_folds: int) -> RidgeFit:
-    """Fit StandardScaler + Ridge on (n, d) features and (n,) scores, alpha chosen by prompt-grouped CV.
+    """Fit StandardScaler + Ridge on (n, d) features and (n,) or (n, T) scores, one alpha per target
+    chosen by prompt-grouped CV (lowest mean inner-fold RMSE of that target).
 
     groups: (n,) prompt (or topic) of each essay; inner folds never split a group.
     """
@@ -51,6 +65,7 @@ def fit_ridge(features: np.ndarray, y: np.ndarray, groups: np.ndarray, alphas, i
     from sklearn.preprocessing import StandardScaler
 
     features, y = np.asarray(features, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    n_targets = 1 if y.ndim == 1 else y.shape[1]
     # Near-constant columns (MiniLM has three, sd ~1e-10) would get weights ~1e30 once the
     # standardisation is undone, and a float32/bf16 head could not cancel them: leave them out.
     sd = features.std(axis=0)
@@ -58,32 +73,43 @@ def fit_ridge(features: np.ndarray, y: np.ndarray, groups: np.ndarray, alphas, i
     n_groups = len(np.unique(groups))
     if n_groups < 2:
         raise AESError(f"linear probe: the training essays come from {n_groups} prompt(s); inner prompt-grouped folds need at least 2")
+    # One search scores every target at every penalty (a multi-output ridge per candidate and inner
+    # fold); each target then takes its own best penalty (the first of equals, in linear.alphas order).
     search = GridSearchCV(
         make_pipeline(StandardScaler(), Ridge()),
         {"ridge__alpha": [float(a) for a in alphas]},
         cv=GroupKFold(n_splits=min(inner_folds, n_groups)),
-        scoring="neg_root_mean_squared_error",
-        refit=True,
+        scoring={str(j): _target_rmse(j) for j in range(n_targets)},
+        refit=False,
     )
     search.fit(features[:, keep], y, groups=groups)
-    scaler, ridge = search.best_estimator_[0], search.best_estimator_[-1]
-    weight = np.zeros(features.shape[1])
-    weight[keep] = ridge.coef_ / scaler.scale_  # undo the standardisation: one linear map on the raw features
-    bias = float(ridge.intercept_ - weight[keep] @ scaler.mean_)
-    inner = {float(a): float(-s) for a, s in zip(search.cv_results_["param_ridge__alpha"], search.cv_results_["mean_test_score"])}
-    return RidgeFit(weight, bias, float(search.best_params_["ridge__alpha"]), inner)
+    candidates = [float(a) for a in search.cv_results_["param_ridge__alpha"]]
+    scores = np.column_stack([search.cv_results_[f"mean_test_{j}"] for j in range(n_targets)])  # (A, T) negative RMSE
+    chosen = [candidates[int(i)] for i in np.argmax(scores, axis=0)]
+    model = make_pipeline(StandardScaler(), Ridge(alpha=np.array(chosen) if n_targets > 1 else chosen[0]))
+    model.fit(features[:, keep], y)
+    scaler, ridge = model[0], model[-1]
+    weight = np.zeros((features.shape[1], n_targets))
+    weight[keep] = (ridge.coef_.reshape(n_targets, -1) / scaler.scale_).T  # undo the standardisation: one linear map on the raw features
+    bias = np.reshape(ridge.intercept_, -1) - weight[keep].T @ scaler.mean_
+    if y.ndim == 1:
+        return RidgeFit(weight[:, 0], float(bias[0]), chosen[0], {a: float(-s[0]) for a, s in zip(candidates, scores)})
+    return RidgeFit(weight, bias, chosen, {a: [float(-v) for v in s] for a, s in zip(candidates, scores)})
 
 
 def cross_validate(cv: pd.DataFrame, features: np.ndarray, alphas, inner_folds: int) -> tuple[np.ndarray, dict[int, RidgeFit]]:
-    """Out-of-fold predictions (n,) and the probe of each fold {fold: RidgeFit}.
+    """Out-of-fold predictions (n, T) of every declared target and the probe of each fold {fold: RidgeFit}.
 
-    cv: n rows with columns prompt, y, fold; features: (n, d) row-aligned with cv.
+    cv: n rows with columns prompt, fold and the target columns (:func:`aes.data.corpus.declared_targets`);
+    features: (n, d) row-aligned with cv.
     """
+    from aes.data.corpus import target_matrix
+
     if len(features) != len(cv):
         raise AESError(f"{len(features)} feature rows for {len(cv)} CV essays")
     fold_of = cv["fold"].to_numpy()
-    y, groups = cv["y"].to_numpy(dtype=float), cv["prompt"].astype(str).to_numpy()
-    oof, fits = np.full(len(cv), np.nan), {}
+    y, groups = target_matrix(cv), cv["prompt"].astype(str).to_numpy()
+    oof, fits = np.full(y.shape, np.nan), {}
     for k in sorted(np.unique(fold_of)):
         train, val = fold_of != k, fold_of == k
         fits[int(k)] = fit_ridge(features[train], y[train], groups[train], alphas, inner_folds)
@@ -92,9 +118,12 @@ def cross_validate(cv: pd.DataFrame, features: np.ndarray, alphas, inner_folds: 
 
 
 def fits_to_json(fits: dict[int, RidgeFit]) -> dict:
-    """{fold: {alpha, bias, inner_rmse, weight list}}: the probes as a JSON document (models/<stage>/)."""
-    return {str(k): {"alpha": f.alpha, "bias": f.bias, "inner_rmse": {f"{a:g}": r for a, r in f.inner_rmse.items()},
-                     "weight": [float(w) for w in f.weight]} for k, f in sorted(fits.items())}
+    """{fold: {alpha, bias, inner_rmse, weight}}: the probes as a JSON document (models/<stage>/).
+
+    weight is a list of d numbers (one target) or of d lists of T numbers; alpha and bias a number or T numbers.
+    """
+    return {str(k): {"alpha": f.alpha, "bias": np.asarray(f.bias).tolist(), "inner_rmse": {f"{a:g}": r for a, r in f.inner_rmse.items()},
+                     "weight": np.asarray(f.weight, dtype=float).tolist()} for k, f in sorted(fits.items())}
 
 
 def fits_from_json(doc: dict, source: str) -> dict[int, RidgeFit]:
@@ -102,7 +131,9 @@ def fits_from_json(doc: dict, source: str) -> dict[int, RidgeFit]:
     fits = {}
     for k, entry in doc.items():
         try:
-            fits[int(k)] = RidgeFit(np.asarray(entry["weight"], dtype=np.float64), float(entry["bias"]), float(entry["alpha"]),
+            bias = np.asarray(entry["bias"], dtype=np.float64)
+            fits[int(k)] = RidgeFit(np.asarray(entry["weight"], dtype=np.float64), float(bias) if bias.ndim == 0 else bias,
+                                    float(entry["alpha"]) if np.ndim(entry["alpha"]) == 0 else [float(a) for a in entry["alpha"]],
                                     {float(a): r for a, r in entry.get("inner_rmse", {}).items()})
         except (KeyError, TypeError, ValueError) as err:
             raise AESError(f"{source}: fold '{k}' is not a probe (needs weight, bias, alpha): {err}") from None

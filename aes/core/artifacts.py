@@ -3,12 +3,15 @@
 For a stage named ``<stage>``:
 
 - ``data/predictions/<stage>.csv``: out-of-fold predictions, one row per CV essay and training
-  seed, columns ``PREDICTION_COLUMNS`` (a DVC out: derived from essays, never committed); a
-  deterministic model has one seed;
-- ``metrics/<stage>.json``: :func:`aes.core.metrics.summarize_seeds` (every headline metric is the
-  mean over seeds, with ``seed_sd`` and per-seed values) plus ``runtime_s`` (committed);
-- ``plots/<stage>/by_prompt.csv``, ``by_grade.csv``, ``by_band.csv``: residual diagnostics, each
-  number the mean over seeds (aggregates, committed as DVC plot data).
+  seed, columns ``PREDICTION_COLUMNS`` for the primary target (``prepare.targets[0]``) and
+  ``y_true_<trait>``, ``y_pred_raw_<trait>`` for every further target, in declared order (a DVC
+  out: derived from essays, never committed); a deterministic model has one seed;
+- ``metrics/<stage>.json``: :func:`aes.core.metrics.summarize_seeds` of the primary target (every
+  headline metric is the mean over seeds, with ``seed_sd`` and per-seed values), ``traits``
+  (:func:`summarize_traits`: per further target pooled QWK, worst-quarter QWK and RMSE, seed mean
+  and sd, and their mean trait QWK) plus ``runtime_s`` (committed);
+- ``plots/<stage>/by_prompt.csv``, ``by_grade.csv``, ``by_band.csv``: residual diagnostics of the
+  primary target, each number the mean over seeds (aggregates, committed as DVC plot data).
 """
 
 from __future__ import annotations
@@ -21,23 +24,54 @@ import pandas as pd
 
 from aes.core.errors import AESError
 from aes.core.io import write_json
-from aes.core.metrics import diagnostics, summarize_seeds, to_half_band
+from aes.core.metrics import diagnostics, finite_or_none, metric_value, summarize, summarize_seeds, to_half_band
 from aes.core.registry import metrics_path, plots_dir, predictions_path
 
 PREDICTION_COLUMNS = ["record_id", "fold", "seed", "prompt", "grade", "y_true", "y_pred_raw", "y_pred", "residual"]
 DIAGNOSTIC_GROUPS = {"by_prompt": "prompt", "by_grade": "grade", "by_band": "y_true"}
+TRUE_PREFIX, PRED_PREFIX = "y_true_", "y_pred_raw_"  # + trait name: the columns of a further target
+TRAIT_METRICS = {"qwk_pooled": "qwk.pooled", "qwk_worst_quarter": "qwk.worst_quarter", "rmse": "rmse"}  # traits.<t>.<key> <- summarize key
+
+
+def trait_names(oof: pd.DataFrame) -> list[str]:
+    """The further targets (traits) of a prediction table, in declared order (empty for a one-target model)."""
+    return [c[len(PRED_PREFIX):] for c in oof.columns if c.startswith(PRED_PREFIX)]
+
+
+def target_view(oof: pd.DataFrame, target: str | None) -> pd.DataFrame:
+    """The prediction table with ``target``'s truth and prediction in y_true / y_pred_raw (None: the primary, as is).
+
+    Lets every primary-target tool (metrics, bootstrap) score a trait unchanged.
+    """
+    if target is None:
+        return oof
+    if PRED_PREFIX + target not in oof.columns:
+        raise AESError(f"no predictions for target {target!r}; this table has the primary target and {trait_names(oof) or 'no traits'}")
+    view = oof.assign(y_true=oof[TRUE_PREFIX + target], y_pred_raw=oof[PRED_PREFIX + target])
+    view["y_pred"] = to_half_band(view["y_pred_raw"])
+    view["residual"] = view["y_pred_raw"] - view["y_true"]
+    return view
 
 
 def make_oof_frame(essays: pd.DataFrame, fold: np.ndarray, y_pred_raw: np.ndarray, seed: int = 0) -> pd.DataFrame:
-    """Build the prediction table of one seed from the CV essays (record_id, prompt, grade, y) and predictions.
+    """Build the prediction table of one seed from the CV essays and one model's predictions.
 
-    essays: n rows with columns record_id, prompt, grade, y. fold: (n,) int. y_pred_raw: (n,) float.
+    essays: n rows with columns record_id, prompt, grade, y (the primary score) and one column per
+    target (:func:`aes.data.corpus.declared_targets`). fold: (n,) int. y_pred_raw: (n,) for the
+    primary target alone or (n, T) for every declared target, in declared order (score units).
     seed: the training seed that produced them (stack several with :func:`stack_seeds`).
     """
+    from aes.data.corpus import declared_targets
+
     y_pred_raw = np.asarray(y_pred_raw, dtype=float)
+    targets = declared_targets(essays)
+    if y_pred_raw.ndim == 2 and y_pred_raw.shape[1] != len(targets):
+        raise AESError(f"{y_pred_raw.shape[1]} predictions per essay for {len(targets)} targets {targets}")
     if not np.all(np.isfinite(y_pred_raw)):
-        bad = essays["record_id"].to_numpy()[~np.isfinite(y_pred_raw)][:5]
+        rows = ~np.isfinite(y_pred_raw) if y_pred_raw.ndim == 1 else ~np.isfinite(y_pred_raw).all(axis=1)
+        bad = essays["record_id"].to_numpy()[rows][:5]
         raise AESError(f"non-finite predictions for records {list(bad)} (model diverged?)")
+    pred = y_pred_raw.reshape(len(essays), -1)
     oof = pd.DataFrame(
         {
             "record_id": essays["record_id"].to_numpy(),
@@ -46,12 +80,16 @@ def make_oof_frame(essays: pd.DataFrame, fold: np.ndarray, y_pred_raw: np.ndarra
             "prompt": essays["prompt"].to_numpy(),
             "grade": essays["grade"].to_numpy(),
             "y_true": essays["y"].to_numpy(dtype=float),
-            "y_pred_raw": y_pred_raw,
+            "y_pred_raw": pred[:, 0],
         }
     )
     oof["y_pred"] = to_half_band(oof["y_pred_raw"])
     oof["residual"] = oof["y_pred_raw"] - oof["y_true"]
-    return oof[PREDICTION_COLUMNS]
+    further = {}
+    for j in range(1, pred.shape[1]):
+        further[TRUE_PREFIX + targets[j]] = essays[targets[j]].to_numpy(dtype=float)
+        further[PRED_PREFIX + targets[j]] = pred[:, j]
+    return pd.concat([oof[PREDICTION_COLUMNS], pd.DataFrame(further, index=oof.index)], axis=1)
 
 
 def stack_seeds(frames: list[pd.DataFrame]) -> pd.DataFrame:
@@ -68,6 +106,39 @@ def seed_mean_diagnostics(oof: pd.DataFrame, by: str) -> pd.DataFrame:
     return pd.concat(per_seed).groupby(by, sort=True).mean(numeric_only=True).reset_index().astype({"n": int})
 
 
+def summarize_traits(oof: pd.DataFrame, min_prompt_n: int) -> dict:
+    """Per-trait metrics of a prediction table with a ``seed`` column ({} without traits).
+
+    Returns {trait: {qwk_pooled, qwk_worst_quarter, rmse, and each with _sd}, ..., mean_qwk_pooled,
+    mean_qwk_pooled_sd}: every number the mean over seeds of that seed's value, _sd the sample sd
+    over seeds (0 for one seed); mean_qwk_pooled is each seed's mean pooled QWK over the traits.
+    QWK uses the primary target's half-band rounding (:func:`aes.core.metrics.qwk`).
+    """
+    traits = trait_names(oof)
+    if not traits:
+        return {}
+    per_seed = {t: [summarize(target_view(g, t), min_prompt_n) for _, g in oof.groupby("seed", sort=True)] for t in traits}
+
+    def mean_sd(values) -> tuple:
+        values = [v for v in values if v is not None]
+        if not values:
+            return None, None
+        return finite_or_none(float(np.mean(values))), finite_or_none(float(np.std(values, ddof=1))) if len(values) > 1 else 0.0
+
+    out: dict = {}
+    for t in traits:
+        out[t] = {}
+        for key, dotted in TRAIT_METRICS.items():
+            out[t][key], out[t][f"{key}_sd"] = mean_sd([metric_value(m, dotted) for m in per_seed[t]])
+    n_seeds = len(per_seed[traits[0]])
+    seed_means = []
+    for s in range(n_seeds):
+        values = [per_seed[t][s]["qwk"]["pooled"] for t in traits]
+        seed_means.append(float(np.mean(values)) if all(v is not None for v in values) else None)
+    out["mean_qwk_pooled"], out["mean_qwk_pooled_sd"] = mean_sd(seed_means)
+    return out
+
+
 def write_model_outputs(
     stage: str, oof: pd.DataFrame, runtime_s: float, min_prompt_n: int, extra: dict | None = None, root: Path = Path(".")
 ) -> dict:
@@ -79,6 +150,9 @@ def write_model_outputs(
     if missing:
         raise AESError(f"{stage}: prediction table lacks columns {missing}")
     metrics = summarize_seeds(oof, min_prompt_n)
+    traits = summarize_traits(oof, min_prompt_n)
+    if traits:
+        metrics["traits"] = traits
     metrics["runtime_s"] = round(float(runtime_s), 1)
     if extra:
         metrics.update(extra)

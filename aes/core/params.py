@@ -16,6 +16,7 @@ from typing import Any
 from aes.core.errors import AESError
 from aes.core.metrics import METRIC_DIRECTION
 from aes.core.registry import OBJECTIVES
+from aes.data.corpus import SCORES
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,8 @@ SCHEMA: dict[str, Any] = {
         "zip_password": Key(str),
     },
     "prepare": {
-        "target": Choice("Overall", "Cohesion", "Syntax", "Vocabulary", "Phraseology", "Grammar", "Conventions"),
+        # score columns to predict, primary first (Q1, Q2, calibration and the locked test read the primary)
+        "targets": ListOf(str, choices=SCORES),
         "min_words": Int(ge=0),
         "max_words": Int(ge=1),
         "invalid_rows": Choice("error", "drop"),
@@ -106,6 +108,9 @@ SCHEMA: dict[str, Any] = {
         "early_stopping_rounds": Int(ge=1),
         "inner_val_fraction": FRACTION,
         "n_jobs": Int(ge=1),
+        # several targets (aes/baseline/gbm.py): the primary's inner choice reused by one traits model
+        # (primary_choice), or one joint model chosen on all targets (vector leaves | a tree per target)
+        "multi_strategy": Choice("primary_choice", "multi_output_tree", "one_output_per_tree"),
         "seeds": SEEDS,
     },
     "linear": {
@@ -139,6 +144,8 @@ SCHEMA: dict[str, Any] = {
         "inner_val_fraction": RATE,  # 0: no inner split, train a fixed number of epochs
         "eval_batch_size": Int(ge=1),
         "max_train_essays": Int(ge=0),  # smoke runs: a seeded sample of this many training essays per fold; 0: all
+        # loss weight of each of prepare.targets (same order); checked against it by check_cross_keys
+        "target_weights": ListOf(float, unique=False),
         "seeds": SEEDS,
     },
     "erm": {},
@@ -221,6 +228,20 @@ def validate(params: Any, schema: dict[str, Any] = SCHEMA, where: str = "", sour
     return out
 
 
+def check_cross_keys(params: dict, source: str = "params.yaml") -> dict:
+    """Rules that tie keys of different sections together; returns ``params`` unchanged.
+
+    finetune.target_weights has one weight (>= 0) per prepare.targets entry, at least one of them > 0.
+    """
+    targets, weights = params["prepare"]["targets"], params["finetune"]["target_weights"]
+    if len(weights) != len(targets):
+        raise AESError(f"{source}: key 'finetune.target_weights' has {len(weights)} weight(s) but key 'prepare.targets' "
+                       f"lists {len(targets)} target(s) ({', '.join(targets)}); give one weight per target, in the same order")
+    if any(w < 0 for w in weights) or not any(w > 0 for w in weights):
+        raise AESError(f"{source}: key 'finetune.target_weights' must be >= 0 with at least one weight > 0; got {weights!r}")
+    return params
+
+
 def parse_yaml(text: str, source: str = "<string>") -> Any:
     """Parse YAML 1.2 text the way DVC does (``no`` is a string, ``2e-5`` a float); plain Python types."""
     from ruamel.yaml import YAML, YAMLError
@@ -236,7 +257,7 @@ def load_params(path: str | Path = "params.yaml") -> dict:
     path = Path(path)
     if not path.exists():
         raise AESError(f"{path}: params file not found (run stages from the repository root)")
-    return validate(parse_yaml(path.read_text(), str(path)), SCHEMA, "", str(path))
+    return check_cross_keys(validate(parse_yaml(path.read_text(), str(path)), SCHEMA, "", str(path)), str(path))
 
 
 def read_overrides(path: str | Path) -> dict[str, Any]:
@@ -269,4 +290,4 @@ def with_overrides(params: dict, overrides: dict[str, Any], source: str = "overr
         if not isinstance(section, dict) or leaf not in section:
             raise AESError(f"{source}: '{key}' is not a params key")
         section[leaf] = value
-    return validate(out, SCHEMA, "", source)
+    return check_cross_keys(validate(out, SCHEMA, "", source), source)

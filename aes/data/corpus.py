@@ -52,6 +52,10 @@ RELEASES = (
 )
 
 ID, TEXT, PROMPT, GRADE = "text_id_kaggle", "full_text", "prompt", "grade"
+# ELLIPSE's seven analytic scores, each 1.0-5.0 in half bands: the holistic Overall and six traits.
+SCORES = ("Overall", "Cohesion", "Syntax", "Vocabulary", "Phraseology", "Grammar", "Conventions")
+# Prepared essays: these columns, then one column per prepare.targets entry (named as the score,
+# in declared order, primary first); ``y`` repeats the primary score.
 PREPARED_COLUMNS = ["record_id", "text", "prompt", "grade", "y", "n_words", "source_file", "source_row"]
 
 
@@ -210,28 +214,33 @@ def validate_and_clean(corpus: pd.DataFrame, prepare_params: dict, on_invalid: s
     Rows outside [min_words, max_words] are always dropped and counted. Returns the prepared
     essays (``PREPARED_COLUMNS``) and the report {rows_in, rows_kept, dropped: {reason: n}}.
     """
-    target = prepare_params["target"]
-    required = [ID, TEXT, PROMPT, GRADE, target]
+    targets = list(prepare_params["targets"])
+    required = [ID, TEXT, PROMPT, GRADE, *targets]
     missing = [c for c in required if c not in corpus.columns]
     if missing:
         files = sorted(set(corpus.get("source_file", pd.Series(["input"])).astype(str)))
-        raise AESError(f"{', '.join(files)}: missing column(s) {missing}; expected at least {required}")
+        hint = ""
+        if set(missing) <= set(targets):
+            hint = (f"; params key prepare.targets lists {targets}: drop the missing score(s) from it "
+                    "(and their finetune.target_weights), e.g. `targets: [Overall]` for a CSV with the Overall score only")
+        raise AESError(f"{', '.join(files)}: missing column(s) {missing}; expected at least {required}{hint}")
 
     frame = corpus.reset_index(drop=True)
     text = frame[TEXT].astype("string").fillna("")
-    score = pd.to_numeric(frame[target], errors="coerce")
+    scores = {t: pd.to_numeric(frame[t], errors="coerce") for t in targets}
+    off_grid = np.column_stack([~np.isin(scores[t].to_numpy(), HALF_BANDS) for t in targets])  # (n, T); missing is off grid
     grade = pd.to_numeric(frame[GRADE], errors="coerce")
     problems = {
         "empty_text": (text.str.strip() == "").to_numpy(),
         "missing_prompt": frame[PROMPT].astype("string").fillna("").str.strip().eq("").to_numpy(),
-        "score_off_grid": ~np.isin(score.to_numpy(), HALF_BANDS),
+        "score_off_grid": off_grid.any(axis=1),
         "missing_grade": grade.isna().to_numpy(),
         "duplicate_id": frame[ID].duplicated(keep="first").to_numpy(),
     }
     expected = {
         "empty_text": f"a non-empty {TEXT}",
         "missing_prompt": f"a non-empty {PROMPT}",
-        "score_off_grid": f"{target} on the half-band grid 1.0, 1.5, ..., 5.0",
+        "score_off_grid": "{target} on the half-band grid 1.0, 1.5, ..., 5.0",
         "missing_grade": f"a numeric {GRADE}",
         "duplicate_id": f"a {ID} not seen in an earlier row",
     }
@@ -242,8 +251,11 @@ def validate_and_clean(corpus: pd.DataFrame, prepare_params: dict, on_invalid: s
         if bad.any():
             if on_invalid == "error":
                 i = int(np.flatnonzero(bad)[0])
-                got = f"; got {target}={as_written(frame.iloc[i][target])}" if reason == "score_off_grid" else ""
-                raise AESError(f"{_row_name(frame, i)}: expected {expected[reason]}{got} ({int(bad.sum())} such row(s))")
+                what, got = expected[reason], ""
+                if reason == "score_off_grid":  # name the row's first off-grid score (prepare.targets order)
+                    target = targets[int(np.flatnonzero(off_grid[i])[0])]
+                    what, got = what.format(target=target), f"; got {target}={as_written(frame.iloc[i][target])}"
+                raise AESError(f"{_row_name(frame, i)}: expected {what}{got} ({int(bad.sum())} such row(s))")
             dropped[reason] = int(bad.sum())
             keep &= ~bad
 
@@ -259,14 +271,29 @@ def validate_and_clean(corpus: pd.DataFrame, prepare_params: dict, on_invalid: s
             "text": text.astype(str),
             "prompt": frame[PROMPT].astype(str).str.strip(),
             "grade": grade.fillna(-1).astype(int),
-            "y": score.astype(float),
+            "y": scores[targets[0]].astype(float),
             "n_words": n_words,
             "source_file": frame["source_file"].astype(str),
             "source_row": frame["source_row"].astype(int),
+            **{t: scores[t].astype(float) for t in targets},
         }
     )[keep].reset_index(drop=True)
     report = {"rows_in": int(len(frame)), "rows_kept": int(len(prepared)), "dropped": dropped}
     return prepared, report
+
+
+def declared_targets(essays: pd.DataFrame) -> list[str]:
+    """The targets a prepared frame carries, in declared order (primary first): its score columns.
+
+    A frame without any (a hand-made table with only ``y``) has the single target ``y``.
+    """
+    return [c for c in essays.columns if c in SCORES] or ["y"]
+
+
+def target_matrix(essays: pd.DataFrame, targets: list[str] | None = None) -> np.ndarray:
+    """(n, T) float64 scores of ``targets`` (default :func:`declared_targets`), primary first."""
+    targets = declared_targets(essays) if targets is None else targets
+    return essays[list(targets)].to_numpy(dtype=np.float64)
 
 
 def load_essays(path: str | Path = ESSAYS) -> pd.DataFrame:

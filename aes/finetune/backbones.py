@@ -168,13 +168,13 @@ class CachedTopLayers(Backbone):
         rows, t = self._rows(data, rows)
         return {"hidden_states": data.hidden[rows, :t].float(), "attention_mask": data.attention_mask[rows, :t]}
 
-    def pristine_model(self):
+    def pristine_model(self, n_outputs: int = 1):
         from aes.finetune.modules import TopLayersRegressor
 
-        return TopLayersRegressor(copy.deepcopy(self.pristine), self.hidden_size)
+        return TopLayersRegressor(copy.deepcopy(self.pristine), self.hidden_size, n_outputs)
 
-    def fresh_model(self):
-        model = self.pristine_model()
+    def fresh_model(self, n_outputs: int = 1):
+        model = self.pristine_model(n_outputs)
         return self._finish(model, list(model.layers), "layers")
 
 
@@ -195,18 +195,18 @@ class WholeEncoder(Backbone):
         rows, t = self._rows(data, rows)
         return {"input_ids": data.input_ids[rows, :t], "attention_mask": data.attention_mask[rows, :t]}
 
-    def pristine_model(self):
+    def pristine_model(self, n_outputs: int = 1):
         from aes.finetune.modules import EncoderRegressor
 
-        return EncoderRegressor(copy.deepcopy(self.pristine), self.hidden_size)
+        return EncoderRegressor(copy.deepcopy(self.pristine), self.hidden_size, n_outputs)
 
-    def fresh_model(self):
+    def fresh_model(self, n_outputs: int = 1):
         from aes.finetune.modules import EncoderRegressor, enable_gradient_checkpointing
 
         encoder = copy.deepcopy(self.pristine)
         if self.ft["gradient_checkpointing"]:
             enable_gradient_checkpointing(encoder, self.ft["model"])
-        model = EncoderRegressor(encoder, self.hidden_size)
+        model = EncoderRegressor(encoder, self.hidden_size, n_outputs)
         return self._finish(model, list(getattr(getattr(encoder, "encoder", None), "layer", []) or []), "encoder")
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-FOLD_INFO_KEYS = ("target_mean", "target_std", "epochs", "best_epoch", "prompts", "history")
+FOLD_INFO_KEYS = ("targets", "target_mean", "target_std", "epochs", "best_epoch", "prompts", "history")
 
 
 def config_hash(params: dict, objective: str, *inputs: bytes) -> str:

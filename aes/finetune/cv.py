@@ -37,7 +37,7 @@ from aes.core.registry import (
     representation_paths,
     stage_for_objective,
 )
-from aes.data.corpus import load_essays
+from aes.data.corpus import declared_targets, load_essays
 from aes.data.splits import cv_essays, load_splits
 from aes.encoders.embedding import resolve_device
 from aes.finetune.callbacks import DVCLiveCurves, ProgressCallback
@@ -144,7 +144,8 @@ def write_fold_models(folder: Path, results: dict, params: dict, objective: str,
         write_json(out / "config.json", {
             "stage": stage_for_objective(objective), "objective": objective, "seed": seed, "lp_ft": ft["lp_ft"],
             "model": ft["model"], "trainable_layers": ft["trainable_layers"],
-            "lora": ft["lora"], "max_length": ft["max_length"], "target_mean": result["target_mean"],
+            "lora": ft["lora"], "max_length": ft["max_length"], "targets": result.get("targets"),
+            "target_weights": ft["target_weights"], "target_mean": result["target_mean"],
             "target_std": result["target_std"], "config_hash": chash,
             "weights": "weights.safetensors: trained top layers / LoRA adapters (names as in the training module) + head",
         })
@@ -193,10 +194,11 @@ def run_cv(params: dict, objective: str, root: Path = Path(".")) -> dict:
     # Assemble the out-of-fold outputs: every CV essay once per seed, predicted by its own fold's model.
     fold_of = cv["fold"].to_numpy()
     frames = []
+    n_targets = len(declared_targets(cv))
     for seed in ft["seeds"]:
-        pred = np.full(len(cv), np.nan)
+        pred = np.full((len(cv), n_targets), np.nan)
         for k in folds:
-            pred[fold_of == k] = results[(seed, k)]["pred_raw"]
+            pred[fold_of == k] = np.asarray(results[(seed, k)]["pred_raw"]).reshape(int((fold_of == k).sum()), -1)
         frames.append(make_oof_frame(cv, fold_of, pred, seed))
     first = ft["seeds"][0]
     reps = np.zeros((len(cv), results[(first, folds[0])]["pooled"].shape[1]), dtype=np.float32)

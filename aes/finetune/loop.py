@@ -1,8 +1,10 @@
 """One fold loop for the three fine-tuning stages (objective erm | grl | dro).
 
-Model: a backbone (:mod:`aes.finetune.backbones`), masked mean pooling and a linear head that
-predicts the standardised score ``z = (y - mean) / std`` (mean and std of the fold's training
-essays); predictions are mapped back to the raw 1-5 scale. The objective
+Model: a backbone (:mod:`aes.finetune.backbones`), masked mean pooling and a linear head with one
+output per target (the prepared essays' ``prepare.targets``, primary first) that predicts each
+standardised score ``z = (y - mean) / std`` (mean and std of that target over the fold's
+training essays); predictions are mapped back to the raw 1-5 scale. The loss weights of the
+targets are ``finetune.target_weights``. The objective
 (:mod:`aes.finetune.objectives`) turns predictions into a loss; callbacks
 (:mod:`aes.finetune.callbacks`) hear about steps, curve points and epochs.
 
@@ -114,11 +116,14 @@ def make_accelerator(ft: dict):
 
 
 def predict_batches(model, backbone: Backbone, data: Prepared, rows: np.ndarray, batch_size: int, accelerator):
-    """(pred_z (m,), pooled (m, H)) float32 numpy for essay rows (m,), in that order; longest essays first."""
+    """(pred_z (m, T), pooled (m, H)) float32 numpy for essay rows (m,), in that order; longest essays first.
+
+    T: the model's outputs (one per target).
+    """
     import torch
 
     model.eval()
-    pred = np.zeros(len(rows), dtype=np.float32)
+    pred = np.zeros((len(rows), model.head.out_features), dtype=np.float32)
     pooled = np.zeros((len(rows), backbone.hidden_size), dtype=np.float32)
     order = np.argsort(-data.lengths[rows], kind="stable")
     with torch.inference_mode(), accelerator.autocast():
@@ -127,7 +132,7 @@ def predict_batches(model, backbone: Backbone, data: Prepared, rows: np.ndarray,
             inputs = {k: v.to(accelerator.device) for k, v in backbone.batch_inputs(data, rows[pos]).items()}
             p, z = model(**inputs)
             pooled[pos] = p.float().cpu().numpy()
-            pred[pos] = z.float().cpu().numpy()
+            pred[pos] = z.float().cpu().numpy().reshape(len(pos), -1)
     return pred, pooled
 
 
@@ -172,22 +177,26 @@ class Trainer:
         return torch.optim.AdamW(groups, lr=ft["encoder_lr"], weight_decay=ft["weight_decay"])
 
     def predict(self, model, data: Prepared, rows: np.ndarray):
-        """(pred_z (m,), pooled (m, H)) float32 numpy for essay rows (m,), in that order."""
+        """(pred_z (m, T), pooled (m, H)) float32 numpy for essay rows (m,), in that order."""
         return predict_batches(model, self.backbone, data, rows, self.ft["eval_batch_size"], self.accelerator)
 
-    def start_model(self, init_head, mean: float, std: float):
-        """A fresh model; with ``init_head`` (a probe y ~= pooled @ weight + bias, score units) its head
-        predicts the probe's z = (y - mean) / std from the first step (LP-FT)."""
+    def start_model(self, init_head, mean: np.ndarray, std: np.ndarray):
+        """A fresh model with one output per target (mean, std: (T,)); with ``init_head`` (a probe
+        y ~= pooled @ weight + bias in score units, weight (H,) or (H, T)) its head predicts the
+        probe's z = (y - mean) / std of every target from the first step (LP-FT)."""
         import torch
 
-        model = self.backbone.fresh_model()
+        mean, std = np.atleast_1d(mean), np.atleast_1d(std)
+        model = self.backbone.fresh_model(len(mean))
         if init_head is not None:
-            if len(init_head.weight) != self.hidden_size:
-                raise AESError(f"{self.stage}: the linear probe has {len(init_head.weight)} weights but the model's width is "
-                               f"{self.hidden_size}; re-run `dvc repro lp_cv`")
+            weight = np.asarray(init_head.weight, dtype=np.float64).reshape(len(init_head.weight), -1)  # (H, T)
+            bias = np.atleast_1d(np.asarray(init_head.bias, dtype=np.float64))
+            if weight.shape != (self.hidden_size, len(mean)):
+                raise AESError(f"{self.stage}: the linear probe maps {weight.shape[0]} features to {weight.shape[1]} target(s) but the "
+                               f"model has width {self.hidden_size} and {len(mean)} target(s); re-run `dvc repro lp_cv`")
             with torch.no_grad():
-                model.head.weight.copy_(torch.as_tensor(init_head.weight / std, dtype=torch.float32)[None, :])
-                model.head.bias.fill_((init_head.bias - mean) / std)
+                model.head.weight.copy_(torch.as_tensor((weight / std).T, dtype=torch.float32))
+                model.head.bias.copy_(torch.as_tensor((bias - mean) / std, dtype=torch.float32))
         return model
 
     def fold_rows(self, cv: pd.DataFrame, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -197,18 +206,27 @@ class Trainer:
     def train_fold(self, cv: pd.DataFrame, data: Prepared, k: int, seed: int, init_head=None, callbacks: list[Callback] = ()) -> dict:
         """Train on the essays with ``fold != k`` with ``seed``; predict the essays with ``fold == k``.
 
-        init_head: the fold's linear probe (:class:`aes.baseline.linear.RidgeFit`) to start from, or None.
-        Returns dict with pred_raw (n_val,), pooled (n_val, H) float32, state (trainable tensors),
-        target_mean/std, epochs (list of per-epoch log dicts), best_epoch, prompts, history.
+        cv: the essays with prompt, fold and the target columns (:func:`aes.data.corpus.declared_targets`,
+        T of them, as many as ``finetune.target_weights``). init_head: the fold's linear probe
+        (:class:`aes.baseline.linear.RidgeFit`, one output per target) to start from, or None.
+        Returns dict with pred_raw (n_val, T) score units, pooled (n_val, H) float32, state
+        (trainable tensors), target_mean/std (T lists), targets, epochs (list of per-epoch log
+        dicts), best_epoch, prompts, history.
         """
         import torch
         from transformers import get_linear_schedule_with_warmup
 
+        from aes.data.corpus import declared_targets, target_matrix
+
         ft, acc = self.ft, self.accelerator
+        targets = declared_targets(cv)
+        if len(ft["target_weights"]) != len(targets):
+            raise AESError(f"{self.stage}: finetune.target_weights has {len(ft['target_weights'])} weight(s) but the prepared essays "
+                           f"carry {len(targets)} target(s) {targets} (prepare.targets); give one weight per target")
         train_rows, inner_rows, val_rows = self.fold_rows(cv, k, seed)
-        y = cv["y"].to_numpy(dtype=np.float64)
-        mean, std = float(y[train_rows].mean()), float(y[train_rows].std())
-        std = std if std > 1e-8 else 1.0
+        y = target_matrix(cv, targets)  # (n, T)
+        mean, std = y[train_rows].mean(axis=0), y[train_rows].std(axis=0)
+        std = np.where(std > 1e-8, std, 1.0)
         prompts = sorted(cv["prompt"].iloc[train_rows].unique())
         group_of = {p: g for g, p in enumerate(prompts)}
         group = cv["prompt"].map(group_of).fillna(-1).to_numpy(dtype=np.int64)
@@ -216,7 +234,7 @@ class Trainer:
 
         seed_everything(run_seed(seed, k))
         model = self.start_model(init_head, mean, std)
-        objective = make_objective(self.objective_name, self.params, sizes, self.hidden_size, k)
+        objective = make_objective(self.objective_name, self.params, sizes, self.hidden_size, k, ft["target_weights"])
         optimizer = self.optimizer(model, objective)
         per_epoch = math.ceil(self.steps_per_epoch(len(train_rows)) / ft["grad_accum_steps"])
         total_updates = per_epoch * ft["epochs"]
@@ -278,7 +296,7 @@ class Trainer:
             logs = {"epoch": epoch, "step": step, **objective.epoch_logs()}
             if len(inner_rows):
                 inner_z, _ = self.predict(model, data, inner_rows)
-                logs["inner_qwk"] = float(qwk(y[inner_rows], inner_z * std + mean))
+                logs["inner_qwk"] = float(qwk(y[inner_rows, 0], inner_z[:, 0] * std[0] + mean[0]))  # the primary target chooses the epoch
                 if logs["inner_qwk"] > best["qwk"]:
                     best = {"qwk": logs["inner_qwk"], "epoch": epoch, "state": trainable_state(acc.unwrap_model(model))}
             epochs.append(logs)
@@ -293,8 +311,9 @@ class Trainer:
             "pred_raw": (val_z.astype(np.float64) * std + mean),
             "pooled": val_pooled,
             "state": trainable_state(model),
-            "target_mean": mean,
-            "target_std": std,
+            "targets": targets,
+            "target_mean": [float(m) for m in mean],
+            "target_std": [float(s) for s in std],
             "epochs": epochs,
             "best_epoch": best["epoch"] if best["epoch"] is not None else ft["epochs"] - 1,
             "prompts": prompts,

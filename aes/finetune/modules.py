@@ -1,7 +1,8 @@
-"""The trainable regressors: encoder layers + masked mean pooling + a linear head on the standardised score.
+"""The trainable regressors: encoder layers + masked mean pooling + a linear head on the standardised scores.
 
-Both return ``(pooled (B, H), pred_z (B,))`` and list their layer parameter groups by depth below
-the top (0 = top layer) so the optimizer can apply layer-wise learning-rate decay.
+Both return ``(pooled (B, H), pred_z (B, T))``, one output per target (``prepare.targets``), and
+list their layer parameter groups by depth below the top (0 = top layer) so the optimizer can
+apply layer-wise learning-rate decay.
 """
 
 from __future__ import annotations
@@ -13,16 +14,32 @@ from aes.core.errors import AESError
 from aes.encoders.embedding import mean_pool  # the same pooling as the frozen-embedding baseline
 
 
+def make_head(hidden_size: int, n_outputs: int) -> nn.Linear:
+    """A linear head (H -> n_outputs) initialised row by row as n_outputs one-output heads in turn.
+
+    Output 0 (the primary target) thus starts exactly where a one-output head with the same RNG
+    state starts, however many outputs follow: a seven-output run whose other loss weights are 0
+    reproduces the one-output run.
+    """
+    head = torch.nn.utils.skip_init(nn.Linear, hidden_size, n_outputs)  # no draws: the rows below make them
+    with torch.no_grad():
+        for j in range(n_outputs):
+            row = nn.Linear(hidden_size, 1)
+            head.weight[j] = row.weight[0]
+            head.bias[j] = row.bias[0]
+    return head
+
+
 class TopLayersRegressor(nn.Module):
     """Top encoder layers + mean pooling + linear head over cached hidden states.
 
-    forward(hidden_states (B, T, H), attention_mask (B, T)) -> (pooled (B, H), pred_z (B,)).
+    forward(hidden_states (B, L, H), attention_mask (B, L)) -> (pooled (B, H), pred_z (B, n_outputs)).
     """
 
-    def __init__(self, layers, hidden_size: int):
+    def __init__(self, layers, hidden_size: int, n_outputs: int = 1):
         super().__init__()
         self.layers = nn.ModuleList(layers)
-        self.head = nn.Linear(hidden_size, 1)
+        self.head = make_head(hidden_size, n_outputs)
 
     def forward(self, hidden_states, attention_mask):
         hidden = hidden_states
@@ -31,7 +48,7 @@ class TopLayersRegressor(nn.Module):
             out = layer(hidden, additive)
             hidden = out[0] if isinstance(out, tuple) else out
         pooled = mean_pool(hidden, attention_mask)
-        return pooled, self.head(pooled).squeeze(-1)
+        return pooled, self.head(pooled)
 
     def layer_groups(self):
         """[(lr depth below the top, params)]: 0 for the top layer, 1 the one below, ..."""
@@ -42,18 +59,18 @@ class TopLayersRegressor(nn.Module):
 class EncoderRegressor(nn.Module):
     """Whole encoder + mean pooling + linear head from tokens.
 
-    forward(input_ids (B, T), attention_mask (B, T)) -> (pooled (B, H), pred_z (B,)).
+    forward(input_ids (B, L), attention_mask (B, L)) -> (pooled (B, H), pred_z (B, n_outputs)).
     """
 
-    def __init__(self, encoder, hidden_size: int):
+    def __init__(self, encoder, hidden_size: int, n_outputs: int = 1):
         super().__init__()
         self.encoder = encoder
-        self.head = nn.Linear(hidden_size, 1)
+        self.head = make_head(hidden_size, n_outputs)
 
     def forward(self, input_ids, attention_mask):
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         pooled = mean_pool(hidden, attention_mask)
-        return pooled, self.head(pooled).squeeze(-1)
+        return pooled, self.head(pooled)
 
     def layer_groups(self):
         layers = getattr(getattr(self.encoder, "encoder", None), "layer", None)

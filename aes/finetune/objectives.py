@@ -2,11 +2,17 @@
 
 All objectives see the same inputs per batch (B essays):
 
-- ``pred_z``   (B,) float: predicted standardised score, ``(y - mean_train) / std_train``;
-- ``target_z`` (B,) float: the standardised true score;
+- ``pred_z``   (B, T) float: predicted standardised scores, ``(y - mean_train) / std_train`` per
+  target (``prepare.targets``; a (B,) vector is one target);
+- ``target_z`` (B, T) float: the standardised true scores;
 - ``pooled``   (B, H) float: the essay representation the regression head reads;
 - ``group``    (B,) long: index of the essay's prompt among the training fold's prompts (0..G-1);
 - ``progress`` float in [0, 1]: share of the fold's training steps already done.
+
+The regression loss of an essay is the weighted mean over targets of its squared errors (weights
+``finetune.target_weights``, normalised to sum 1), so ERM's loss is the weighted mean over
+targets of each target's MSE and DRO's group loss the same over the group's essays. With one
+target (or weights [1, 0, ...]) it is the plain MSE of the primary target.
 
 ``loss`` returns (scalar loss, dict of float logs for this batch). ``epoch_logs`` returns the
 summary of the epoch so far (and starts a new one). An objective is an ``nn.Module``: its own
@@ -30,8 +36,12 @@ class Objective(nn.Module):
 
     name = "erm"
 
-    def __init__(self, group_sizes, fold: int):
+    def __init__(self, group_sizes, fold: int, target_weights=(1.0,)):
         super().__init__()
+        weights = torch.tensor([float(w) for w in target_weights], dtype=torch.float32)
+        if len(weights) == 0 or bool((weights < 0).any()) or not bool((weights > 0).any()):
+            raise AESError(f"finetune.target_weights must be >= 0 with at least one > 0; got {list(target_weights)}")
+        self.register_buffer("target_weights", weights / weights.sum())
         sizes = [int(n) for n in group_sizes]
         if not sizes:
             raise AESError(f"fold {fold}: the training part has no essays (no prompt groups to train on)")
@@ -52,8 +62,14 @@ class Objective(nn.Module):
         """Extra parameter groups for the optimiser (none for ERM)."""
         return []
 
+    def essay_loss(self, pred_z, target_z):
+        """(B,) weighted mean over targets of each essay's squared errors; pred_z, target_z (B, T) or (B,)."""
+        squared = (pred_z.float() - target_z.float()) ** 2
+        # elementwise, not a matmul: autocast would run a matmul in bf16
+        return (squared.reshape(len(squared), -1) * self.target_weights).sum(dim=-1)
+
     def loss(self, pred_z, target_z, pooled, group, progress: float):
-        mse = F.mse_loss(pred_z.float(), target_z.float())
+        mse = self.essay_loss(pred_z, target_z).mean()
         self._sum_loss += float(mse.detach()) * len(pred_z)
         self._n += len(pred_z)
         return mse, {"mse": float(mse.detach())}
@@ -97,8 +113,9 @@ class GradientReversal(Objective):
 
     name = "grl"
 
-    def __init__(self, group_sizes, fold: int, hidden_size: int, adversary_hidden: int, max_weight: float, adversary_lr: float):
-        super().__init__(group_sizes, fold)
+    def __init__(self, group_sizes, fold: int, hidden_size: int, adversary_hidden: int, max_weight: float, adversary_lr: float,
+                 target_weights=(1.0,)):
+        super().__init__(group_sizes, fold, target_weights)
         self.max_weight = float(max_weight)
         self.adversary_lr = float(adversary_lr)
         self.adversary = nn.Sequential(
@@ -133,15 +150,16 @@ class GradientReversal(Objective):
 class GroupDRO(Objective):
     """Online group DRO (Sagawa et al. 2020, Algorithm 1) over the training fold's prompts.
 
-    Per batch, for each prompt group g present: loss_g = mean squared error of its essays, then
+    Per batch, for each prompt group g present: loss_g = mean over its essays of the weighted
+    squared error (:meth:`Objective.essay_loss`), then
     ``q_g <- q_g * exp(eta * (loss_g + C / sqrt(n_g)))`` and q is renormalised; the training loss
     is ``sum_g q_g * loss_g``. ``n_g`` is the group's number of training essays.
     """
 
     name = "dro"
 
-    def __init__(self, group_sizes, fold: int, eta: float, size_adjustment: float):
-        super().__init__(group_sizes, fold)
+    def __init__(self, group_sizes, fold: int, eta: float, size_adjustment: float, target_weights=(1.0,)):
+        super().__init__(group_sizes, fold, target_weights)
         self.eta = float(eta)
         self.size_adjustment = float(size_adjustment)
         self.register_buffer("q", torch.full((self.n_groups,), 1.0 / self.n_groups))
@@ -152,7 +170,7 @@ class GroupDRO(Objective):
         self._group_n = torch.zeros(self.n_groups, dtype=torch.float64)
 
     def loss(self, pred_z, target_z, pooled, group, progress: float):
-        squared = (pred_z.float() - target_z.float()) ** 2
+        squared = self.essay_loss(pred_z, target_z)  # (B,)
         sums = torch.zeros(self.n_groups, device=squared.device).index_add(0, group, squared)
         counts = torch.zeros(self.n_groups, device=squared.device).index_add(0, group, torch.ones_like(squared))
         present = counts > 0
@@ -182,17 +200,18 @@ class GroupDRO(Objective):
         return logs
 
 
-def make_objective(name: str, params: dict, group_sizes, hidden_size: int, fold: int) -> Objective:
+def make_objective(name: str, params: dict, group_sizes, hidden_size: int, fold: int, target_weights=(1.0,)) -> Objective:
     """Build the objective ``name`` (erm | grl | dro) from the full params dict.
 
-    group_sizes: training essays per prompt group (G,), in group-index order.
+    group_sizes: training essays per prompt group (G,), in group-index order. target_weights: (T,)
+    loss weight per target (``finetune.target_weights``).
     """
     if name == "erm":
-        return Objective(group_sizes, fold)
+        return Objective(group_sizes, fold, target_weights)
     if name == "grl":
         grl = params["grl"]
-        return GradientReversal(group_sizes, fold, hidden_size, grl["adversary_hidden"], grl["max_weight"], grl["adversary_lr"])
+        return GradientReversal(group_sizes, fold, hidden_size, grl["adversary_hidden"], grl["max_weight"], grl["adversary_lr"], target_weights)
     if name == "dro":
         dro = params["dro"]
-        return GroupDRO(group_sizes, fold, dro["eta"], dro["size_adjustment"])
+        return GroupDRO(group_sizes, fold, dro["eta"], dro["size_adjustment"], target_weights)
     raise AESError(f"unknown objective '{name}'; expected one of {', '.join(OBJECTIVES)}")

@@ -4,7 +4,9 @@ Gate: :func:`chosen_model` refuses unless ``metrics/report.json`` holds a decisi
 ``final_test.override`` is true. Proceed -> the candidate fine-tuning objective; defer -> the
 strongest frozen model (Q1's reference); override -> the candidate regardless of the decision
 (and the output says so). A model with several seeds is trained once per seed; the test metrics
-are the mean over seeds, with each seed's own. Nothing written here is read by any other stage.
+are the mean over seeds, with each seed's own. Every model predicts every declared target
+(``prepare.targets``): the headline metrics are the primary target's, ``traits`` holds each further
+target's pooled QWK and RMSE (seed means). Nothing written here is read by any other stage.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from aes.core.registry import (
     REPORT_JSON,
     stage_for_objective,
 )
+from aes.data.corpus import declared_targets, target_matrix
 
 
 def read_decision(report_path: Path = REPORT_JSON) -> dict | None:
@@ -79,7 +82,7 @@ def chosen_model(params: dict, report_path: Path = REPORT_JSON) -> dict:
 
 
 def fit_predict_frozen(stage: str, train: pd.DataFrame, test: pd.DataFrame, params: dict) -> np.ndarray:
-    """A frozen model on the locked test, fitted on ALL CV essays -> (n_seeds, n_test) predictions.
+    """A frozen model on the locked test, fitted on ALL CV essays -> (n_seeds, n_test, T) predictions (T declared targets).
 
     gbm_cv and linear_cv use the embed stage's embeddings of the CV essays and embed the test
     essays here with the same ``embed`` params; lp_cv runs the fine-tune's frozen pass over both.
@@ -102,18 +105,19 @@ def fit_predict_frozen(stage: str, train: pd.DataFrame, test: pd.DataFrame, para
                               bf16=emb["mixed_precision"] == "bf16")
     if stage in (LINEAR_STAGE, LP_STAGE):
         lin = params["linear"]
-        probe = fit_ridge(x_train, train["y"].to_numpy(float), train["prompt"].astype(str).to_numpy(), lin["alphas"], lin["inner_folds"])
-        return probe.predict(x_test)[None, :]
+        probe = fit_ridge(x_train, target_matrix(train), train["prompt"].astype(str).to_numpy(), lin["alphas"], lin["inner_folds"])
+        return probe.predict(x_test)[None, :, :]
     from aes.baseline.gbm import build_features, fit_fold
 
     gbm = params["gbm"]
     f_train, _ = build_features(x_train, train["text"], gbm["features"])
     f_test, _ = build_features(x_test, test["text"], gbm["features"])
-    return np.stack([fit_fold(train.reset_index(drop=True), f_train, gbm, seed)[0].predict(f_test) for seed in gbm["seeds"]])
+    return np.stack([fit_fold(train.reset_index(drop=True), f_train, gbm, seed)[0].predict(f_test).reshape(len(test), -1)
+                     for seed in gbm["seeds"]])
 
 
 def fit_predict_finetune(train: pd.DataFrame, test: pd.DataFrame, params: dict, objective: str) -> np.ndarray:
-    """Candidate on the locked test: fine-tune with ``objective`` on all CV essays, once per seed -> (n_seeds, n_test).
+    """Candidate on the locked test: fine-tune with ``objective`` on all CV essays, once per seed -> (n_seeds, n_test, T).
 
     Reuses the CV training loop (:meth:`aes.finetune.loop.Trainer.train_fold`) on one frame where the
     CV essays are the training fold and the test essays the validation fold (fold -1). The test
@@ -123,9 +127,10 @@ def fit_predict_finetune(train: pd.DataFrame, test: pd.DataFrame, params: dict, 
     from aes.baseline.linear import fit_ridge
     from aes.finetune.loop import Trainer, make_accelerator, predict_batches
 
+    targets = declared_targets(train)
     frame = pd.concat(
-        [train[["record_id", "text", "prompt", "y"]].assign(fold=0),
-         test[["record_id", "text", "prompt"]].assign(y=np.nan, fold=-1)],
+        [train[["record_id", "text", "prompt", "y", *targets]].assign(fold=0),
+         test[["record_id", "text", "prompt"]].assign(y=np.nan, **{t: np.nan for t in targets}, fold=-1)],
         ignore_index=True,
     )
     ft, lin = params["finetune"], params["linear"]
@@ -135,7 +140,7 @@ def fit_predict_finetune(train: pd.DataFrame, test: pd.DataFrame, params: dict, 
     if ft["lp_ft"]:
         rows = np.arange(len(train))
         _, pooled = predict_batches(trainer.backbone.pristine_model(), trainer.backbone, data, rows, ft["eval_batch_size"], trainer.accelerator)
-        probe = fit_ridge(pooled, train["y"].to_numpy(float), train["prompt"].astype(str).to_numpy(), lin["alphas"], lin["inner_folds"])
+        probe = fit_ridge(pooled, target_matrix(train), train["prompt"].astype(str).to_numpy(), lin["alphas"], lin["inner_folds"])
     return np.stack([np.asarray(trainer.train_fold(frame, data, -1, seed, init_head=probe)["pred_raw"], dtype=float) for seed in ft["seeds"]])
 
 
@@ -161,16 +166,21 @@ def run_final_test(params: dict, essays: pd.DataFrame, splits: dict, report_path
     """Gate, train the chosen configuration on all CV essays, score the locked test once, write out_path.
 
     essays: all prepared essays; splits: splits.json document. ``fit_predict(choice, train, test,
-    params) -> (n_test,) or (n_seeds, n_test)`` defaults to :func:`default_fit_predict` (tests pass a stub).
+    params) -> (n_test,), (n_seeds, n_test) or (n_seeds, n_test, T)`` (T declared targets, primary
+    first) defaults to :func:`default_fit_predict` (tests pass a stub).
     """
     from aes.data.splits import cv_essays, locked_test_essays
 
     choice = chosen_model(params, report_path)  # gate first: nothing is trained or read before it
     train, test = cv_essays(essays, splits), locked_test_essays(essays, splits)
     started = time.perf_counter()
-    y_pred_raw = np.atleast_2d(np.asarray((fit_predict or default_fit_predict)(choice, train, test, params), dtype=float))
-    if y_pred_raw.shape[1:] != (len(test),) or not np.all(np.isfinite(y_pred_raw)):
-        raise AESError(f"final_test: model returned {y_pred_raw.shape} predictions (finite: {np.isfinite(y_pred_raw).all()}) for {len(test)} test essays")
+    given = np.asarray((fit_predict or default_fit_predict)(choice, train, test, params), dtype=float)
+    raw = given.reshape(1, -1, 1) if given.ndim == 1 else given[:, :, None] if given.ndim == 2 else given  # (S, n_test, T)
+    targets = declared_targets(test)
+    if raw.ndim != 3 or raw.shape[1] != len(test) or raw.shape[2] not in (1, len(targets)) or not np.all(np.isfinite(raw)):
+        raise AESError(f"final_test: model returned {given.shape} predictions (finite: {np.isfinite(given).all()}) for {len(test)} test essays "
+                       f"and {len(targets)} target(s)")
+    y_pred_raw = raw[:, :, 0]  # the primary target: the headline
     per_seed = [score_test(test, row, params["report"]["min_prompt_n"]) for row in y_pred_raw]
     result = {
         "model": choice["stage"],
@@ -180,6 +190,9 @@ def run_final_test(params: dict, essays: pd.DataFrame, splits: dict, report_path
         "reason": choice["reason"],
         "test": _seed_mean(per_seed),
         "test_per_seed": per_seed if len(per_seed) > 1 else None,
+        "traits": {t: {"qwk_pooled": finite_or_none(float(np.mean([qwk(test[t], row) for row in raw[:, :, j]]))),
+                       "rmse": finite_or_none(float(np.mean([rmse(test[t], row) for row in raw[:, :, j]])))}
+                   for j, t in enumerate(targets[1:raw.shape[2]], start=1)},
         "n_train": int(len(train)),
         "runtime_s": round(time.perf_counter() - started, 1),
     }

@@ -30,6 +30,7 @@ import numpy as np
 from aes.baseline.linear import fit_ridge
 from aes.core.metrics import qwk
 from aes.core.params import load_params
+from aes.data.corpus import target_matrix
 from aes.data.splits import inner_split
 from aes.finetune.backbones import Prepared
 from aes.finetune.cv import load_cv
@@ -73,13 +74,14 @@ def evaluate(params: dict, cv, data: Prepared, pooled: np.ndarray, cand: dict, f
         fit_pos, held_pos = inner_split(part, INNER_FRACTION, seed + k)
         inner = part.assign(fold=0)
         inner.loc[held_pos, "fold"] = 1  # the loop trains on fold != 1 and predicts fold == 1
-        probe = fit_ridge(pooled[train_rows][fit_pos], part["y"].to_numpy()[fit_pos], part["prompt"].to_numpy()[fit_pos],
+        # the probe and the fine-tune predict every declared target; candidates are scored on the primary (column 0)
+        probe = fit_ridge(pooled[train_rows][fit_pos], target_matrix(part)[fit_pos], part["prompt"].to_numpy()[fit_pos],
                           params["linear"]["alphas"], params["linear"]["inner_folds"])
         if trainer is None:
-            pred = probe.predict(pooled[train_rows][held_pos])
+            pred = probe.predict(pooled[train_rows][held_pos])[:, 0]
         else:
             result = trainer.train_fold(inner, subset(data, train_rows), 1, seed, init_head=probe if ft["lp_ft"] else None)
-            pred = result["pred_raw"]
+            pred = result["pred_raw"][:, 0]
         y = part["y"].to_numpy()[held_pos]
         per_fold[str(k)] = round(qwk(y, pred), 4)
         y_all.append(y)

@@ -251,14 +251,17 @@ def build_report(params: dict, root: Path = Path(".")) -> tuple[dict, dict]:
                 for name, block in ((f"qwk_{k}", "qwk"), (f"qwk_{k}_uncalibrated", "qwk_uncalibrated")):
                     values = [c[block][k] for c in per_seed if c[block][k] is not None]
                     calibration[s][name] = round(float(np.mean(values)), 6) if values else None
+    traits = {s: outputs[s]["metrics"]["traits"] for s in MODEL_STAGES if outputs[s]["metrics"].get("traits")}
     report = {
         "objective": objective,
+        "targets": list(params.get("prepare", {}).get("targets", ["primary"])),  # primary first: labels the per-target table
         "stages": {"candidate": cand, "erm": ERM_STAGE, "strongest_frozen": answers["decision"]["reference"], "frozen": list(FROZEN_STAGES)},
         "candidate": {"objective": objective, "stage": cand, **{k: v for k, v in models[cand].items() if k != "seeds"}},
         "q1": answers["q1"],
         "q2": answers["q2"],
         "decision": answers["decision"],
         "models": models,
+        **({"traits": traits} if traits else {}),
         "rule": {
             "q1_metrics": rp["q1_metrics"], "q2_metrics": rp["q2_metrics"], "min_gain": rp["min_gain"], "min_prompt_n": rp["min_prompt_n"],
             "text": ("per metric: inconclusive if the 95% prompt x seed bootstrap CI of the gain spans 0 or |gain| <= the "

@@ -58,6 +58,24 @@ def offset_md(report: dict) -> list[str]:
     return lines
 
 
+def traits_table_md(report: dict) -> str | None:
+    """Markdown table of every model's pooled QWK per target (seed means) and its mean trait QWK
+    (mean over the traits, mean ± sd over seeds); None when no model predicts traits."""
+    traits = report.get("traits") or {}
+    first = next((t for t in traits.values() if t), None)
+    if first is None:
+        return None
+    labels = model_labels(report["objective"])
+    names = [k for k in first if not k.startswith("mean_")]
+    primary = report.get("targets", ["primary"])[0]
+    lines = [f"| model | {primary} (primary) | " + " | ".join(names) + " | mean trait QWK |", "|---" * (len(names) + 3) + "|"]
+    for stage, m in report["models"].items():
+        t = traits.get(stage) or {}
+        cells = " | ".join(_cell(t.get(n, {}).get("qwk_pooled")) for n in names)
+        lines.append(f"| {labels[stage]} | {_cell(m['qwk_pooled'])} | {cells} | {_pm(t.get('mean_qwk_pooled'), t.get('mean_qwk_pooled_sd'))} |")
+    return "\n".join(lines)
+
+
 def _verdict_rows(name: str, judged: dict, models: dict, a: str, b: str) -> list[str]:
     rows = []
     for metric, v in judged["metrics"].items():
@@ -111,6 +129,10 @@ def decision_md(report: dict) -> str:
         "",
         *offset_md(report),
         "",
+        *(["## Every target: pooled QWK per target, mean over seeds (same CV, same half-band QWK)", "",
+           traits_table_md(report), "",
+           "Mean trait QWK = mean over the traits (not the primary) of each seed's pooled QWK, then mean ± sd over seeds. "
+           "Q1, Q2, the calibration and the locked test read the primary target only.", ""] if traits_table_md(report) else []),
         "Pooled QWK per seed: " + "; ".join(f"{labels[s]} " + ", ".join(f"{seed}: {_cell(v)}" for seed, v in m["seeds"].items())
                                             for s, m in report["models"].items() if m["n_seeds"] > 1) + ".",
         "",
