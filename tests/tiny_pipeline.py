@@ -37,6 +37,7 @@ def tiny_params(params: dict, model: Path, csv_path: str) -> dict:
 
 def make_pipeline_repo(root: Path, model: Path, csv_path: str) -> Path:
     """git + dvc repo at ``root`` with this repository's code, dvc.yaml and tiny params; committed."""
+    root.mkdir(parents=True, exist_ok=True)
     for name in ("dvc.yaml", ".gitignore", ".dvcignore", "README.md"):
         shutil.copy(ROOT / name, root / name)
     # The frozen final_test stage's metric before the locked test is ever scored (the workspace's
