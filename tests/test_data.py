@@ -202,33 +202,32 @@ def test_csv_without_traits_works_with_overall_only_and_fails_clearly_with_the_d
         validate_and_clean(corpus, PREP)
 
 
+SEVEN = "[Overall, Cohesion, Syntax, Vocabulary, Phraseology, Grammar, Conventions]"
+
+
 @pytest.mark.parametrize(
-    "old,new,message",
+    "key,value,message",
     [
-        ("Phraseology, Grammar, Conventions]", "Phraseology, Grammar, Grammar]", "key 'prepare.targets' repeats 'Grammar'"),
-        ("Phraseology, Grammar, Conventions]", "Phraseology, Grammar, Spelling]",
+        ("prepare.targets", "[Overall, Cohesion, Syntax, Vocabulary, Phraseology, Grammar, Grammar]", "key 'prepare.targets' repeats 'Grammar'"),
+        ("prepare.targets", "[Overall, Cohesion, Syntax, Vocabulary, Phraseology, Grammar, Spelling]",
          r"key 'prepare.targets' has unknown item 'Spelling'.*known: Overall, Cohesion"),
-        ("Phraseology, Grammar, Conventions]", "Phraseology, Grammar, Convention]", r"did you mean 'Conventions'\?"),
-        ("target_weights: [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]", "target_weights: [1.0, 1.0]",
+        ("prepare.targets", "[Overall, Cohesion, Syntax, Vocabulary, Phraseology, Grammar, Convention]", r"did you mean 'Conventions'\?"),
+        ("finetune.target_weights", "[1.0, 1.0]",
          r"'finetune.target_weights' has 2 weight\(s\) but key 'prepare.targets' lists 7 target\(s\)"),
-        ("target_weights: [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]", "target_weights: [0, 0, 0, 0, 0, 0, 0]",
-         "'finetune.target_weights' must be >= 0 with at least one weight > 0"),
-        ("target_weights: [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]", "target_weights: [1, one, 1, 1, 1, 1, 1]",
-         "'finetune.target_weights' must be a list of float"),
+        ("finetune.target_weights", "[0, 0, 0, 0, 0, 0, 0]", "'finetune.target_weights' must be >= 0 with at least one weight > 0"),
+        ("finetune.target_weights", "[1, one, 1, 1, 1, 1, 1]", "'finetune.target_weights' must be a list of float"),
     ],
 )
-def test_bad_targets_and_weights_are_named(tmp_path, old, new, message):
-    text = (ROOT / "params.yaml").read_text()
-    assert old in text, f"params.yaml no longer contains {old!r}: update this test"
-    (tmp_path / "p.yaml").write_text(text.replace(old, new, 1))
+def test_bad_targets_and_weights_are_named(tmp_path, key, value, message):
+    # the seven-target default, whatever the commit's targets and weights are
+    text = with_param(with_param(committed_text("params.yaml"), "prepare.targets", SEVEN), "finetune.target_weights", "[1, 1, 1, 1, 1, 1, 1]")
+    (tmp_path / "p.yaml").write_text(with_param(text, key, value))
     with pytest.raises(AESError, match=message):
         load_params(tmp_path / "p.yaml")
 
 
 def test_overall_only_params_load(tmp_path):
-    text = (ROOT / "params.yaml").read_text()
-    text = text.replace("targets: [Overall, Cohesion, Syntax, Vocabulary, Phraseology, Grammar, Conventions]", "targets: [Overall]")
-    text = text.replace("target_weights: [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]", "target_weights: [1]")
-    (tmp_path / "p.yaml").write_text(text)
+    text = with_param(committed_text("params.yaml"), "prepare.targets", "[Overall]")
+    (tmp_path / "p.yaml").write_text(with_param(text, "finetune.target_weights", "[1]"))
     params = load_params(tmp_path / "p.yaml")
     assert params["prepare"]["targets"] == ["Overall"] and params["finetune"]["target_weights"] == [1.0]

@@ -114,19 +114,18 @@ def _fake(root, traits=("Cohesion", "Grammar")):
 
 
 def test_report_has_a_per_trait_table_for_every_model(tmp_path):
-    import copy
     import json
     import warnings
 
-    from aes.core.params import load_params
+    from aes.core.params import validate
     from aes.core.registry import MODEL_STAGES
     from aes.ops.readme import results_block
     from aes.report.assemble import build_report
     from aes.report.markdown import decision_md
-    from tests.training_fixtures import ROOT
+    from tests.committed import committed_params
 
     _fake(tmp_path)
-    params = copy.deepcopy(load_params(ROOT / "params.yaml"))
+    params = validate(committed_params())
     params["prepare"]["targets"] = ["Overall", "Cohesion", "Grammar"]
     params["report"].update(bootstrap_resamples=50, calibration=False)
     with warnings.catch_warnings():
