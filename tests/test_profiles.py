@@ -1,29 +1,31 @@
 """The GPU profile (profiles/gpu.args, `-S key=value` overrides for `dvc exp run`) must name only
-known params with valid values, so a GPU run never dies on a typo after hours of queueing."""
+known params with valid values, so a GPU run never dies on a typo after hours of queueing. The
+overrides are read and applied by the same functions the smoke run and the GPU check use."""
 
 from pathlib import Path
 
-from aes.core.params import parse_yaml, validate
+import pytest
+
+from aes.core.errors import AESError
+from aes.core.params import read_overrides, validate, with_overrides
 from tests.committed import committed_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def apply_overrides(params: dict, args_file: Path) -> dict:
-    tokens = args_file.read_text().split()
-    assert tokens[0::2] == ["-S"] * (len(tokens) // 2), "every override is '-S key=value'"
-    for item in tokens[1::2]:
-        key, value = item.split("=", 1)
-        *path, leaf = key.split(".")
-        section = params
-        for part in path:
-            section = section[part]
-        assert leaf in section, f"{key} is not a params key"
-        section[leaf] = parse_yaml(value)  # dvc parses -S values as YAML 1.2
-    return params
-
-
 def test_gpu_profile_is_valid():
-    params = apply_overrides(validate(committed_params()), ROOT / "profiles" / "gpu.args")
-    checked = validate(params)
+    overrides = read_overrides(ROOT / "profiles" / "gpu.args")
+    checked = with_overrides(validate(committed_params()), overrides, "profiles/gpu.args")  # unknown key or bad value: AESError
     assert checked["finetune"]["trainable_layers"] == -1 and checked["finetune"]["encoder_lr"] == 2.0e-5
+
+
+@pytest.mark.parametrize("text, message", [
+    ("-S finetune.epoch=4\n", "'finetune.epoch' is not a params key"),
+    ("-S finetune.epochs=0\n", "key 'finetune.epochs' must be >= 1"),
+    ("finetune.epochs=4\n", "every override must be '-S key=value'"),
+])
+def test_a_bad_profile_is_named(tmp_path, text, message):
+    profile = tmp_path / "bad.args"
+    profile.write_text(text)
+    with pytest.raises(AESError, match=message):
+        with_overrides(validate(committed_params()), read_overrides(profile), str(profile))
