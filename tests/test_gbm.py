@@ -249,7 +249,7 @@ def test_gbm_cv_stage_writes_the_contract_files(workspace):
         assert per_seed["fold"].tolist() == cv["fold"].tolist()
     assert not np.allclose(oof.loc[oof.seed == 3, "y_pred_raw"], oof.loc[oof.seed == 5, "y_pred_raw"])
     metrics = json.loads((root / "metrics" / "gbm_cv.json").read_text())
-    assert {"qwk", "rmse", "mae", "within_half_band", "n", "runtime_s", "seed_sd", "seeds"} <= set(metrics)
+    assert {"qwk", "rmse", "mae", "within_one_step", "n", "runtime_s", "seed_sd", "seeds"} <= set(metrics)
     assert metrics["n"]["essays"] == len(cv) and metrics["n"]["seeds"] == 2 and set(metrics["seeds"]) == {"3", "5"}
     assert metrics["rmse"] == pytest.approx(np.mean([metrics["seeds"][s]["rmse"] for s in ("3", "5")]), abs=1e-5)
     assert list(metrics["traits"]) == [*traits, "mean_qwk_pooled", "mean_qwk_pooled_sd"]

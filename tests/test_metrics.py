@@ -19,7 +19,7 @@ from aes.core.metrics import (
     summarize,
     summarize_seeds,
     to_half_band,
-    within_half_band,
+    within_one_step,
     worst_share_mean,
 )
 
@@ -58,10 +58,10 @@ def test_qwk_perfect_and_undefined():
     assert np.isnan(qwk([3.0, 3.0], [3.0, 3.0]))
 
 
-def test_rmse_and_within_half_band():
+def test_rmse_and_within_one_step():
     assert rmse([1, 2, 3], [1, 2, 5]) == pytest.approx(np.sqrt(4 / 3))
     # rounded predictions 3.0, 3.5, 4.5 vs 3.0: diffs 0, 0.5, 1.5 -> 2/3 within
-    assert within_half_band([3.0, 3.0, 3.0], [3.1, 3.4, 4.4]) == pytest.approx(2 / 3)
+    assert within_one_step([3.0, 3.0, 3.0], [3.1, 3.4, 4.4]) == pytest.approx(2 / 3)
 
 
 def _oof():
@@ -81,7 +81,7 @@ def _oof():
 def test_summarize_contract_keys_and_values():
     oof = _oof()
     m = summarize(oof, min_prompt_n=10)
-    assert set(m) == {"qwk", "offset", "rmse", "mae", "within_half_band", "n"}
+    assert set(m) == {"qwk", "offset", "rmse", "mae", "within_one_step", "n"}
     assert set(m["qwk"]) == {"pooled", "fold_mean", "fold_std", "worst_prompt", "worst_quarter", "median_prompt", "within_prompt", "per_fold"}
     assert set(m["offset"]) == {"rms", "noise_rms"}
     per_fold = [qwk(g.y_true, g.y_pred_raw) for _, g in oof.groupby("fold")]

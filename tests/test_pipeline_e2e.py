@@ -33,7 +33,7 @@ def test_every_stage_writes_the_contract(repo):
         assert f"Running stage '{stage}'" in first.stdout
     for stage in MODEL_STAGES:
         metrics = json.loads((root / "metrics" / f"{stage}.json").read_text())
-        assert {"qwk", "rmse", "mae", "within_half_band", "n", "runtime_s"} <= set(metrics)
+        assert {"qwk", "rmse", "mae", "within_one_step", "n", "runtime_s"} <= set(metrics)
         assert metrics["n"]["folds"] == 3
         for name in ("by_prompt", "by_grade", "by_band"):
             assert (root / "plots" / stage / f"{name}.csv").exists()

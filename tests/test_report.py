@@ -505,7 +505,7 @@ def test_final_test_averages_the_seeds(tmp_path, params):
     out = run_final_test(params, essays, splits, report, tmp_path / "final.json", fit_predict=three_seeds)
     per_seed = out["test_per_seed"]
     assert len(per_seed) == 3 and out["test"]["n"] == {"essays": n_test, "prompts": 2, "prompts_scored": 0, "seeds": 3}
-    for key in ("rmse", "mae", "within_half_band"):
+    for key in ("rmse", "mae", "within_one_step"):
         assert out["test"][key] == pytest.approx(np.mean([m[key] for m in per_seed]), abs=1e-6), key
     assert out["test"]["qwk"]["pooled"] == pytest.approx(np.mean([m["qwk"]["pooled"] for m in per_seed]), abs=1e-6)
     assert len({m["rmse"] for m in per_seed}) == 3  # the seeds really differ

@@ -24,11 +24,12 @@ import pandas as pd
 
 from aes.core.errors import AESError
 from aes.core.io import write_json
-from aes.core.metrics import diagnostics, finite_or_none, metric_value, summarize, summarize_seeds, to_half_band
+from aes.core.metrics import diagnostics, finite_or_none, is_single_scale, metric_value, rounded, summarize, summarize_seeds
 from aes.core.registry import metrics_path, plots_dir, predictions_path
+from aes.core.scale import SCALE_COLUMNS, from_unit, scale_arrays, to_unit
 
-PREDICTION_COLUMNS = ["record_id", "fold", "seed", "prompt", "grade", "y_true", "y_pred_raw", "y_pred", "residual"]
-DIAGNOSTIC_GROUPS = {"by_prompt": "prompt", "by_grade": "grade", "by_band": "y_true"}
+PREDICTION_COLUMNS = ["record_id", "fold", "seed", "prompt", "grade", "y_true", "y_pred_raw", "y_pred", "residual", *SCALE_COLUMNS]
+DIAGNOSTIC_GROUPS = {"by_prompt": "prompt", "by_grade": "grade", "by_band": "band"}
 TRUE_PREFIX, PRED_PREFIX = "y_true_", "y_pred_raw_"  # + trait name: the columns of a further target
 TRAIT_METRICS = {"qwk_pooled": "qwk.pooled", "qwk_worst_quarter": "qwk.worst_quarter", "rmse": "rmse"}  # traits.<t>.<key> <- summarize key
 
@@ -48,22 +49,25 @@ def target_view(oof: pd.DataFrame, target: str | None) -> pd.DataFrame:
     if PRED_PREFIX + target not in oof.columns:
         raise AESError(f"no predictions for target {target!r}; this table has the primary target and {trait_names(oof) or 'no traits'}")
     view = oof.assign(y_true=oof[TRUE_PREFIX + target], y_pred_raw=oof[PRED_PREFIX + target])
-    view["y_pred"] = to_half_band(view["y_pred_raw"])
+    view["y_pred"] = rounded(view)
     view["residual"] = view["y_pred_raw"] - view["y_true"]
     return view
 
 
-def make_oof_frame(essays: pd.DataFrame, fold: np.ndarray, y_pred_raw: np.ndarray, seed: int = 0) -> pd.DataFrame:
+def make_oof_frame(essays: pd.DataFrame, fold: np.ndarray, y_pred_unit: np.ndarray, seed: int = 0) -> pd.DataFrame:
     """Build the prediction table of one seed from the CV essays and one model's predictions.
 
-    essays: n rows with columns record_id, prompt, grade, y (the primary score) and one column per
-    target (:func:`aes.data.corpus.declared_targets`). fold: (n,) int. y_pred_raw: (n,) for the
-    primary target alone or (n, T) for every declared target, in declared order (score units).
+    essays: n rows with columns record_id, prompt, grade, y (the primary score), the scale columns
+    and one column per target (:func:`aes.data.corpus.declared_targets`). fold: (n,) int.
+    y_pred_unit: (n,) for the primary target alone or (n, T) for every declared target, in
+    declared order, on the unit range of each essay's scale (what models are trained on,
+    :func:`aes.data.corpus.target_matrix`); the table holds them in score points of that scale.
     seed: the training seed that produced them (stack several with :func:`stack_seeds`).
     """
     from aes.data.corpus import declared_targets
 
-    y_pred_raw = np.asarray(y_pred_raw, dtype=float)
+    low, high, step = scale_arrays(essays)
+    y_pred_raw = from_unit(y_pred_unit, low, high)
     targets = declared_targets(essays)
     if y_pred_raw.ndim == 2 and y_pred_raw.shape[1] != len(targets):
         raise AESError(f"{y_pred_raw.shape[1]} predictions per essay for {len(targets)} targets {targets}")
@@ -81,9 +85,10 @@ def make_oof_frame(essays: pd.DataFrame, fold: np.ndarray, y_pred_raw: np.ndarra
             "grade": essays["grade"].to_numpy(),
             "y_true": essays["y"].to_numpy(dtype=float),
             "y_pred_raw": pred[:, 0],
+            **{c: essays[c].to_numpy(dtype=float) for c in SCALE_COLUMNS},
         }
     )
-    oof["y_pred"] = to_half_band(oof["y_pred_raw"])
+    oof["y_pred"] = rounded(oof)
     oof["residual"] = oof["y_pred_raw"] - oof["y_true"]
     further = {}
     for j in range(1, pred.shape[1]):
@@ -100,8 +105,18 @@ def stack_seeds(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def with_band(oof: pd.DataFrame) -> pd.DataFrame:
+    """The table with a column ``band``: the true score where every row shares one scale, else its
+    position on its prompt's range in tenths (0.0 = the lowest score, 1.0 = the highest)."""
+    if is_single_scale(oof):
+        return oof.assign(band=oof["y_true"].to_numpy(float))
+    low, high, _ = scale_arrays(oof)
+    return oof.assign(band=np.round(to_unit(oof["y_true"], low, high), 1))
+
+
 def seed_mean_diagnostics(oof: pd.DataFrame, by: str) -> pd.DataFrame:
     """:func:`aes.core.metrics.diagnostics` per seed, averaged over seeds (n = essays per group)."""
+    oof = with_band(oof) if by == "band" else oof
     per_seed = [diagnostics(g, by) for _, g in oof.groupby("seed", sort=True)]
     return pd.concat(per_seed).groupby(by, sort=True).mean(numeric_only=True).reset_index().astype({"n": int})
 
@@ -112,7 +127,7 @@ def summarize_traits(oof: pd.DataFrame, min_prompt_n: int) -> dict:
     Returns {trait: {qwk_pooled, qwk_worst_quarter, rmse, and each with _sd}, ..., mean_qwk_pooled,
     mean_qwk_pooled_sd}: every number the mean over seeds of that seed's value, _sd the sample sd
     over seeds (0 for one seed); mean_qwk_pooled is each seed's mean pooled QWK over the traits.
-    QWK uses the primary target's half-band rounding (:func:`aes.core.metrics.qwk`).
+    QWK rounds to each row's grid (the traits share the primary target's scale).
     """
     traits = trait_names(oof)
     if not traits:
@@ -165,8 +180,6 @@ def write_model_outputs(
     pdir.mkdir(parents=True, exist_ok=True)
     for name, column in DIAGNOSTIC_GROUPS.items():
         diag = seed_mean_diagnostics(oof, column)
-        if column == "y_true":
-            diag = diag.rename(columns={"y_true": "band"})
         diag.insert(0, "model", stage)
         diag.to_csv(pdir / f"{name}.csv", index=False, float_format="%.6f")
 

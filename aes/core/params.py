@@ -155,6 +155,8 @@ SCHEMA: dict[str, Any] = {
         "min_prompt_n": Int(ge=1),
         "bootstrap_resamples": Int(ge=1),
         "bootstrap_seed": Int(ge=0),
+        # what the bootstrap resamples besides seeds: whole prompts, or essays within each prompt (few prompts)
+        "bootstrap_unit": Choice("prompt", "essay_within_prompt"),
         "probe_folds": Int(ge=2),
         "calibration": Key(bool),
         "q1_metrics": METRICS,  # Q1 verdict: ERM vs the strongest frozen model, on each of these

@@ -291,9 +291,17 @@ def declared_targets(essays: pd.DataFrame) -> list[str]:
 
 
 def target_matrix(essays: pd.DataFrame, targets: list[str] | None = None) -> np.ndarray:
-    """(n, T) float64 scores of ``targets`` (default :func:`declared_targets`), primary first."""
+    """(n, T) float64 training targets: the scores of ``targets`` (default :func:`declared_targets`,
+    primary first) min-max normalised to [0, 1] on each essay's own scale (its prompt's range).
+
+    Every model trains on these and predicts them; :func:`aes.core.artifacts.make_oof_frame` maps
+    predictions back to score points. One scale for all prompts (ELLIPSE) makes this an affine map.
+    """
+    from aes.core.scale import scale_arrays, to_unit
+
     targets = declared_targets(essays) if targets is None else targets
-    return essays[list(targets)].to_numpy(dtype=np.float64)
+    low, high, _ = scale_arrays(essays)
+    return to_unit(essays[list(targets)].to_numpy(dtype=np.float64), low, high)
 
 
 def load_essays(path: str | Path = ESSAYS) -> pd.DataFrame:

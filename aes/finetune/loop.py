@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from aes.core.errors import AESError
-from aes.core.metrics import qwk
+from aes.core.metrics import headline_qwk, scored_rows
 from aes.core.registry import stage_for_objective
 from aes.encoders.embedding import check_bf16
 from aes.finetune.backbones import Backbone, Prepared, make_backbone
@@ -209,7 +209,7 @@ class Trainer:
         cv: the essays with prompt, fold and the target columns (:func:`aes.data.corpus.declared_targets`,
         T of them, as many as ``finetune.target_weights``). init_head: the fold's linear probe
         (:class:`aes.baseline.linear.RidgeFit`, one output per target) to start from, or None.
-        Returns dict with pred_raw (n_val, T) score units, pooled (n_val, H) float32, state
+        Returns dict with pred_raw (n_val, T) on the unit range of each essay's scale, pooled (n_val, H) float32, state
         (trainable tensors), target_mean/std (T lists), targets, epochs (list of per-epoch log
         dicts), best_epoch, prompts, history.
         """
@@ -296,7 +296,8 @@ class Trainer:
             logs = {"epoch": epoch, "step": step, **objective.epoch_logs()}
             if len(inner_rows):
                 inner_z, _ = self.predict(model, data, inner_rows)
-                logs["inner_qwk"] = float(qwk(y[inner_rows, 0], inner_z[:, 0] * std[0] + mean[0]))  # the primary target chooses the epoch
+                # the primary target chooses the epoch, scored on each inner essay's own scale
+                logs["inner_qwk"] = headline_qwk(scored_rows(cv.iloc[inner_rows], inner_z[:, 0] * std[0] + mean[0]))
                 if logs["inner_qwk"] > best["qwk"]:
                     best = {"qwk": logs["inner_qwk"], "epoch": epoch, "state": trainable_state(acc.unwrap_model(model))}
             epochs.append(logs)

@@ -20,7 +20,7 @@ import pandas as pd
 
 from aes.core.errors import AESError
 from aes.core.io import write_json
-from aes.core.metrics import finite_or_none, mae, per_group_qwk, qwk, rmse, within_half_band, worst_share_mean
+from aes.core.metrics import error_unit, finite_or_none, mae, per_group_qwk, residuals, rmse, scored_rows, table_qwk, within_one_step, worst_share_mean
 from aes.core.registry import (
     BASELINE_STAGE,
     EMBEDDINGS,
@@ -144,19 +144,24 @@ def fit_predict_finetune(train: pd.DataFrame, test: pd.DataFrame, params: dict, 
     return np.stack([np.asarray(trainer.train_fold(frame, data, -1, seed, init_head=probe)["pred_raw"], dtype=float) for seed in ft["seeds"]])
 
 
-def score_test(test: pd.DataFrame, y_pred_raw: np.ndarray, min_prompt_n: int) -> dict:
-    """Locked-test metrics: pooled / worst / median prompt QWK, RMSE, MAE, within-half-band, per prompt."""
-    y = test["y"].to_numpy(float)
-    frame = pd.DataFrame({"prompt": test["prompt"].to_numpy(), "y_true": y, "y_pred_raw": y_pred_raw})
+def score_test(test: pd.DataFrame, y_pred_unit: np.ndarray, min_prompt_n: int, target: str | None = None) -> dict:
+    """Locked-test metrics of one seed: pooled / worst / median prompt QWK, RMSE, MAE, within one step, per prompt.
+
+    y_pred_unit: (n_test,) predictions of ``target`` (None: the primary) on each essay's unit range.
+    """
+    rows = test if target is None else test.assign(y=test[target])
+    frame = scored_rows(rows, y_pred_unit)
     per_prompt = per_group_qwk(frame, "prompt", min_prompt_n).dropna()
+    err = residuals(frame)
     return {
-        "qwk": {"pooled": finite_or_none(qwk(y, y_pred_raw)), "worst_prompt": finite_or_none(per_prompt.min() if len(per_prompt) else np.nan),
+        "qwk": {"pooled": finite_or_none(table_qwk(frame)), "worst_prompt": finite_or_none(per_prompt.min() if len(per_prompt) else np.nan),
                 "worst_quarter": finite_or_none(worst_share_mean(per_prompt.to_numpy())),
                 "median_prompt": finite_or_none(per_prompt.median() if len(per_prompt) else np.nan),
                 "per_prompt": {str(k): finite_or_none(v) for k, v in per_prompt.items()}},
-        "rmse": finite_or_none(rmse(y, y_pred_raw)),
-        "mae": finite_or_none(mae(y, y_pred_raw)),
-        "within_half_band": finite_or_none(within_half_band(y, y_pred_raw)),
+        "rmse": finite_or_none(rmse(err)),
+        "mae": finite_or_none(mae(err)),
+        "within_one_step": finite_or_none(within_one_step(frame)),
+        "error_unit": error_unit(frame),
         "n": {"essays": int(len(test)), "prompts": int(test["prompt"].nunique()), "prompts_scored": int(len(per_prompt))},
     }
 
@@ -166,8 +171,8 @@ def run_final_test(params: dict, essays: pd.DataFrame, splits: dict, report_path
     """Gate, train the chosen configuration on all CV essays, score the locked test once, write out_path.
 
     essays: all prepared essays; splits: splits.json document. ``fit_predict(choice, train, test,
-    params) -> (n_test,), (n_seeds, n_test) or (n_seeds, n_test, T)`` (T declared targets, primary
-    first) defaults to :func:`default_fit_predict` (tests pass a stub).
+    params) -> (n_test,), (n_seeds, n_test) or (n_seeds, n_test, T)`` on each essay's unit range
+    (T declared targets, primary first) defaults to :func:`default_fit_predict` (tests pass a stub).
     """
     from aes.data.splits import cv_essays, locked_test_essays
 
@@ -180,8 +185,8 @@ def run_final_test(params: dict, essays: pd.DataFrame, splits: dict, report_path
     if raw.ndim != 3 or raw.shape[1] != len(test) or raw.shape[2] not in (1, len(targets)) or not np.all(np.isfinite(raw)):
         raise AESError(f"final_test: model returned {given.shape} predictions (finite: {np.isfinite(given).all()}) for {len(test)} test essays "
                        f"and {len(targets)} target(s)")
-    y_pred_raw = raw[:, :, 0]  # the primary target: the headline
-    per_seed = [score_test(test, row, params["report"]["min_prompt_n"]) for row in y_pred_raw]
+    y_pred_unit = raw[:, :, 0]  # the primary target: the headline
+    per_seed = [score_test(test, row, params["report"]["min_prompt_n"]) for row in y_pred_unit]
     result = {
         "model": choice["stage"],
         "objective": choice["objective"],
@@ -190,8 +195,7 @@ def run_final_test(params: dict, essays: pd.DataFrame, splits: dict, report_path
         "reason": choice["reason"],
         "test": _seed_mean(per_seed),
         "test_per_seed": per_seed if len(per_seed) > 1 else None,
-        "traits": {t: {"qwk_pooled": finite_or_none(float(np.mean([qwk(test[t], row) for row in raw[:, :, j]]))),
-                       "rmse": finite_or_none(float(np.mean([rmse(test[t], row) for row in raw[:, :, j]])))}
+        "traits": {t: _trait_summary([score_test(test, row, params["report"]["min_prompt_n"], t) for row in raw[:, :, j]])
                    for j, t in enumerate(targets[1:raw.shape[2]], start=1)},
         "n_train": int(len(train)),
         "runtime_s": round(time.perf_counter() - started, 1),
@@ -200,10 +204,19 @@ def run_final_test(params: dict, essays: pd.DataFrame, splits: dict, report_path
     return result
 
 
+def _trait_summary(per_seed: list[dict]) -> dict:
+    """{qwk_pooled, rmse} of one further target: the mean over seeds of each seed's :func:`score_test`."""
+    def mean(values):
+        values = [v for v in values if v is not None]
+        return finite_or_none(float(np.mean(values))) if values else None
+
+    return {"qwk_pooled": mean([m["qwk"]["pooled"] for m in per_seed]), "rmse": mean([m["rmse"] for m in per_seed])}
+
+
 def _seed_mean(per_seed: list[dict]) -> dict:
     """The first seed's document with every headline number replaced by the mean over seeds."""
     out = json.loads(json.dumps(per_seed[0]))
-    for key in ("rmse", "mae", "within_half_band"):
+    for key in ("rmse", "mae", "within_one_step"):
         values = [m[key] for m in per_seed if m[key] is not None]
         out[key] = finite_or_none(float(np.mean(values))) if values else None
     for key in ("pooled", "worst_prompt", "worst_quarter", "median_prompt"):

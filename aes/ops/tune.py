@@ -26,9 +26,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from aes.baseline.linear import fit_ridge
-from aes.core.metrics import qwk
+from aes.core.metrics import headline_qwk, scored_rows
 from aes.core.params import load_params
 from aes.data.corpus import target_matrix
 from aes.data.splits import inner_split
@@ -67,7 +68,7 @@ def evaluate(params: dict, cv, data: Prepared, pooled: np.ndarray, cand: dict, f
     """Inner QWK of one candidate: pooled over all folds' inner-held-out essays, and per fold."""
     ft = {**params["finetune"], **{k: v for k, v in cand.items() if k in params["finetune"]}}
     trainer = Trainer({**params, "finetune": ft}, "erm", make_accelerator(ft)) if not cand.get("lp_only") else None
-    y_all, p_all, per_fold, started = [], [], {}, time.perf_counter()
+    held_all, per_fold, started = [], {}, time.perf_counter()
     for k in folds:
         train_rows = np.flatnonzero(cv["fold"].to_numpy() != k)
         part = cv.iloc[train_rows].reset_index(drop=True)
@@ -82,12 +83,11 @@ def evaluate(params: dict, cv, data: Prepared, pooled: np.ndarray, cand: dict, f
         else:
             result = trainer.train_fold(inner, subset(data, train_rows), 1, seed, init_head=probe if ft["lp_ft"] else None)
             pred = result["pred_raw"][:, 0]
-        y = part["y"].to_numpy()[held_pos]
-        per_fold[str(k)] = round(qwk(y, pred), 4)
-        y_all.append(y)
-        p_all.append(pred)
+        held = scored_rows(part.iloc[held_pos], pred)  # unit-range predictions -> each essay's own scale
+        per_fold[str(k)] = round(headline_qwk(held), 4)
+        held_all.append(held)
     values = np.array(list(per_fold.values()))
-    return {**cand, "inner_qwk_pooled": round(qwk(np.concatenate(y_all), np.concatenate(p_all)), 4),
+    return {**cand, "inner_qwk_pooled": round(headline_qwk(pd.concat(held_all, ignore_index=True)), 4),
             "inner_qwk_fold_mean": round(float(values.mean()), 4), "inner_qwk_fold_sd": round(float(values.std(ddof=1)), 4),
             "inner_qwk_per_fold": per_fold, "seconds": round(time.perf_counter() - started, 1)}
 

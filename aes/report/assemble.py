@@ -24,14 +24,8 @@ import pandas as pd
 
 from aes.core.artifacts import read_metrics, read_predictions
 from aes.core.errors import AESError
-from aes.core.metrics import (
-    HALF_BANDS,
-    N_BANDS,
-    band_labels,
-    metric_value,
-    qwk,
-    to_half_band,
-)
+from aes.core.artifacts import with_band
+from aes.core.metrics import POOLED_METRICS, is_single_scale, metric_value, residuals, rounded, table_qwk, table_scale
 from aes.core.registry import (
     DECISION_MD,
     DVCLIVE,
@@ -121,7 +115,7 @@ def headline_row(metrics: dict) -> dict:
         "offset_noise_rms": metrics.get("offset", {}).get("noise_rms"),
         "rmse": metrics.get("rmse"),
         "mae": metrics.get("mae"),
-        "within_half_band": metrics.get("within_half_band"),
+        "within_one_step": metrics.get("within_one_step"),
         "n_seeds": metrics.get("n", {}).get("seeds", 1),
         "seeds": {s: m["qwk"]["pooled"] for s, m in metrics.get("seeds", {}).items()},
     }
@@ -135,7 +129,7 @@ def per_prompt_table(oofs: dict[str, pd.DataFrame], min_prompt_n: int, pairs) ->
     any_oof = first_seed(next(iter(oofs.values())))
     base = any_oof.groupby("prompt", sort=True).agg(fold=("fold", "first"), n=("record_id", "size")).reset_index()
     for model, oof in oofs.items():
-        per_seed = oof.groupby(["seed", "prompt"], sort=True).apply(lambda g: qwk(g["y_true"], g["y_pred_raw"]), include_groups=False)
+        per_seed = oof.groupby(["seed", "prompt"], sort=True)[list(oof.columns)].apply(table_qwk)
         q = per_seed.groupby(level="prompt").mean()
         base[f"qwk_{model}"] = np.where(base["n"] >= min_prompt_n, q.reindex(base["prompt"]).to_numpy(), np.nan)
     for name, a, b in pairs:
@@ -144,31 +138,35 @@ def per_prompt_table(oofs: dict[str, pd.DataFrame], min_prompt_n: int, pairs) ->
 
 
 def residual_table(oofs: dict[str, pd.DataFrame], by: str) -> pd.DataFrame:
-    """Wide mean residual (y_pred_raw - y_true, over essays and seeds) per value of ``by`` ('y_true' -> 'band', 'grade').
+    """Wide mean residual (:func:`aes.core.metrics.residuals`, over essays and seeds) per value of
+    ``by`` ('band': the true score, or its tenth of the prompt's range with several scales; 'grade').
 
     Returns columns <by>, n (essays), then one column per model.
     """
-    name = "band" if by == "y_true" else by
-    any_oof = first_seed(next(iter(oofs.values())))
-    out = any_oof.groupby(by, sort=True).size().rename("n").reset_index().rename(columns={by: name})
+    any_oof = with_band(first_seed(next(iter(oofs.values()))))
+    out = any_oof.groupby(by, sort=True).size().rename("n").reset_index()
     for model, oof in oofs.items():
+        oof = with_band(oof).assign(residual=residuals(oof))
         out[model] = oof.groupby(by, sort=True)["residual"].mean().to_numpy()
     return out
 
 
 def confusion_long(oofs: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Aggregate confusion counts of the first seed, long format: model, y_true, y_pred, count (all 81 cells per model).
+    """Aggregate confusion counts of the first seed, long format: model, y_true, y_pred, count (every
+    cell of the grid per model). Only where every prompt shares one scale; otherwise an empty table.
 
     Scores are written as text ('3.5') so plot tools treat them as ordered categories.
     """
     oofs = {m: first_seed(o) for m, o in oofs.items()}
     rows = []
     for model, oof in oofs.items():
-        t = band_labels(oof["y_true"]) - 2
-        p = band_labels(to_half_band(oof["y_pred_raw"])) - 2
-        conf = np.bincount(t * N_BANDS + p, minlength=N_BANDS * N_BANDS).reshape(N_BANDS, N_BANDS)
-        for i, yt in enumerate(HALF_BANDS):
-            for j, yp in enumerate(HALF_BANDS):
+        scale = table_scale(oof)
+        if scale is None:
+            return pd.DataFrame(columns=["model", "y_true", "y_pred", "count"])
+        grid = scale.grid
+        conf = pd.crosstab(pd.Categorical(oof["y_true"], grid), pd.Categorical(rounded(oof), grid), dropna=False).to_numpy()
+        for i, yt in enumerate(grid):
+            for j, yp in enumerate(grid):
                 rows.append({"model": model, "y_true": f"{yt:.1f}", "y_pred": f"{yp:.1f}", "count": int(conf[i, j])})
     return pd.DataFrame(rows)
 
@@ -177,9 +175,10 @@ def confusion_long(oofs: dict[str, pd.DataFrame]) -> pd.DataFrame:
 # Assembly and writers (the stage calls run_report)
 # --------------------------------------------------------------------------------------------
 
-def strongest_frozen(point: dict) -> str:
-    """The frozen stage with the best pooled QWK (mean over seeds): Q1's reference, the conservative choice."""
-    return max(FROZEN_STAGES, key=lambda s: (point[s]["qwk.pooled"] if point[s]["qwk.pooled"] is not None else -np.inf))
+def strongest_frozen(point: dict, headline: str = "qwk.pooled") -> str:
+    """The frozen stage with the best ``headline`` QWK (mean over seeds; Q1's first metric): Q1's
+    reference, the conservative choice."""
+    return max(FROZEN_STAGES, key=lambda s: (point[s][headline] if point[s].get(headline) is not None else -np.inf))
 
 
 def comparison_pairs(reference: str) -> list[tuple[str, str, str]]:
@@ -192,9 +191,25 @@ def comparison_pairs(reference: str) -> list[tuple[str, str, str]]:
     return pairs
 
 
+def check_scale_rules(oof: pd.DataFrame, rp: dict) -> None:
+    """Metrics that pool prompts (pooled QWK, fold-mean QWK) and calibration need one scale for
+    every prompt; with several (ASAP) a verdict on them would read undefined numbers."""
+    if is_single_scale(oof):
+        return
+    for key in ("q1_metrics", "q2_metrics"):
+        pooled = [m for m in rp[key] if m in POOLED_METRICS]
+        if pooled:
+            raise AESError(f"report.{key} lists {pooled}, undefined here: the prompts have different score scales, so a QWK "
+                           "pooled across them is not a metric; use qwk.within_prompt (the mean per-prompt QWK the cross-prompt "
+                           "literature reports), qwk.worst_prompt or offset.rms (profiles/asap.args)")
+    if rp["calibration"]:
+        raise AESError("report.calibration: true, but the prompts have different score scales; cut-points fitted on other "
+                       "prompts' grids cannot score an unseen prompt on its own. Set report.calibration: false (profiles/asap.args)")
+
+
 def check_consistency(stage: str, metrics: dict, point: dict, root: Path = Path(".")) -> None:
     """The metrics file and the predictions file of a stage must tell the same story (not stale)."""
-    for key in ("qwk.pooled", "rmse"):
+    for key in ("qwk.pooled", "qwk.within_prompt", "rmse"):
         stored = metric_value(metrics, key)
         if stored is not None and point[key] is not None and abs(stored - point[key]) > 1e-4:
             raise AESError(
@@ -205,7 +220,7 @@ def check_consistency(stage: str, metrics: dict, point: dict, root: Path = Path(
 
 def answer_questions(boot: dict, rp: dict, objective: str) -> dict:
     """Q1, Q2 and the decision block from the bootstrap (see the module docstring)."""
-    reference = strongest_frozen(boot["point"])
+    reference = strongest_frozen(boot["point"], rp["q1_metrics"][0])
     q1 = {"reference": reference, "comparison": f"erm_vs_{reference}",
           **judge(boot["pairs"][f"erm_vs_{reference}"], rp["q1_metrics"], rp["min_gain"])}
     q2 = {o: {"comparison": f"{o}_vs_erm", "stage": OBJECTIVE_STAGES[o], **judge(boot["pairs"][f"{o}_vs_erm"], rp["q2_metrics"], rp["min_gain"])}
@@ -231,10 +246,12 @@ def build_report(params: dict, root: Path = Path(".")) -> tuple[dict, dict]:
     check_metrics(rp["q2_metrics"], "report.q2_metrics")
     outputs = load_model_outputs(MODEL_STAGES, objective, root)
     oofs = {s: o["oof"] for s, o in outputs.items()}
-    # Q1's reference is the strongest frozen model; pick it from the point estimates first.
-    point = {s: {"qwk.pooled": metric_value(outputs[s]["metrics"], "qwk.pooled")} for s in MODEL_STAGES}
-    pairs = comparison_pairs(strongest_frozen(point))
-    boot = prompt_bootstrap(oofs, pairs, rp["bootstrap_resamples"], rp["bootstrap_seed"], rp["min_prompt_n"])
+    check_scale_rules(oofs[cand], rp)
+    # Q1's reference is the strongest frozen model on Q1's first metric; pick it from the point estimates first.
+    headline = rp["q1_metrics"][0]
+    point = {s: {headline: metric_value(outputs[s]["metrics"], headline)} for s in MODEL_STAGES}
+    pairs = comparison_pairs(strongest_frozen(point, headline))
+    boot = prompt_bootstrap(oofs, pairs, rp["bootstrap_resamples"], rp["bootstrap_seed"], rp["min_prompt_n"], rp["bootstrap_unit"])
     for s in MODEL_STAGES:
         check_consistency(s, outputs[s]["metrics"], boot["point"][s], root)
     answers = answer_questions(boot, rp, objective)
@@ -243,8 +260,9 @@ def build_report(params: dict, root: Path = Path(".")) -> tuple[dict, dict]:
     if rp["calibration"]:
         for s in MODEL_STAGES:
             per_seed = [calibrated_metrics(g.reset_index(drop=True), rp["min_prompt_n"]) for _, g in oofs[s].groupby("seed", sort=True)]
+            grid = table_scale(oofs[s]).grid
             for fold, cuts in per_seed[0]["cut_points"].items():
-                cut_rows += [{"model": s, "fold": int(fold), "between": f"{HALF_BANDS[j]:.1f}-{HALF_BANDS[j + 1]:.1f}", "cut_point": c}
+                cut_rows += [{"model": s, "fold": int(fold), "between": f"{grid[j]:g}-{grid[j + 1]:g}", "cut_point": c}
                              for j, c in enumerate(cuts)]
             calibration[s] = {}
             for k in per_seed[0]["qwk"]:
@@ -271,7 +289,8 @@ def build_report(params: dict, root: Path = Path(".")) -> tuple[dict, dict]:
         "intervals": boot["intervals"],
         "seed_sd": boot["seed_sd"],
         "holdout": holdout_groups(root),
-        "bootstrap": {"unit": "prompt x seed", "resamples": rp["bootstrap_resamples"], "seed": rp["bootstrap_seed"],
+        "error_unit": outputs[cand]["metrics"].get("error_unit"),
+        "bootstrap": {"unit": boot["unit"], "resamples": rp["bootstrap_resamples"], "seed": rp["bootstrap_seed"],
                       "n_prompts": boot["n_prompts"], "n_seeds": boot["n_seeds"]},
         "probe": read_probes(root),
         "calibration": calibration,
@@ -280,7 +299,7 @@ def build_report(params: dict, root: Path = Path(".")) -> tuple[dict, dict]:
     tables = {
         "per_prompt_qwk": per_prompt_table(oofs, rp["min_prompt_n"], [("erm_vs_strongest_frozen", ERM_STAGE, answers["decision"]["reference"]),
                                                                        *[(n, a, b) for n, a, b in pairs if n.endswith("_vs_erm")]]),
-        "residual_by_band": residual_table(oofs, "y_true"),
+        "residual_by_band": residual_table(oofs, "band"),
         "residual_by_grade": residual_table(oofs, "grade"),
         "confusion": confusion_long(oofs),
     }
@@ -317,7 +336,7 @@ def write_report(report: dict, tables: dict, root: Path = Path(".")) -> list[Pat
     written.append(rplots.plot_per_prompt_qwk(tables["per_prompt_qwk"], models, labels, png / "per_prompt_qwk.png"))
     written.append(rplots.plot_residual(tables["residual_by_band"], "band", models, labels, png / "residual_by_band.png", "true score band"))
     written.append(rplots.plot_residual(tables["residual_by_grade"], "grade", models, labels, png / "residual_by_grade.png", "grade (school year)"))
-    for m in models:
+    for m in models if len(tables["confusion"]) else ():  # no confusion where prompts have different scales
         written.append(rplots.plot_confusion(tables["confusion"], m, labels[m], png / f"confusion_{m}.png"))
     for kind, ylabel in (("training_curves", "training loss"), ("adversary_accuracy", "adversary (prompt) accuracy"), ("dro_max_weight", "max DRO group weight")):
         path = rplots.plot_curves(root / DVCLIVE, models, labels, kind, png / f"{kind}.png", ylabel)

@@ -1,42 +1,50 @@
-"""Calibration: monotone half-band cut-points, fitted on other folds only, applied to the scored fold."""
+"""Calibration: monotone cut-points between a scale's grid levels, fitted on other folds only,
+applied to the scored fold. Only for tables whose prompts share one scale (ELLIPSE's half bands):
+cut-points fitted on one grid cannot carry over to an unseen prompt scored on another."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from aes.core.metrics import HALF_BANDS, N_BANDS, band_labels, qwk_from_confusion, summarize
+from aes.core.errors import AESError
+from aes.core.metrics import qwk_from_confusion, summarize, table_scale
+from aes.core.scale import Scale, grid_labels
 
-DEFAULT_CUTS = (HALF_BANDS[:-1] + HALF_BANDS[1:]) / 2  # (8,) 1.25 .. 4.75 = plain rounding
+
+def default_cuts(scale: Scale) -> np.ndarray:
+    """(K-1,) the midpoints between grid levels: plain rounding (1.25 .. 4.75 on half bands)."""
+    return (scale.grid[:-1] + scale.grid[1:]) / 2
 
 
-def apply_cut_points(y_pred_raw, cuts: np.ndarray) -> np.ndarray:
-    """Map raw predictions (n,) to half bands (n,) with 8 increasing cut-points (8,).
+def apply_cut_points(y_pred_raw, cuts: np.ndarray, scale: Scale) -> np.ndarray:
+    """Map raw predictions (n,) to grid scores (n,) with K-1 increasing cut-points (K-1,).
 
-    A prediction above cuts[j-1] and at most cuts[j] gets band HALF_BANDS[j].
+    A prediction above cuts[j-1] and at most cuts[j] gets the grid's j-th score.
     """
-    return HALF_BANDS[np.searchsorted(np.asarray(cuts, dtype=float), np.asarray(y_pred_raw, dtype=float), side="left")]
+    return scale.grid[np.searchsorted(np.asarray(cuts, dtype=float), np.asarray(y_pred_raw, dtype=float), side="left")]
 
 
-def fit_cut_points(y_true, y_pred_raw, n_grid: int = 40, n_passes: int = 3) -> np.ndarray:
-    """Cut-points (8,) that maximise QWK of ``apply_cut_points(y_pred_raw)`` against y_true (n,).
+def fit_cut_points(y_true, y_pred_raw, scale: Scale, n_grid: int = 40, n_passes: int = 3) -> np.ndarray:
+    """Cut-points (K-1,) that maximise QWK of ``apply_cut_points(y_pred_raw)`` against y_true (n,).
 
-    Coordinate ascent from plain rounding (1.25..4.75): each cut-point in turn tries n_grid values
-    between its neighbours and keeps the best (ties keep the current value), n_passes times.
+    Coordinate ascent from plain rounding: each cut-point in turn tries n_grid values between its
+    neighbours and keeps the best (ties keep the current value), n_passes times.
     Deterministic; training QWK never goes below that of plain rounding.
     """
     y_true, x = np.asarray(y_true, dtype=float), np.asarray(y_pred_raw, dtype=float)
-    t = band_labels(y_true) - 2
-    cuts = DEFAULT_CUTS.copy()
+    K = scale.n_levels
+    t = grid_labels(y_true, scale.low, scale.step)
+    cuts = default_cuts(scale)
 
     def score(c):
         p = np.searchsorted(c, x, side="left")
-        conf = np.bincount(t * N_BANDS + p, minlength=N_BANDS * N_BANDS).reshape(N_BANDS, N_BANDS)
+        conf = np.bincount(t * K + p, minlength=K * K).reshape(K, K)
         v = qwk_from_confusion(conf)
         return -np.inf if not np.isfinite(v) else float(v)
 
     best = score(cuts)
-    lo_all, hi_all = min(x.min(), 1.0) - 0.01, max(x.max(), 5.0) + 0.01
+    lo_all, hi_all = min(x.min(), scale.low) - 0.01, max(x.max(), scale.high) + 0.01
     for _ in range(n_passes):
         for j in range(len(cuts)):
             lo = cuts[j - 1] if j > 0 else lo_all
@@ -51,20 +59,24 @@ def fit_cut_points(y_true, y_pred_raw, n_grid: int = 40, n_passes: int = 3) -> n
 
 
 def calibrate_oof(oof: pd.DataFrame, fit=fit_cut_points) -> tuple[np.ndarray, dict]:
-    """Calibrated half-band predictions (n,) for an OOF table, fold by fold.
+    """Calibrated grid predictions (n,) for an OOF table on one scale, fold by fold.
 
     For fold k the cut-points are fitted on the rows of the OTHER folds (y_true, y_pred_raw)
     and applied to fold k's y_pred_raw; fold k's labels are never seen. Approximation: the
     other folds' predictions come from other folds' models (each is out-of-fold for its own
     model), not from fold k's model on its training essays. Returns (y_cal, {fold: cuts list}).
     """
+    scale = table_scale(oof)
+    if scale is None:
+        raise AESError("report.calibration: true, but the prompts have different score scales (e.g. ASAP); cut-points fitted "
+                       "on other prompts' grids cannot score an unseen prompt on its own. Set report.calibration: false")
     y_cal = np.full(len(oof), np.nan)
     cuts_by_fold = {}
     fold = oof["fold"].to_numpy()
     for k in np.unique(fold):
         train, score = fold != k, fold == k
-        cuts = fit(oof["y_true"].to_numpy(float)[train], oof["y_pred_raw"].to_numpy(float)[train])
-        y_cal[score] = apply_cut_points(oof["y_pred_raw"].to_numpy(float)[score], cuts)
+        cuts = fit(oof["y_true"].to_numpy(float)[train], oof["y_pred_raw"].to_numpy(float)[train], scale)
+        y_cal[score] = apply_cut_points(oof["y_pred_raw"].to_numpy(float)[score], cuts, scale)
         cuts_by_fold[str(int(k))] = [round(float(c), 4) for c in cuts]
     return y_cal, cuts_by_fold
 

@@ -13,7 +13,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from aes.core.metrics import HALF_BANDS  # noqa: E402
 
 # DVCLive metric names (file stems, aes/finetune/callbacks.py's step-level curves) for each figure.
 CURVE_PATTERNS = {
@@ -66,7 +65,8 @@ def plot_residual(table: pd.DataFrame, by: str, models: list[str], labels: dict[
 def plot_confusion(conf_long: pd.DataFrame, model: str, label: str, path: Path) -> Path:
     """Heat map of confusion counts (true band rows x predicted band columns) for one model."""
     sub = conf_long[conf_long["model"] == model].astype({"y_true": float, "y_pred": float})
-    grid = sub.pivot_table(index="y_true", columns="y_pred", values="count", aggfunc="sum").reindex(index=HALF_BANDS, columns=HALF_BANDS).fillna(0)
+    levels = np.sort(sub["y_true"].unique())  # the grid: every cell of it is in the table
+    grid = sub.pivot_table(index="y_true", columns="y_pred", values="count", aggfunc="sum").reindex(index=levels, columns=levels).fillna(0)
     fig, ax = plt.subplots(figsize=(5.6, 5))
     im = ax.imshow(grid.to_numpy(), cmap="Blues", origin="lower")
     for i in range(grid.shape[0]):
@@ -74,9 +74,9 @@ def plot_confusion(conf_long: pd.DataFrame, model: str, label: str, path: Path) 
             v = int(grid.iat[i, j])
             if v:
                 ax.text(j, i, v, ha="center", va="center", fontsize=7, color="white" if v > grid.to_numpy().max() / 2 else "black")
-    ax.set_xticks(range(len(HALF_BANDS)), [f"{b:g}" for b in HALF_BANDS])
-    ax.set_yticks(range(len(HALF_BANDS)), [f"{b:g}" for b in HALF_BANDS])
-    ax.set_xlabel("predicted score (half band)")
+    ax.set_xticks(range(len(levels)), [f"{b:g}" for b in levels])
+    ax.set_yticks(range(len(levels)), [f"{b:g}" for b in levels])
+    ax.set_xlabel("predicted score (rounded to the grid)")
     ax.set_ylabel("true score")
     ax.set_title(f"Confusion counts: {label}")
     fig.colorbar(im, ax=ax, fraction=0.046, label="essays")
