@@ -8,12 +8,13 @@ from aes.core.errors import stage_main
 from aes.core.params import load_params
 from aes.data.corpus import load_essays
 from aes.data.splits import load_splits
-from aes.holdout.final_test import chosen_model, run_final_test
+from aes.holdout.final_test import check_has_locked_test, chosen_model, run_final_test
 
 
 @stage_main
 def main() -> None:
     params = load_params()
+    check_has_locked_test(load_splits())
     choice = chosen_model(params)  # the gate, before any essay is read
     print(f"final_test: {choice['reason']}")
     result = run_final_test(params, load_essays(), load_splits())

@@ -20,7 +20,7 @@ import pandas as pd
 
 from aes.core.errors import AESError
 from aes.core.io import sha256_bytes, sha256_file
-from aes.core.metrics import HALF_BANDS
+from aes.core.scale import Scale
 from aes.core.registry import ESSAYS
 
 UPSTREAM = "https://raw.githubusercontent.com/scrosseye/ELLIPSE-Corpus/main"
@@ -51,6 +51,8 @@ RELEASES = (
     ),
 )
 
+SCALE = Scale(1.0, 5.0, 0.5)  # every ELLIPSE score, every prompt
+HALF_BANDS = SCALE.grid
 ID, TEXT, PROMPT, GRADE = "text_id_kaggle", "full_text", "prompt", "grade"
 # ELLIPSE's seven analytic scores, each 1.0-5.0 in half bands: the holistic Overall and six traits.
 SCORES = ("Overall", "Cohesion", "Syntax", "Vocabulary", "Phraseology", "Grammar", "Conventions")
@@ -275,6 +277,7 @@ def validate_and_clean(corpus: pd.DataFrame, prepare_params: dict, on_invalid: s
             "n_words": n_words,
             "source_file": frame["source_file"].astype(str),
             "source_row": frame["source_row"].astype(int),
+            "score_low": SCALE.low, "score_high": SCALE.high, "score_step": SCALE.step,
             **{t: scores[t].astype(float) for t in targets},
         }
     )[keep].reset_index(drop=True)

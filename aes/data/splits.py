@@ -15,14 +15,14 @@ import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
 
 from aes.core.errors import AESError
-from aes.core.metrics import HALF_BANDS, band_labels
+from aes.core.scale import grid_labels
 from aes.core.registry import SPLITS
 
 
 def score_distribution(y: np.ndarray) -> np.ndarray:
     """Share of essays in each half band 1.0..5.0: shape (9,), sums to 1."""
-    labels = band_labels(y)
-    counts = np.array([(labels == b).sum() for b in band_labels(HALF_BANDS)], dtype=float)
+    labels = grid_labels(y, 1.0, 0.5)
+    counts = np.array([(labels == b).sum() for b in range(9)], dtype=float)
     return counts / max(counts.sum(), 1.0)
 
 
@@ -67,7 +67,7 @@ def make_cv_folds(cv: pd.DataFrame, n_folds: int, seed: int) -> np.ndarray:
     with warnings.catch_warnings():
         # Rare bands (1.0, 5.0) have fewer essays than folds: stratification is best effort there.
         warnings.simplefilter("ignore", UserWarning)
-        for k, (_, val_idx) in enumerate(splitter.split(np.zeros(len(cv)), band_labels(cv["y"]), cv["group"])):
+        for k, (_, val_idx) in enumerate(splitter.split(np.zeros(len(cv)), grid_labels(cv["y"], 1.0, 0.5), cv["group"])):
             fold[val_idx] = k
     for k in range(n_folds):
         if not (fold == k).any():

@@ -48,6 +48,13 @@ def read_decision(report_path: Path = REPORT_JSON) -> dict | None:
     return {**decision, "objective": report.get("objective")}
 
 
+def check_has_locked_test(splits: dict) -> None:
+    """Refuse data whose protocol locks no prompts (ASAP: leave one prompt out, as published)."""
+    if not splits["test"]["n_essays"]:
+        raise AESError(f"{SPLITS}: this dataset's protocol ({splits.get('protocol', 'no locked test')}) holds no locked test; "
+                       "every prompt is already scored out of fold, so final_test does not apply (see the report)")
+
+
 def chosen_model(params: dict, report_path: Path = REPORT_JSON) -> dict:
     """Which configuration the locked test scores, and why.
 
@@ -176,6 +183,7 @@ def run_final_test(params: dict, essays: pd.DataFrame, splits: dict, report_path
     """
     from aes.data.splits import cv_essays, locked_test_essays
 
+    check_has_locked_test(splits)
     choice = chosen_model(params, report_path)  # gate first: nothing is trained or read before it
     train, test = cv_essays(essays, splits), locked_test_essays(essays, splits)
     started = time.perf_counter()

@@ -117,7 +117,8 @@ def headline_row(metrics: dict) -> dict:
         "mae": metrics.get("mae"),
         "within_one_step": metrics.get("within_one_step"),
         "n_seeds": metrics.get("n", {}).get("seeds", 1),
-        "seeds": {s: m["qwk"]["pooled"] for s, m in metrics.get("seeds", {}).items()},
+        "seeds": {s: m["qwk"]["pooled"] if m["qwk"]["pooled"] is not None else m["qwk"].get("within_prompt")
+                  for s, m in metrics.get("seeds", {}).items()},
     }
 
 
@@ -296,6 +297,9 @@ def build_report(params: dict, root: Path = Path(".")) -> tuple[dict, dict]:
         "calibration": calibration,
         "n": outputs[cand]["metrics"].get("n", {}),
     }
+    per_prompt = per_prompt_table(oofs, rp["min_prompt_n"], [])
+    report["per_prompt_qwk"] = {s: {str(p): (round(float(q), 6) if np.isfinite(q) else None) for p, q in zip(per_prompt["prompt"], per_prompt[f"qwk_{s}"])}
+                                for s in MODEL_STAGES}
     tables = {
         "per_prompt_qwk": per_prompt_table(oofs, rp["min_prompt_n"], [("erm_vs_strongest_frozen", ERM_STAGE, answers["decision"]["reference"]),
                                                                        *[(n, a, b) for n, a, b in pairs if n.endswith("_vs_erm")]]),
@@ -312,7 +316,8 @@ def holdout_groups(root: Path = Path(".")) -> dict:
     """What the splits keep whole (prompt or topic) and, for topics, the prompts each one joins."""
     splits = load_splits(root / SPLITS)
     by = splits.get("params", {}).get("groups", "prompt")
-    out = {"by": by, "n_test_prompts": len(splits["test"]["prompts"]), "test_prompts": splits["test"]["prompts"]}
+    out = {"by": by, "n_test_prompts": len(splits["test"]["prompts"]), "test_prompts": splits["test"]["prompts"],
+           "locked_test": bool(splits["test"]["n_essays"]), "protocol": splits.get("protocol", "locked test + prompt-grouped folds")}
     if "topics" in splits:
         out["n_groups"] = len(splits["topics"])
         out["multi_prompt_topics"] = {t: ps for t, ps in splits["topics"].items() if len(ps) > 1}

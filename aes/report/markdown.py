@@ -43,10 +43,11 @@ def offset_md(report: dict) -> list[str]:
     labels = model_labels(report["objective"])
     lines = ["## Two parts of an unseen-prompt error", "",
              "Prompt offset: for each unseen prompt, the mean of prediction - truth; the essay-weighted root mean square over "
-             "prompts (score points). Noise: the offset expected if each fold's residuals were shuffled across its prompts "
-             "(`aes.core.metrics.prompt_offset_noise`); an offset above it is a shift of whole prompts. Within-prompt QWK: "
+             f"prompts ({report.get('error_unit') or 'score points'}). Noise: the offset expected if each fold's residuals were shuffled across its prompts "
+             "(a fold of one prompt: the sampling variance of that prompt's mean residual; `aes.core.metrics.prompt_offset_noise`); "
+             "an offset above it is a shift of whole prompts. Within-prompt QWK: "
              f"the mean per-prompt QWK over prompts with at least {report['rule'].get('min_prompt_n', 'min_prompt_n')} essays "
-             "(ranking within a prompt). Means over seeds; 95% intervals from the prompt x seed bootstrap.", "",
+             f"(ranking within a prompt). Means over seeds; 95% intervals from the {report['bootstrap']['unit']} bootstrap.", "",
              "| model | prompt offset [95% CI] | noise reference | offset - noise | within-prompt QWK [95% CI] |", "|---|---|---|---|---|"]
     for stage, m in report["models"].items():
         ci = report.get("intervals", {}).get(stage, {})
@@ -89,10 +90,10 @@ def verdicts_md(report: dict) -> list[str]:
     """The Q1 and Q2 sections of decision.md."""
     labels, models = model_labels(report["objective"]), report["models"]
     q1, stages = report["q1"], report["stages"]
-    head = ["| comparison | metric | model | reference | gain | 95% CI of gain (prompts x seeds) | seed sd | verdict | why |",
+    head = [f"| comparison | metric | model | reference | gain | 95% CI of gain ({report['bootstrap']['unit']}) | seed sd | verdict | why |",
             "|---|---|---|---|---|---|---|---|---|"]
     lines = [f"## Q1: does fine-tuning (ERM) beat the strongest frozen model? **{q1['verdict'].upper()}**", "",
-             f"Strongest frozen model (best pooled QWK among {', '.join(f'`{s}`' for s in stages['frozen'])}): "
+             f"Strongest frozen model (best {report['rule']['q1_metrics'][0]} among {', '.join(f'`{s}`' for s in stages['frozen'])}): "
              f"`{q1['reference']}`, {labels[q1['reference']]}.", "", *head,
              *_verdict_rows("ERM vs " + q1["reference"], q1, models, stages["erm"], q1["reference"]), "",
              "## Q2: does prompt invariance beat ERM?", ""]
@@ -108,6 +109,39 @@ def verdicts_md(report: dict) -> list[str]:
     return lines
 
 
+def headline_name(report: dict) -> str:
+    """What the headline QWK is: Q1's first metric, in words."""
+    key = report["rule"]["q1_metrics"][0]
+    return {"qwk.pooled": "Pooled QWK", "qwk.within_prompt": "Mean per-prompt QWK"}.get(key, key)
+
+
+def locked_test_md(report: dict) -> list[str]:
+    """The decision line: the locked-test gate, or why there is none."""
+    d, h = report["decision"], report.get("holdout") or {}
+    if h.get("locked_test") is False:
+        return [f"**Locked test: none.** The dataset's protocol ({h.get('protocol', 'leave one prompt out')}) scores every prompt "
+                "out of fold and leaves no prompt to lock, as in the published results; the gate does not apply."]
+    return [f"**Locked test: {d['verdict'].upper()}** with candidate objective `{report['objective']}` "
+            f"(proceed needs Q1 better and, for GRL/DRO, Q2 better): " + "; ".join(d["reasons"]) + "."]
+
+
+def per_prompt_md(report: dict, max_prompts: int = 12) -> list[str]:
+    """A models x prompts table of per-prompt QWK (mean over seeds) with the mean and the worst
+    prompt: the cross-prompt literature's table. Only for data sets with few prompts."""
+    per_prompt = report.get("per_prompt_qwk") or {}
+    first = next(iter(per_prompt.values()), {})
+    if not first or len(first) > max_prompts:
+        return []
+    labels, prompts = model_labels(report["objective"]), list(first)
+    lines = ["## QWK per unseen prompt, mean over seeds (each prompt on its own scale)", "",
+             "| model | " + " | ".join(prompts) + " | mean | worst |", "|---" * (len(prompts) + 3) + "|"]
+    for stage, q in per_prompt.items():
+        m = report["models"][stage]
+        lines.append(f"| {labels[stage]} | " + " | ".join(_cell(q.get(p)) for p in prompts)
+                     + f" | {_pm(m.get('qwk_within_prompt'), m.get('qwk_within_prompt_seed_sd'))} | {_cell(m.get('qwk_worst_prompt'))} |")
+    return [*lines, ""]
+
+
 def decision_md(report: dict) -> str:
     """The readable decision document (reports/decision.md)."""
     d, rule, labels = report["decision"], report["rule"], model_labels(report["objective"])
@@ -120,23 +154,23 @@ def decision_md(report: dict) -> str:
         "",
         *verdicts_md(report),
         "",
-        f"**Locked test: {d['verdict'].upper()}** with candidate objective `{report['objective']}` "
-        f"(proceed needs Q1 better and, for GRL/DRO, Q2 better): " + "; ".join(d["reasons"]) + ".",
+        *locked_test_md(report),
         "",
         "## Out-of-fold results, mean ± sd over seeds (prompt-grouped CV; every prompt unseen by the model that scored it)",
         "",
         results_table_md(report),
         "",
+        *per_prompt_md(report),
         *offset_md(report),
         "",
         *(["## Every target: pooled QWK per target, mean over seeds (same CV, same half-band QWK)", "",
            traits_table_md(report), "",
            "Mean trait QWK = mean over the traits (not the primary) of each seed's pooled QWK, then mean ± sd over seeds. "
            "Q1, Q2, the calibration and the locked test read the primary target only.", ""] if traits_table_md(report) else []),
-        "Pooled QWK per seed: " + "; ".join(f"{labels[s]} " + ", ".join(f"{seed}: {_cell(v)}" for seed, v in m["seeds"].items())
-                                            for s, m in report["models"].items() if m["n_seeds"] > 1) + ".",
-        "",
-        f"## Every paired difference, 95% bootstrap CI over prompts and seeds ({b['resamples']} resamples of {b['n_prompts']} prompts, seed {b['seed']})",
+        *([f"{headline_name(report)} per seed: " + "; ".join(f"{labels[s]} " + ", ".join(f"{seed}: {_cell(v)}" for seed, v in m["seeds"].items())
+                                                             for s, m in report["models"].items() if m["n_seeds"] > 1) + ".", ""]
+          if any(m["n_seeds"] > 1 for m in report["models"].values()) else []),
+        f"## Every paired difference, 95% bootstrap CI ({b['unit']}; {b['resamples']} resamples, {b['n_prompts']} prompts, seed {b['seed']})",
         "",
         "Gain = difference signed so that positive is better (for RMSE: first model's RMSE is lower). Seed sd = the larger "
         "of the two models' seed-to-seed sd.",
