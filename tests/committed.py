@@ -41,20 +41,20 @@ def committed_params() -> dict:
 
 
 def with_param(text: str, dotted: str, raw: str) -> str:
-    """params.yaml ``text`` with the value of ``section.key`` (or a top-level ``key``) replaced by
-    the raw YAML ``raw``; the rest of the line (its comment) is kept. Whatever value the commit
-    holds, the test changes exactly that key."""
-    *section, key = dotted.split(".")
+    """params.yaml ``text`` with the value of ``section.key`` (or a top-level ``key``, or a nested
+    ``section.subsection.key``) replaced by the raw YAML ``raw``; the rest of the line (its comment)
+    is kept. Whatever value the commit holds, the test changes exactly that key."""
+    *sections, key = dotted.split(".")
     lines = text.splitlines(keepends=True)
-    start, indent = 0, ""
-    if section:
-        start = next((i + 1 for i, line in enumerate(lines) if line.split("#", 1)[0].rstrip() == f"{section[0]}:"), None)
-        assert start is not None, f"params.yaml has no section {section[0]!r}"
-        indent = "  "
-    value = re.compile(rf"^({indent}{re.escape(key)}:[ \t]*)(\[[^\]]*\]|\"[^\"]*\"|[^\s#]+)?(.*)$", re.S)
-    for i in range(start, len(lines)):
-        if section and lines[i].strip() and not lines[i].startswith(" "):
-            break  # the next section: the key is not in this one
+    start, end = 0, len(lines)
+    for depth, section in enumerate(sections):  # narrow [start, end) to the section's lines
+        header = f"{'  ' * depth}{section}:"
+        start = next((i + 1 for i in range(start, end) if lines[i].split("#", 1)[0].rstrip() == header), None)
+        assert start is not None, f"params.yaml has no section {'.'.join(sections[:depth + 1])!r}"
+        end = next((i for i in range(start, end) if lines[i].strip() and not lines[i].startswith("  " * (depth + 1))), end)
+    indent = "  " * len(sections)
+    value = re.compile(rf"^({indent}{re.escape(key)}:[ \t]*)(\[[^\]]*\]|\"[^\"]*\"|\{{[^}}]*\}}|[^\s#]+)?(.*)$", re.S)
+    for i in range(start, end):
         match = value.match(lines[i])
         if match:
             lines[i] = f"{match.group(1)}{raw}{match.group(3)}"

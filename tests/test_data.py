@@ -7,6 +7,7 @@ from aes.core.errors import AESError
 from aes.core.params import load_params
 from aes.data import corpus as data
 from aes.data.corpus import fetch, validate_and_clean
+from aes.data.ellipse import ELLIPSE
 from tests.committed import committed_params, committed_text, with_param
 from tests.synthetic import make_ellipse_frame
 
@@ -14,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "ellipse"
 SCORES = ["Overall", "Cohesion", "Syntax", "Vocabulary", "Phraseology", "Grammar", "Conventions"]
 PREP = {"targets": SCORES, "min_words": 200, "max_words": 1000}
+GRID = "score grid 1-5 in steps of 0.5 of ELLIPSE prompt 'Prompt 0'"  # synthetic row 8 is prompt 0's
 
 
 def _corpus(**kwargs):
@@ -24,59 +26,59 @@ def _corpus(**kwargs):
 
 
 def test_local_release_verified_and_read():
-    corpus, prov = fetch({"source": "local", "local_dir": str(SHARED), "csv_path": "", "zip_password": "ellipse_test"})
+    corpus, prov = fetch(ELLIPSE, {"source": "local", "local_dir": str(SHARED), "csv_path": "", "zip_password": "ellipse_test"})
     assert len(corpus) == 2571 and prov["files"][0]["member_sha256"].startswith("7e990c")
 
 
 def test_missing_folder(tmp_path):
-    with pytest.raises(AESError, match="data.local_dir: folder .* not found"):
-        fetch({"source": "local", "local_dir": str(tmp_path / "nope"), "csv_path": "", "zip_password": "x"})
+    with pytest.raises(AESError, match="data.ellipse.local_dir: folder .* not found"):
+        fetch(ELLIPSE, {"source": "local", "local_dir": str(tmp_path / "nope"), "csv_path": "", "zip_password": "x"})
 
 
 def test_checksum_mismatch(tmp_path):
     (tmp_path / "ELLIPSE_Final_github_test.zip").write_bytes(b"not the release")
     with pytest.raises(AESError, match="checksum mismatch"):
-        fetch({"source": "local", "local_dir": str(tmp_path), "csv_path": "", "zip_password": "x"})
+        fetch(ELLIPSE, {"source": "local", "local_dir": str(tmp_path), "csv_path": "", "zip_password": "x"})
 
 
 def test_wrong_zip_password(tmp_path, monkeypatch):
     shutil.copy(SHARED / "ELLIPSE_Final_github_test.zip", tmp_path)
-    with pytest.raises(AESError, match="data.zip_password"):
-        fetch({"source": "local", "local_dir": str(tmp_path), "csv_path": "", "zip_password": "wrong"})
+    with pytest.raises(AESError, match="data.ellipse.zip_password"):
+        fetch(ELLIPSE, {"source": "local", "local_dir": str(tmp_path), "csv_path": "", "zip_password": "wrong"})
 
 
 def test_env_var_overrides_local_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv(data.LOCAL_DIR_ENV, str(tmp_path / "elsewhere"))
+    monkeypatch.setenv(ELLIPSE.local_dir_env, str(tmp_path / "elsewhere"))
     with pytest.raises(AESError, match="elsewhere"):
-        fetch({"source": "local", "local_dir": str(SHARED), "csv_path": "", "zip_password": "ellipse_test"})
+        fetch(ELLIPSE, {"source": "local", "local_dir": str(SHARED), "csv_path": "", "zip_password": "ellipse_test"})
 
 
 def test_own_csv_sha_recorded(tmp_path):
     path = tmp_path / "own.csv"
     make_ellipse_frame(n_prompts=3, per_prompt=4).to_csv(path, index=False)
-    corpus, prov = fetch({"source": "csv", "local_dir": "", "csv_path": str(path), "zip_password": ""})
+    corpus, prov = fetch(ELLIPSE, {"source": "csv", "local_dir": "", "csv_path": str(path), "zip_password": ""})
     assert len(corpus) == 12 and prov["files"][0]["sha256"] == data.sha256_file(path)
-    with pytest.raises(AESError, match="data.csv_path"):
-        fetch({"source": "csv", "local_dir": "", "csv_path": str(tmp_path / "missing.csv"), "zip_password": ""})
+    with pytest.raises(AESError, match="data.ellipse.csv_path"):
+        fetch(ELLIPSE, {"source": "csv", "local_dir": "", "csv_path": str(tmp_path / "missing.csv"), "zip_password": ""})
 
 
 def test_missing_column():
     with pytest.raises(AESError, match=r"missing column\(s\) \['prompt'\]"):
-        validate_and_clean(_corpus().drop(columns="prompt"), PREP)
+        validate_and_clean(_corpus().drop(columns="prompt"), PREP, ELLIPSE)
 
 
 @pytest.mark.parametrize(
     "column,value,reason",
-    [("full_text", "   ", "non-empty full_text"), ("Overall", 3.25, "half-band grid"), ("Overall", 5.5, "half-band grid"), ("Overall", None, "half-band grid"),
-     ("Grammar", 3.25, "Grammar on the half-band grid.*; got Grammar=3.25"), ("Cohesion", None, "Cohesion on the half-band grid.*; got Cohesion=an empty cell")],
+    [("full_text", "   ", "non-empty full_text"), ("Overall", 3.25, GRID), ("Overall", 5.5, GRID), ("Overall", None, GRID),
+     ("Grammar", 3.25, f"Grammar on the {GRID}.*; got Grammar=3.25"), ("Cohesion", None, f"Cohesion on the {GRID}.*; got Cohesion=an empty cell")],
 )
 def test_bad_rows_named(column, value, reason):
     corpus = _corpus()
     corpus[column] = corpus[column].astype(object)
     corpus.loc[7, column] = value
     with pytest.raises(AESError, match=rf"own.csv row 8 .*{reason}"):
-        validate_and_clean(corpus, PREP)
-    cleaned, report = validate_and_clean(corpus, PREP, on_invalid="drop")
+        validate_and_clean(corpus, PREP, ELLIPSE)
+    cleaned, report = validate_and_clean(corpus, PREP, ELLIPSE, on_invalid="drop")
     assert len(cleaned) == len(corpus) - 1 and sum(report["dropped"].values()) == 1
 
 
@@ -84,12 +86,12 @@ def test_duplicate_id_named():
     corpus = _corpus()
     corpus.loc[9, "text_id_kaggle"] = corpus.loc[2, "text_id_kaggle"]
     with pytest.raises(AESError, match="own.csv row 10 .*not seen in an earlier row"):
-        validate_and_clean(corpus, PREP)
+        validate_and_clean(corpus, PREP, ELLIPSE)
 
 
 def test_word_window_counted():
     corpus = _corpus(words=(150, 260))
-    cleaned, report = validate_and_clean(corpus, PREP)
+    cleaned, report = validate_and_clean(corpus, PREP, ELLIPSE)
     assert report["rows_in"] == len(corpus)
     assert report["rows_kept"] + report["dropped"]["word_count_outside_window"] == len(corpus)
     assert cleaned["n_words"].between(200, 1000).all()
@@ -97,12 +99,12 @@ def test_word_window_counted():
 
 def test_unknown_and_mistyped_params(tmp_path):
     text = committed_text("params.yaml")
-    renamed = with_param(text, "prepare.n_folds", "5").replace("\n  n_folds:", "\n  n_fold:", 1)
+    renamed = with_param(text, "prepare.ellipse.n_folds", "5").replace("\n    n_folds:", "\n    n_fold:", 1)
     (tmp_path / "p.yaml").write_text(renamed)
-    with pytest.raises(AESError, match="unknown key 'prepare.n_fold' \\(did you mean 'prepare.n_folds'\\?\\)"):
+    with pytest.raises(AESError, match="unknown key 'prepare.ellipse.n_fold' \\(did you mean 'prepare.ellipse.n_folds'\\?\\)"):
         load_params(tmp_path / "p.yaml")
     for dotted, raw, message in [
-        ("prepare.n_folds", "five", "'prepare.n_folds' must be int"),
+        ("prepare.ellipse.n_folds", "five", "'prepare.ellipse.n_folds' must be int"),
         ("finetune.epochs", "0", "key 'finetune.epochs' must be >= 1; got 0"),
         ("finetune.warmup_ratio", "1.0", r"key 'finetune.warmup_ratio' must be >= 0 and < 1; got 1.0"),
         ("objective", "sgd", "'objective' must be one of erm, grl, dro"),
@@ -174,16 +176,16 @@ def test_bad_score_is_quoted_as_written(tmp_path, written, shown):
     frame.loc[7, "Overall"] = written
     path = tmp_path / "own.csv"
     frame.to_csv(path, index=False)
-    corpus, _ = fetch({"source": "csv", "csv_path": str(path), "local_dir": "", "zip_password": ""})
+    corpus, _ = fetch(ELLIPSE, {"source": "csv", "csv_path": str(path), "local_dir": "", "zip_password": ""})
     with pytest.raises(AESError, match="own.csv row 8 ") as err:
-        validate_and_clean(corpus, PREP)
+        validate_and_clean(corpus, PREP, ELLIPSE)
     assert shown in str(err.value) and "np.float64" not in str(err.value)
 
 
 def test_prepared_essays_carry_every_target_in_declared_order():
     corpus = _corpus()
     order = ["Overall", "Grammar", "Cohesion"]
-    cleaned, _ = validate_and_clean(corpus, PREP | {"targets": order})
+    cleaned, _ = validate_and_clean(corpus, PREP | {"targets": order}, ELLIPSE)
     assert data.declared_targets(cleaned) == order
     assert (cleaned["y"] == cleaned["Overall"]).all()
     assert data.target_matrix(cleaned).shape == (len(cleaned), 3)
@@ -195,11 +197,11 @@ def test_csv_without_traits_works_with_overall_only_and_fails_clearly_with_the_d
     frame = make_ellipse_frame().drop(columns=SCORES[1:])
     path = tmp_path / "own.csv"
     frame.to_csv(path, index=False)
-    corpus, _ = fetch({"source": "csv", "csv_path": str(path), "local_dir": "", "zip_password": ""})
-    cleaned, _ = validate_and_clean(corpus, PREP | {"targets": ["Overall"]})
+    corpus, _ = fetch(ELLIPSE, {"source": "csv", "csv_path": str(path), "local_dir": "", "zip_password": ""})
+    cleaned, _ = validate_and_clean(corpus, PREP | {"targets": ["Overall"]}, ELLIPSE)
     assert data.declared_targets(cleaned) == ["Overall"] and len(cleaned) == len(frame)
     with pytest.raises(AESError, match=r"own.csv: missing column\(s\) \['Cohesion', .*'Conventions'\].*prepare.targets.*targets: \[Overall\]"):
-        validate_and_clean(corpus, PREP)
+        validate_and_clean(corpus, PREP, ELLIPSE)
 
 
 SEVEN = "[Overall, Cohesion, Syntax, Vocabulary, Phraseology, Grammar, Conventions]"
@@ -231,3 +233,23 @@ def test_overall_only_params_load(tmp_path):
     (tmp_path / "p.yaml").write_text(with_param(text, "finetune.target_weights", "[1]"))
     params = load_params(tmp_path / "p.yaml")
     assert params["prepare"]["targets"] == ["Overall"] and params["finetune"]["target_weights"] == [1.0]
+
+
+def test_ellipse_essays_carry_the_half_band_scale():
+    cleaned, _ = validate_and_clean(_corpus(), PREP, ELLIPSE)
+    assert list(cleaned.columns) == [*data.PREPARED_COLUMNS, *SCORES, "score_low", "score_high", "score_step"]
+    assert (cleaned["score_low"] == 1.0).all() and (cleaned["score_high"] == 5.0).all() and (cleaned["score_step"] == 0.5).all()
+
+
+def test_ellipse_settings_keep_the_key_order_splits_json_records():
+    """splits.json records the flat prepare settings: the order of the one prepare section before
+    datasets had sections, so the same params give a byte-identical splits.json."""
+    from aes.core.params import validate
+    from aes.data.datasets import data_settings, prepare_settings
+
+    params = validate(committed_params())
+    assert params["data"]["dataset"] == "ellipse"  # the default
+    assert list(prepare_settings(params)) == ["targets", "min_words", "max_words", "invalid_rows", "test_fraction",
+                                              "test_candidates", "n_folds", "seed", "groups", "topic_model", "topic_similarity"]
+    assert list(data_settings(params)) == ["source", "local_dir", "csv_path", "zip_password"]
+    assert params["data"]["ellipse"]["local_dir"] == ELLIPSE.default_local_dir

@@ -19,6 +19,8 @@ from aes.baseline.gbm import (
 from aes.core.artifacts import PREDICTION_COLUMNS
 from aes.core.errors import AESError
 from aes.data.corpus import validate_and_clean
+from aes.data.datasets import prepare_settings
+from aes.data.ellipse import ELLIPSE
 from aes.data.splits import build_splits, cv_essays
 from tests.committed import committed_params
 from tests.synthetic import make_ellipse_frame
@@ -202,7 +204,7 @@ def workspace(tmp_path_factory, tiny_encoder):
     """A tiny prepared repo (essays + splits + params) where embed and gbm_cv have run."""
     root = tmp_path_factory.mktemp("gbm_ws")
     params = committed_params()
-    params["prepare"].update(n_folds=3, test_candidates=50)
+    params["prepare"]["ellipse"].update(n_folds=3, test_candidates=50)
     params["embed"].update(model=str(tiny_encoder), max_length=64, batch_size=8)
     params["gbm"].update(n_estimators=40, early_stopping_rounds=5, n_jobs=1, max_depth=[1, 2], seeds=[3, 5],
                          features=["embeddings", "length", "lexical"])
@@ -210,11 +212,11 @@ def workspace(tmp_path_factory, tiny_encoder):
     (root / "params.yaml").write_text(dump_yaml(params))
     essays, _ = validate_and_clean(
         make_ellipse_frame(n_prompts=10, per_prompt=8, seed=3).assign(source_file="own.csv", source_row=lambda f: f.index + 1),
-        params["prepare"],
+        prepare_settings(params), ELLIPSE,
     )
     (root / "data" / "prepared").mkdir(parents=True)
     essays.to_csv(root / "data" / "prepared" / "essays.csv", index=False)
-    splits = build_splits(essays, params["prepare"], "sha")
+    splits = build_splits(essays, prepare_settings(params), "sha")
     (root / "data" / "prepared" / "splits.json").write_text(json.dumps(splits))
     shutil.copytree(ROOT / "stages", root / "stages")
     mp = pytest.MonkeyPatch()

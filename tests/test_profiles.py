@@ -29,3 +29,11 @@ def test_a_bad_profile_is_named(tmp_path, text, message):
     profile.write_text(text)
     with pytest.raises(AESError, match=message):
         with_overrides(validate(committed_params()), read_overrides(profile), str(profile))
+
+
+def test_asap_profile_is_valid():
+    """profiles/asap.args switches to ASAP: its one score, one loss weight; every key known."""
+    overrides = read_overrides(ROOT / "profiles" / "asap.args")
+    checked = with_overrides(validate(committed_params()), overrides, "profiles/asap.args")
+    assert checked["data"]["dataset"] == "asap" and checked["prepare"]["targets"] == ["Overall"]
+    assert checked["finetune"]["target_weights"] == [1.0]

@@ -12,7 +12,8 @@ def _essays(n_prompts=20, per_prompt=12, seed=0):
     raw = make_ellipse_frame(n_prompts=n_prompts, per_prompt=per_prompt, seed=seed)
     # uneven prompt sizes, like ELLIPSE (3 to 192 essays per prompt)
     raw = raw[raw.index % per_prompt < 3 + (raw["prompt"].str[-1].astype(int) % 4) * 3]
-    return pd.DataFrame({"record_id": raw.text_id_kaggle, "prompt": raw.prompt, "y": raw.Overall, "grade": raw.grade}).reset_index(drop=True)
+    frame = pd.DataFrame({"record_id": raw.text_id_kaggle, "prompt": raw.prompt, "y": raw.Overall, "grade": raw.grade})
+    return frame.assign(score_low=1.0, score_high=5.0, score_step=0.5).reset_index(drop=True)  # ELLIPSE's one scale
 
 
 def test_no_prompt_in_two_folds_and_none_shared_with_test():
@@ -37,7 +38,7 @@ def test_splits_deterministic_from_seed():
 
 def test_too_few_prompts_for_folds():
     essays = _essays(n_prompts=4)
-    with pytest.raises(AESError, match="prepare.n_folds=4 but only"):
+    with pytest.raises(AESError, match="prepare.ellipse.n_folds=4 but only"):
         build_splits(essays, PARAMS, "sha")
 
 
@@ -55,3 +56,12 @@ def test_splits_mismatch_detected():
     splits = build_splits(essays, PARAMS, "sha")
     with pytest.raises(AESError, match="re-run `dvc repro prepare`"):
         cv_essays(essays.iloc[5:], splits)
+
+
+def test_locked_test_protocol_needs_one_scale():
+    essays = _essays()
+    essays.loc[essays["prompt"] == essays["prompt"].iloc[0], "score_high"] = 6.0
+    with pytest.raises(AESError, match="the locked-test protocol needs one score scale for every essay; the essays have 2"):
+        build_splits(essays, PARAMS, "sha")
+    with pytest.raises(AESError, match=r"score-scale column\(s\) \['score_low', 'score_high', 'score_step'\]"):
+        build_splits(_essays().drop(columns=["score_low", "score_high", "score_step"]), PARAMS, "sha")

@@ -58,7 +58,7 @@ def test_prompt_grouping_is_unchanged_by_the_topic_code():
 
 def test_threshold_leaving_too_few_topics_names_the_param(tiny_encoder):
     prepare = {"groups": "topic", "topic_model": str(tiny_encoder), "topic_similarity": 0.01, "n_folds": 5}
-    with pytest.raises(AESError, match=r"prepare.topic_similarity=0.01 leaves \d topic\(s\) but prepare.n_folds=5 needs at least 7"):
+    with pytest.raises(AESError, match=r"prepare.ellipse.topic_similarity=0.01 leaves \d topic\(s\) but prepare.ellipse.n_folds=5 needs at least 7"):
         holdout_topics(prepare, [f"Prompt {i}" for i in range(10)])
     assert holdout_topics(prepare | {"groups": "prompt"}, ["a", "b"]) is None
 
@@ -67,8 +67,8 @@ def test_unknown_grouping_names_the_param(tmp_path):
     from aes.core.params import load_params
     from tests.committed import committed_text, with_param
 
-    (tmp_path / "p.yaml").write_text(with_param(committed_text("params.yaml"), "prepare.groups", "cluster"))
-    with pytest.raises(AESError, match="key 'prepare.groups' must be one of prompt, topic; got 'cluster'"):
+    (tmp_path / "p.yaml").write_text(with_param(committed_text("params.yaml"), "prepare.ellipse.groups", "cluster"))
+    with pytest.raises(AESError, match="key 'prepare.ellipse.groups' must be one of prompt, topic; got 'cluster'"):
         load_params(tmp_path / "p.yaml")
 
 

@@ -25,8 +25,9 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
 
 
 def tiny_params(params: dict, model: Path, csv_path: str) -> dict:
-    params["data"].update(source="csv", csv_path=csv_path)
-    params["prepare"].update(n_folds=3, test_candidates=50, min_words=200, max_words=1000)
+    params["data"]["source"] = "csv"
+    params["data"]["ellipse"]["csv_path"] = csv_path
+    params["prepare"]["ellipse"].update(n_folds=3, test_candidates=50, min_words=200, max_words=1000)
     params["embed"].update(model=str(model), max_length=64, batch_size=8)
     params["gbm"].update(n_estimators=30, early_stopping_rounds=5, n_jobs=1, max_depth=[2], seeds=[7, 8])
     params["linear"].update(inner_folds=3)

@@ -8,6 +8,8 @@ from pathlib import Path
 from aes.core.io import sha256_file, write_json
 from aes.core.params import load_params
 from aes.data.corpus import validate_and_clean
+from aes.data.datasets import prepare_settings
+from aes.data.ellipse import ELLIPSE
 from aes.data.splits import build_splits
 from tests.committed import committed_params
 from tests.synthetic import make_ellipse_frame
@@ -28,7 +30,7 @@ def make_training_repo(root: Path, model: Path, n_prompts: int = 8, per_prompt: 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     params = committed_params()
-    params["prepare"].update(n_folds=3, test_candidates=20, test_fraction=0.25)
+    params["prepare"]["ellipse"].update(n_folds=3, test_candidates=20, test_fraction=0.25)
     params["finetune"].update(model=str(model), max_length=64, batch_size=8, eval_batch_size=16, epochs=2,
                               trainable_layers=1, encoder_lr=1e-3, head_lr=1e-2, warmup_ratio=0.0,
                               seeds=[7], mixed_precision="no")
@@ -38,11 +40,12 @@ def make_training_repo(root: Path, model: Path, n_prompts: int = 8, per_prompt: 
     (root / "params.yaml").write_text(dump_yaml(params))
     corpus = make_ellipse_frame(n_prompts=n_prompts, per_prompt=per_prompt, seed=3, words=(200, 240))
     corpus["source_file"], corpus["source_row"] = "synthetic.csv", range(1, len(corpus) + 1)
-    essays, _ = validate_and_clean(corpus, params["prepare"])
+    settings = prepare_settings(params)
+    essays, _ = validate_and_clean(corpus, settings, ELLIPSE)
     prepared = root / "data" / "prepared"
     prepared.mkdir(parents=True, exist_ok=True)
     essays.to_csv(prepared / "essays.csv", index=False)
-    write_json(prepared / "splits.json", build_splits(essays, params["prepare"], sha256_file(prepared / "essays.csv")))
+    write_json(prepared / "splits.json", build_splits(essays, settings, sha256_file(prepared / "essays.csv")))
     return load_params(root / "params.yaml")
 
 

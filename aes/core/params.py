@@ -1,70 +1,24 @@
 """Load and validate ``params.yaml``.
 
 The schema below is the single list of known keys, their types and their allowed values or
-ranges. A key that is unknown, missing, of the wrong type or out of range stops the stage with a
-message naming the key (and the closest known key for typos). The file is read as YAML 1.2 with
-ruamel.yaml, the library DVC itself uses to read and rewrite it (``dvc exp run -S``).
+ranges; each dataset's own sections (``data.<name>``, ``prepare.<name>``) are declared with the
+dataset (``aes/data/<name>.py``) and composed into it. A key that is unknown, missing, of the
+wrong type or out of range stops the stage with a message naming the key (and the closest known
+key for typos). The file is read as YAML 1.2 with ruamel.yaml, the library DVC itself uses to
+read and rewrite it (``dvc exp run -S``).
 """
 
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aes.core.errors import AESError
 from aes.core.metrics import METRIC_DIRECTION
 from aes.core.registry import OBJECTIVES
-from aes.data.corpus import SCORES
-
-
-@dataclass(frozen=True)
-class Key:
-    """One leaf param: its type and, optionally, allowed values, bounds and minimum list length.
-
-    ``float`` keys accept ints (cast to float). Bounds: ``ge``/``gt`` below, ``le``/``lt`` above.
-    """
-
-    type: type
-    choices: tuple | None = None
-    ge: float | None = None
-    gt: float | None = None
-    le: float | None = None
-    lt: float | None = None
-    min_len: int | None = None
-    item: type | None = None  # lists: the type of every item (float items accept ints)
-    item_choices: tuple | None = None  # lists: allowed item values
-    unique: bool = False  # lists: no item twice
-
-    def range_text(self) -> str:
-        low = f">= {self.ge:g}" if self.ge is not None else f"> {self.gt:g}" if self.gt is not None else ""
-        high = f"<= {self.le:g}" if self.le is not None else f"< {self.lt:g}" if self.lt is not None else ""
-        return " and ".join(t for t in (low, high) if t)
-
-    def in_range(self, value) -> bool:
-        return not (
-            (self.ge is not None and value < self.ge) or (self.gt is not None and value <= self.gt)
-            or (self.le is not None and value > self.le) or (self.lt is not None and value >= self.lt)
-        )
-
-
-def Int(ge=None, gt=None, le=None, lt=None) -> Key:  # noqa: N802 - reads like a type in the schema
-    return Key(int, ge=ge, gt=gt, le=le, lt=lt)
-
-
-def Float(ge=None, gt=None, le=None, lt=None) -> Key:  # noqa: N802
-    return Key(float, ge=ge, gt=gt, le=le, lt=lt)
-
-
-def Choice(*values: str) -> Key:  # noqa: N802
-    return Key(str, choices=values)
-
-
-def ListOf(item: type, choices: tuple | None = None, unique: bool = True) -> Key:  # noqa: N802
-    """A non-empty list of ``item`` values (distinct unless ``unique=False``)."""
-    return Key(list, min_len=1, item=item, item_choices=choices, unique=unique)
-
+from aes.core.schema import Choice, Float, Int, Key, ListOf
+from aes.data.datasets import check_dataset_keys, known_scores, registry
 
 SEEDS = ListOf(int)  # training seeds: every model is trained once per seed
 METRICS = ListOf(str, choices=tuple(METRIC_DIRECTION))  # metric keys a verdict rule reads
@@ -75,25 +29,20 @@ RATE = Float(ge=0, lt=1)  # a probability or ratio that may be 0 (dropout, warm-
 
 SCHEMA: dict[str, Any] = {
     "objective": Choice(*OBJECTIVES),
+    # data.dataset picks the corpus; each dataset's own settings are its section data.<name> /
+    # prepare.<name>, declared with the dataset (aes/data/ellipse.py, aes/data/asap.py)
     "data": {
-        "source": Choice("local", "upstream", "csv"),
-        "local_dir": Key(str),
-        "csv_path": Key(str),
-        "zip_password": Key(str),
+        "dataset": Choice(*registry()),
+        "source": Choice("local", "upstream", "csv"),  # check_cross_keys: one the dataset supports
+        **{name: dict(dataset.data_settings) for name, dataset in registry().items()},
     },
     "prepare": {
-        # score columns to predict, primary first (Q1, Q2, calibration and the locked test read the primary)
-        "targets": ListOf(str, choices=SCORES),
-        "min_words": Int(ge=0),
-        "max_words": Int(ge=1),
+        # score columns to predict, primary first (Q1, Q2, calibration and the locked test read the
+        # primary); check_cross_keys: scores the chosen dataset has
+        "targets": ListOf(str, choices=known_scores()),
         "invalid_rows": Choice("error", "drop"),
-        "test_fraction": FRACTION,
-        "test_candidates": Int(ge=1),
-        "n_folds": Int(ge=2),
         "seed": Int(ge=0),
-        "groups": Choice("prompt", "topic"),  # the unit the locked test and the CV folds keep whole
-        "topic_model": Key(str),
-        "topic_similarity": Float(gt=0, le=1),
+        **{name: dict(dataset.prepare_settings) for name, dataset in registry().items()},
     },
     "embed": {"model": Key(str), "max_length": Int(ge=2), "batch_size": Int(ge=1), "mixed_precision": Choice("no", "bf16")},
     "gbm": {
@@ -233,8 +182,11 @@ def validate(params: Any, schema: dict[str, Any] = SCHEMA, where: str = "", sour
 def check_cross_keys(params: dict, source: str = "params.yaml") -> dict:
     """Rules that tie keys of different sections together; returns ``params`` unchanged.
 
-    finetune.target_weights has one weight (>= 0) per prepare.targets entry, at least one of them > 0.
+    The chosen dataset supports ``data.source`` and has every ``prepare.targets`` score
+    (:func:`aes.data.datasets.check_dataset_keys`); finetune.target_weights has one weight (>= 0)
+    per prepare.targets entry, at least one of them > 0.
     """
+    check_dataset_keys(params, source)
     targets, weights = params["prepare"]["targets"], params["finetune"]["target_weights"]
     if len(weights) != len(targets):
         raise AESError(f"{source}: key 'finetune.target_weights' has {len(weights)} weight(s) but key 'prepare.targets' "

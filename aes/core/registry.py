@@ -42,7 +42,7 @@ def stage_for_objective(objective: str) -> str:
 
 
 # ------------------------------------------------------------------ files
-RAW_CSV = Path("data/raw/ellipse.csv")  # fetch -> prepare
+RAW_CSV = Path("data/raw/corpus.csv")  # fetch -> prepare: the chosen dataset's rows as published
 PROVENANCE = Path("data/provenance.json")
 ESSAYS = Path("data/prepared/essays.csv")  # prepare -> every later stage
 SPLITS = Path("data/prepared/splits.json")

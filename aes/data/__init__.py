@@ -1,1 +1,1 @@
-"""The data contract: fetch and validate ELLIPSE (corpus), carve the locked test and CV folds (splits)."""
+"""The data contract: the datasets (datasets, ellipse, asap), fetch and validate them (corpus), split by protocol (splits, protocols)."""

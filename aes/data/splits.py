@@ -1,7 +1,9 @@
-"""Prompt-holdout splits: a locked test of whole prompts, then prompt-grouped CV folds.
+"""Prompt-holdout splits, by the chosen dataset's protocol.
 
-``prepare`` carves the splits once into ``splits.json``; every later stage reads folds from
-there and never re-splits. The locked-test essays are only ever read by ``final_test``.
+``locked_test`` (ELLIPSE): a locked test of whole prompts (or topics), then grouped CV folds over
+the rest. ``leave_one_prompt_out`` (ASAP): every prompt is one fold, no locked test. ``prepare``
+carves the splits once into ``splits.json``; every later stage reads folds from there and never
+re-splits. The locked-test essays (if any) are only ever read by ``final_test``.
 """
 
 from __future__ import annotations
@@ -15,18 +17,32 @@ import pandas as pd
 from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
 
 from aes.core.errors import AESError
-from aes.core.scale import grid_labels
 from aes.core.registry import SPLITS
+from aes.core.scale import Scale, grid_labels, scale_arrays
+from aes.data.datasets import LEAVE_ONE_PROMPT_OUT
 
 
-def score_distribution(y: np.ndarray) -> np.ndarray:
-    """Share of essays in each half band 1.0..5.0: shape (9,), sums to 1."""
-    labels = grid_labels(y, 1.0, 0.5)
-    counts = np.array([(labels == b).sum() for b in range(9)], dtype=float)
+def single_scale(essays: pd.DataFrame) -> Scale:
+    """The one score scale every essay shares (columns ``SCALE_COLUMNS``); AESError when they have several.
+
+    The locked-test protocol matches score mixes on one grid, so it needs a dataset whose prompts
+    share a scale (ELLIPSE); a dataset with a scale per prompt splits by leaving one prompt out.
+    """
+    low, high, step = scale_arrays(essays)
+    found = sorted(set(zip(low.tolist(), high.tolist(), step.tolist())))
+    if len(found) != 1:
+        raise AESError(f"the locked-test protocol needs one score scale for every essay; the essays have {len(found)} ({found[:3]} ...)")
+    return Scale(*found[0])
+
+
+def score_distribution(y: np.ndarray, scale: Scale) -> np.ndarray:
+    """Share of essays at each level of ``scale``'s grid: shape (n_levels,) (ELLIPSE: 1.0..5.0, 9), sums to 1."""
+    labels = grid_labels(y, scale.low, scale.step)
+    counts = np.array([(labels == k).sum() for k in range(scale.n_levels)], dtype=float)
     return counts / max(counts.sum(), 1.0)
 
 
-def carve_test_groups(essays: pd.DataFrame, fraction: float, n_candidates: int, seed: int) -> list[str]:
+def carve_test_groups(essays: pd.DataFrame, fraction: float, n_candidates: int, seed: int, scale: Scale) -> list[str]:
     """Choose whole groups (column ``group``: prompts or topics) for the locked test, deterministically from ``seed``.
 
     Tries ``n_candidates`` random group orders; for each, takes the prefix whose essay count is
@@ -47,46 +63,51 @@ def carve_test_groups(essays: pd.DataFrame, fraction: float, n_candidates: int, 
         k = min(max(k, 1), len(groups) - 2)  # keep >= 2 groups for CV
         chosen = groups[order[:k]]
         in_test = essays["group"].isin(chosen).to_numpy()
-        tv = 0.5 * np.abs(score_distribution(essays["y"].to_numpy()[in_test]) - score_distribution(essays["y"].to_numpy()[~in_test])).sum()
+        y = essays["y"].to_numpy()
+        tv = 0.5 * np.abs(score_distribution(y[in_test], scale) - score_distribution(y[~in_test], scale)).sum()
         cost = abs(cum[k - 1] / total - fraction) + tv
         if cost < best_cost - 1e-12:
             best, best_cost = sorted(chosen.tolist()), cost
     return best
 
 
-def make_cv_folds(cv: pd.DataFrame, n_folds: int, seed: int) -> np.ndarray:
-    """Fold index (0..n_folds-1) per essay of ``cv``: grouped by column ``group``, stratified on half bands."""
+def make_cv_folds(cv: pd.DataFrame, n_folds: int, seed: int, scale: Scale) -> np.ndarray:
+    """Fold index (0..n_folds-1) per essay of ``cv``: grouped by column ``group``, stratified on ``scale``'s grid."""
     n_groups = cv["group"].nunique()
     if n_groups < n_folds:
         raise AESError(
-            f"prepare.n_folds={n_folds} but only {n_groups} groups of prompts remain for CV after the locked test; "
-            "each fold needs at least one group of its own (lower prepare.n_folds or prepare.test_fraction)"
+            f"prepare.ellipse.n_folds={n_folds} but only {n_groups} groups of prompts remain for CV after the locked test; "
+            "each fold needs at least one group of its own (lower prepare.ellipse.n_folds or prepare.ellipse.test_fraction)"
         )
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     fold = np.full(len(cv), -1, dtype=int)
     with warnings.catch_warnings():
         # Rare bands (1.0, 5.0) have fewer essays than folds: stratification is best effort there.
         warnings.simplefilter("ignore", UserWarning)
-        for k, (_, val_idx) in enumerate(splitter.split(np.zeros(len(cv)), grid_labels(cv["y"], 1.0, 0.5), cv["group"])):
+        levels = grid_labels(cv["y"], scale.low, scale.step)
+        for k, (_, val_idx) in enumerate(splitter.split(np.zeros(len(cv)), levels, cv["group"])):
             fold[val_idx] = k
     for k in range(n_folds):
         if not (fold == k).any():
-            raise AESError(f"fold {k} got no essays: the groups are too few or too small for prepare.n_folds={n_folds}")
+            raise AESError(f"fold {k} got no essays: the groups are too few or too small for prepare.ellipse.n_folds={n_folds}")
     return fold
 
 
 def build_splits(essays: pd.DataFrame, params: dict, dataset_sha256: str, topics: dict[str, str] | None = None) -> dict:
-    """Carve the locked test and the CV folds; return the ``splits.json`` document.
+    """The locked-test protocol: carve the locked test and the CV folds; return the ``splits.json`` document.
 
+    ``essays``: prepared essays (record_id, prompt, y and ``SCALE_COLUMNS``, one scale for all);
+    ``params``: the flat prepare settings (test_fraction, test_candidates, n_folds, seed, ...).
     ``topics`` ({prompt: topic}, from :mod:`aes.data.topics`) makes the topic, not the prompt, the
     unit that the locked test and the folds keep whole; None groups by prompt.
     """
+    scale = single_scale(essays)
     essays = essays.assign(group=essays["prompt"].map(topics) if topics else essays["prompt"])
-    test_groups = carve_test_groups(essays, params["test_fraction"], params["test_candidates"], params["seed"])
+    test_groups = carve_test_groups(essays, params["test_fraction"], params["test_candidates"], params["seed"], scale)
     in_test = essays["group"].isin(test_groups)
     test_prompts = sorted(essays.loc[in_test, "prompt"].unique().tolist())
     cv = essays[~in_test].reset_index(drop=True)
-    fold = make_cv_folds(cv, params["n_folds"], params["seed"])
+    fold = make_cv_folds(cv, params["n_folds"], params["seed"], scale)
     folds = []
     for k in range(params["n_folds"]):
         val = cv[fold == k]
@@ -109,8 +130,8 @@ def build_splits(essays: pd.DataFrame, params: dict, dataset_sha256: str, topics
             "prompts": test_prompts,
             "n_essays": int(len(test)),
             "share": round(len(test) / len(essays), 4),
-            "score_distribution": score_distribution(test["y"].to_numpy()).round(4).tolist(),
-            "cv_score_distribution": score_distribution(cv["y"].to_numpy()).round(4).tolist(),
+            "score_distribution": score_distribution(test["y"].to_numpy(), scale).round(4).tolist(),
+            "cv_score_distribution": score_distribution(cv["y"].to_numpy(), scale).round(4).tolist(),
             "record_ids": test["record_id"].tolist(),
         },
         "folds": folds,
@@ -122,6 +143,46 @@ def build_splits(essays: pd.DataFrame, params: dict, dataset_sha256: str, topics
         for entry in folds:
             entry["val_topics"] = sorted({topics[p] for p in entry["val_prompts"]})
     return splits
+
+
+def leave_one_prompt_out(essays: pd.DataFrame, params: dict, dataset_sha256: str, prompts: list[str], dataset: str) -> dict:
+    """The leave-one-prompt-out protocol: fold k validates on every essay of ``prompts[k]`` (the
+    dataset's declared order: ASAP's fold 0 is prompt 1, fold 7 prompt 8) and trains on the others.
+
+    No locked test: ``test`` is empty, so :func:`cv_essays` returns every essay, and
+    ``locked_test: false`` says so. ``params``: the flat prepare settings (recorded as given).
+    """
+    if len(prompts) < 2:
+        raise AESError(f"leave one prompt out needs at least 2 prompts; the {dataset} essays have {len(prompts)} ({prompts})")
+    folds = []
+    for k, prompt in enumerate(prompts):
+        val = essays[essays["prompt"] == prompt]
+        folds.append(
+            {
+                "fold": k,
+                "val_prompts": [prompt],
+                "n_val": int(len(val)),
+                "n_train": int(len(essays) - len(val)),
+                "val_record_ids": val["record_id"].tolist(),
+            }
+        )
+    return {
+        "dataset_sha256": dataset_sha256,
+        "seed": params["seed"],
+        "params": params,
+        "dataset": dataset,
+        "protocol": LEAVE_ONE_PROMPT_OUT,
+        "locked_test": False,
+        "n_essays": int(len(essays)),
+        "test": {"prompts": [], "n_essays": 0, "share": 0.0, "record_ids": []},
+        "folds": folds,
+    }
+
+
+def has_locked_test(splits: dict) -> bool:
+    """Whether the splits hold a locked test (False for leave one prompt out; a splits.json without
+    the key is the locked-test protocol's, which wrote none)."""
+    return bool(splits.get("locked_test", True))
 
 
 def load_splits(path: str | Path = SPLITS) -> dict:

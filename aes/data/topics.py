@@ -51,15 +51,18 @@ def prompt_topics(prompts: list[str], model: str, min_similarity: float) -> dict
 
 
 def holdout_topics(prepare: dict, prompts: list[str]) -> dict[str, str] | None:
-    """{prompt: topic} when ``prepare.groups`` is ``topic`` (checked to leave enough groups), else None."""
+    """{prompt: topic} when ``prepare.ellipse.groups`` is ``topic`` (checked to leave enough groups), else None.
+
+    ``prepare``: the flat prepare settings (groups, topic_model, topic_similarity, n_folds).
+    """
     if prepare["groups"] == "prompt":
         return None
     topics = prompt_topics(prompts, prepare["topic_model"], prepare["topic_similarity"])
     n_groups, need = len(set(topics.values())), prepare["n_folds"] + 2
     if n_groups < need:
         raise AESError(
-            f"prepare.topic_similarity={prepare['topic_similarity']} leaves {n_groups} topic(s) but prepare.n_folds="
+            f"prepare.ellipse.topic_similarity={prepare['topic_similarity']} leaves {n_groups} topic(s) but prepare.ellipse.n_folds="
             f"{prepare['n_folds']} needs at least {need} (the locked test takes whole topics and every CV fold needs "
-            "topics of its own); raise prepare.topic_similarity, lower prepare.n_folds, or use prepare.groups: prompt"
+            "topics of its own); raise prepare.ellipse.topic_similarity, lower prepare.ellipse.n_folds, or use prepare.ellipse.groups: prompt"
         )
     return topics

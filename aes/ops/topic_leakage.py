@@ -1,10 +1,10 @@
-"""Topic leakage of the prompt-holdout protocol, from a `prepare.groups=prompt,topic` sweep.
+"""Topic leakage of the prompt-holdout protocol, from a `prepare.ellipse.groups=prompt,topic` sweep.
 
 For every model: pooled and worst-prompt QWK with their 95% prompt-bootstrap intervals (from each
 experiment's metrics/report.json) when the splits keep prompts whole vs topic clusters whole, and
 the change. Reads `dvc exp show --json`; prints a Markdown table.
 
-    dvc exp run --queue -S 'prepare.groups=prompt,topic' && dvc queue start   # README, "Sweeps"
+    dvc exp run --queue -S 'prepare.ellipse.groups=prompt,topic' && dvc queue start   # README, "Sweeps"
     python -m aes.ops.topic_leakage                 # newest experiment of each grouping
     python -m aes.ops.topic_leakage --prompt NAME --topic NAME
 """
@@ -28,7 +28,8 @@ def experiments() -> list[dict]:
         for rev in revs:
             data = rev.get("data") or {}
             report = (data.get("metrics") or {}).get("metrics/report.json", {}).get("data")
-            groups = (data.get("params") or {}).get("params.yaml", {}).get("data", {}).get("prepare", {}).get("groups")
+            prepare = (data.get("params") or {}).get("params.yaml", {}).get("data", {}).get("prepare", {})
+            groups = (prepare.get("ellipse") or {}).get("groups") or prepare.get("groups")  # or as before datasets had sections
             if report and groups:
                 out.append({"name": rev.get("name") or rev.get("rev"), "groups": groups, "report": report,
                             "when": data.get("timestamp") or ""})
@@ -38,7 +39,7 @@ def experiments() -> list[dict]:
 def pick(found: list[dict], groups: str, name: str | None) -> dict:
     hits = [e for e in found if (e["name"] == name if name else e["groups"] == groups)]
     if not hits:
-        raise AESError(f"no experiment with {'name ' + repr(name) if name else 'prepare.groups=' + groups} in `dvc exp show`")
+        raise AESError(f"no experiment with {'name ' + repr(name) if name else 'prepare.ellipse.groups=' + groups} in `dvc exp show`")
     return max(hits, key=lambda e: e["when"])
 
 
@@ -67,8 +68,8 @@ def table(prompt: dict, topic: dict) -> str:
 @stage_main
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--prompt", help="experiment run with prepare.groups=prompt (default: the newest)")
-    parser.add_argument("--topic", help="experiment run with prepare.groups=topic (default: the newest)")
+    parser.add_argument("--prompt", help="experiment run with prepare.ellipse.groups=prompt (default: the newest)")
+    parser.add_argument("--topic", help="experiment run with prepare.ellipse.groups=topic (default: the newest)")
     args = parser.parse_args()
     found = experiments()
     print(table(pick(found, "prompt", args.prompt), pick(found, "topic", args.topic)))
