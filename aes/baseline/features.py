@@ -45,8 +45,8 @@ Tokens: a word is a run of letters with inner apostrophes ("don't"); paragraphs 
 lines; sentences end at . ! ? (or one of them and a closing quote or bracket) followed by a space
 or the end, and at a paragraph end (learners often drop the final full stop). Two artefacts of
 ASAP's essays are undone before splitting (:func:`normalise_asap_text`; ELLIPSE texts have
-neither): lost apostrophes and quotes, which reach us as the replacement character "ï¿½"
-(read as latin-1, as its DATA.md says), so that "donï¿½t" is not the words "donï" and "t"; and
+neither): lost apostrophes and quotes, which reach us as the replacement character U+FFFD
+("ï¿½" if the UTF-8 files are read as latin-1), so that "don\ufffdt" is not two words; and
 anonymised named entities (@CAPS1, @PERSON2, @NUM1, ...), which become a digit when they stood for
 a number (not a word, like any number) and the name "Smith" otherwise, so that "CAPS", "NUM" or
 "ORGANIZATION" are not counted as words of the essay. Everything runs offline from data that
