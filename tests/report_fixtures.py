@@ -10,6 +10,20 @@ import pandas as pd
 from aes.core.artifacts import make_oof_frame, stack_seeds, write_model_outputs
 from aes.core.io import write_json
 from aes.core.registry import FROZEN_STAGES, MODEL_STAGES, OBJECTIVE_STAGES
+from aes.core.scale import SCALE_COLUMNS, Scale, to_unit
+
+# ELLIPSE's one grid for every prompt: 1.0-5.0 in half bands (what every fixture here is scored on).
+HALF_BANDS_SCALE = Scale(1.0, 5.0, 0.5)
+
+
+def with_scale(frame: pd.DataFrame, scale: Scale = HALF_BANDS_SCALE) -> pd.DataFrame:
+    """``frame`` with the score-scale columns (aes.core.scale.SCALE_COLUMNS) of ``scale`` on every row."""
+    return frame.assign(**dict(zip(SCALE_COLUMNS, (scale.low, scale.high, scale.step))))
+
+
+def points_to_unit(points, scale: Scale = HALF_BANDS_SCALE) -> np.ndarray:
+    """Predictions (n,) or (n, T) in score points of ``scale`` -> its unit range (what make_oof_frame takes)."""
+    return to_unit(points, np.full(len(points), scale.low), np.full(len(points), scale.high))
 
 # Prediction noise (sd, score points) per stage: smaller noise = better model. gbm_cv is the
 # strongest frozen model, so it is Q1's reference unless a test changes the noise.
@@ -22,7 +36,8 @@ assert set(DEFAULT_NOISE) == set(DEFAULT_SEEDS) == set(MODEL_STAGES) and set(FRO
 
 
 def make_cv_essays(n_prompts: int = 15, per_prompt: int = 40, n_folds: int = 5, seed: int = 0, traits=()) -> pd.DataFrame:
-    """CV essays without text: record_id, prompt, grade, y (half bands), fold (prompt-grouped).
+    """CV essays without text: record_id, prompt, grade, y (half bands), fold (prompt-grouped) and
+    the half-band scale columns.
 
     traits: names of further targets; then the frame also has Overall (= y) and one column per trait
     (y plus half-band noise from a generator of its own, so y and the rest stay as without traits).
@@ -33,7 +48,7 @@ def make_cv_essays(n_prompts: int = 15, per_prompt: int = 40, n_folds: int = 5, 
         for i in range(per_prompt):
             rows.append({"record_id": f"r{p:02d}{i:04d}", "prompt": f"Prompt {p:02d}", "grade": int(rng.choice([8, 9, 10, 11, 12])),
                          "y": float(np.clip(np.round(rng.normal(3.0, 0.7) * 2) / 2, 1.0, 5.0)), "fold": p % n_folds})
-    essays = pd.DataFrame(rows)
+    essays = with_scale(pd.DataFrame(rows))
     if traits:
         trait_rng = np.random.default_rng([seed, 23])
         essays["Overall"] = essays["y"]
@@ -43,7 +58,8 @@ def make_cv_essays(n_prompts: int = 15, per_prompt: int = 40, n_folds: int = 5, 
 
 
 def seeded_oof(essays: pd.DataFrame, noise_sd: float, seeds, rng: np.random.Generator, shift=None) -> pd.DataFrame:
-    """Prediction table with one block per seed: y + independent N(0, noise_sd) noise per seed (+ shift (n,)).
+    """Prediction table with one block per seed: y + independent N(0, noise_sd) noise per seed (+ shift (n,)),
+    in score points (handed to make_oof_frame on the unit range).
 
     Essays with trait columns get a prediction per trait too (the trait + noise of the same sd, from a
     generator of its own, so the primary's draws from ``rng`` stay as without traits).
@@ -57,7 +73,7 @@ def seeded_oof(essays: pd.DataFrame, noise_sd: float, seeds, rng: np.random.Gene
         pred = essays["y"].to_numpy() + rng.normal(0.0, noise_sd, len(essays)) + (0 if shift is None else shift)
         if traits:
             pred = np.column_stack([pred, *[essays[t].to_numpy() + trait_rng.normal(0.0, noise_sd, len(essays)) for t in traits]])
-        frames.append(make_oof_frame(essays, essays["fold"].to_numpy(), pred, seed=s))
+        frames.append(make_oof_frame(essays, essays["fold"].to_numpy(), points_to_unit(pred), seed=s))
     return stack_seeds(frames)
 
 
@@ -78,7 +94,9 @@ def write_fake_workspace(root: Path, noise: dict | None = None, seed: int = 0, s
     n = len(essays)
     for stage in stages or MODEL_STAGES:
         write_model_outputs(stage, seeded_oof(essays, noise[stage], seeds[stage], rng), 1.0, 20, root=root)
-    splits = {"dataset_sha256": "fake", "params": {"groups": "prompt"}, "test": {"prompts": ["Prompt T"], "record_ids": []},
+    test_ids = [f"rT{i:04d}" for i in range(per_prompt)]  # a locked test prompt (its essays are not among the CV essays)
+    splits = {"dataset_sha256": "fake", "params": {"groups": "prompt"},
+              "test": {"prompts": ["Prompt T"], "n_essays": len(test_ids), "record_ids": test_ids},
               "folds": [{"fold": int(k), "val_prompts": sorted(essays.loc[essays["fold"] == k, "prompt"].unique().tolist())}
                         for k in sorted(essays["fold"].unique())]}
     write_json(root / "data/prepared/splits.json", splits)

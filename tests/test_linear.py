@@ -7,6 +7,8 @@ import pytest
 
 from aes.baseline.linear import cross_validate, fit_ridge, fits_from_json, fits_to_json
 from aes.core.errors import AESError
+from aes.core.scale import SCALE_COLUMNS
+from tests.report_fixtures import with_scale
 
 
 def _synthetic(n_prompts=12, per_prompt=40, dim=20, noise=0.05, seed=0):
@@ -16,7 +18,9 @@ def _synthetic(n_prompts=12, per_prompt=40, dim=20, noise=0.05, seed=0):
     y = x @ weight + 3.0 + noise * rng.normal(size=len(x))
     prompts = np.repeat([f"p{i}" for i in range(n_prompts)], per_prompt)
     folds = np.repeat(np.arange(n_prompts) % 3, per_prompt)
-    return x, y, weight, pd.DataFrame({"prompt": prompts, "y": y, "fold": folds})
+    # the frame carries a score scale (models train on target_matrix's unit range: an affine map of y,
+    # which changes neither correlations nor which penalty wins)
+    return x, y, weight, with_scale(pd.DataFrame({"prompt": prompts, "y": y, "fold": folds}))
 
 
 def test_probe_recovers_a_known_linear_signal():
@@ -80,7 +84,7 @@ def test_multi_output_probe_predicts_every_target_in_order_with_its_own_penalty(
     oof, fits = cross_validate(frame, x, alphas=[0.01, 1000.0], inner_folds=3)
     assert oof.shape == (len(frame), 3)
     for j, target in enumerate(["Overall", "Grammar", "Cohesion"]):
-        one, one_fits = cross_validate(frame[["prompt", "fold", target]], x, alphas=[0.01, 1000.0], inner_folds=3)
+        one, one_fits = cross_validate(frame[["prompt", "fold", target, *SCALE_COLUMNS]], x, alphas=[0.01, 1000.0], inner_folds=3)
         np.testing.assert_allclose(oof[:, j], one[:, 0], atol=1e-8)
         assert [f.alpha[j] for f in fits.values()] == [f.alpha[0] for f in one_fits.values()]
     assert fits[0].alpha[0] == 0.01 and fits[0].alpha[1] == 1000.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -21,7 +22,8 @@ from aes.report import assemble as rep
 from aes.report import bootstrap, calibration, probe
 from aes.report.verdicts import BETTER, INCONCLUSIVE
 from tests.committed import committed_params
-from tests.report_fixtures import DEFAULT_SEEDS, make_cv_essays, seeded_oof, write_fake_workspace
+from tests.report_fixtures import HALF_BANDS_SCALE as HB
+from tests.report_fixtures import DEFAULT_SEEDS, make_cv_essays, points_to_unit, seeded_oof, with_scale, write_fake_workspace
 
 REPO = Path(__file__).resolve().parents[1]
 EXPECTED_PAIRS = {"erm_vs_gbm_cv", "erm_vs_linear_cv", "erm_vs_lp_cv", "grl_vs_erm", "dro_vs_erm", "grl_vs_gbm_cv", "dro_vs_gbm_cv"}
@@ -40,7 +42,7 @@ def params():
 def _oof(essays: pd.DataFrame, noise_sd: float, seed: int, shift=None) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     pred = essays["y"].to_numpy() + rng.normal(0, noise_sd, len(essays)) + (0 if shift is None else shift)
-    return make_oof_frame(essays, essays["fold"].to_numpy(), pred)
+    return make_oof_frame(essays, essays["fold"].to_numpy(), points_to_unit(pred))
 
 
 def _quiet_report(params, root):
@@ -63,7 +65,7 @@ def test_point_estimates_are_seed_means_of_the_contract_metrics():
     for key in METRIC_DIRECTION:  # the confusion-count shortcut gives the contract's numbers, seed means included
         assert boot["point"]["a"][key] == pytest.approx(metric_value(contract, key), abs=1e-5), key
         assert boot["seed_sd"]["a"][key] == pytest.approx(contract["seed_sd"][key], abs=1e-5), key
-    assert boot["point"]["one"]["qwk.pooled"] == pytest.approx(qwk(one["y_true"], one["y_pred_raw"]), abs=1e-6)
+    assert boot["point"]["one"]["qwk.pooled"] == pytest.approx(qwk(one["y_true"], one["y_pred_raw"], HB), abs=1e-6)
     assert boot["n_seeds"] == {"a": 3, "one": 1} and boot["n_prompts"] == 10
     assert all(v == 0 for v in boot["seed_sd"]["one"].values())
     pair = boot["pairs"]["a_vs_one"]["qwk.pooled"]
@@ -120,7 +122,7 @@ def test_bootstrap_ci_covers_known_difference_and_excludes_zero():
     boot = bootstrap.prompt_bootstrap({"good": good, "bad": bad}, [("g_vs_b", "good", "bad")], 1000, 5, 20)
     # The population difference, from a sample 50x larger drawn the same way.
     big = make_cv_essays(n_prompts=400, per_prompt=150, seed=99)
-    true_qwk_gain = qwk(big["y"], _oof(big, 0.3, 1)["y_pred_raw"]) - qwk(big["y"], _oof(big, 0.7, 2)["y_pred_raw"])
+    true_qwk_gain = qwk(big["y"], _oof(big, 0.3, 1)["y_pred_raw"], HB) - qwk(big["y"], _oof(big, 0.7, 2)["y_pred_raw"], HB)
     true_rmse_gain = 0.7 - 0.3
     ci = boot["pairs"]["g_vs_b"]
     assert ci["qwk.pooled"]["ci_low"] <= true_qwk_gain <= ci["qwk.pooled"]["ci_high"]
@@ -147,9 +149,9 @@ def test_bootstrap_ci_widens_when_seeds_disagree():
     rng = np.random.default_rng(0)
     fold = essays["fold"].to_numpy()
     noise = rng.normal(0, 1, len(essays))
-    disagree = stack_seeds([make_oof_frame(essays, fold, essays["y"] + sd * noise, s) for s, sd in ((1, 0.2), (2, 0.5), (3, 0.8))])
-    same = stack_seeds([make_oof_frame(essays, fold, essays["y"] + 0.5 * noise, s) for s in (1, 2, 3)])
-    single = make_oof_frame(essays, fold, essays["y"] + 0.5 * noise, 1)
+    disagree = stack_seeds([make_oof_frame(essays, fold, points_to_unit(essays["y"] + sd * noise), s) for s, sd in ((1, 0.2), (2, 0.5), (3, 0.8))])
+    same = stack_seeds([make_oof_frame(essays, fold, points_to_unit(essays["y"] + 0.5 * noise), s) for s in (1, 2, 3)])
+    single = make_oof_frame(essays, fold, points_to_unit(essays["y"] + 0.5 * noise), 1)
     reference = _oof(essays, 0.9, 5)
     oofs = {"disagree": disagree, "same": same, "single": single, "ref": reference}
     pairs = [(f"{m}_vs_ref", m, "ref") for m in ("disagree", "same", "single")]
@@ -211,11 +213,11 @@ def test_within_fold_probe_ignores_which_fold_model_made_the_vector():
 def test_cut_points_fix_compressed_predictions():
     essays = make_cv_essays(n_prompts=10, per_prompt=60, seed=6)
     shrunk = 3.0 + 0.4 * (essays["y"].to_numpy() - 3.0) + np.random.default_rng(1).normal(0, 0.1, len(essays))
-    oof = make_oof_frame(essays, essays["fold"].to_numpy(), shrunk)
-    cuts = calibration.fit_cut_points(oof["y_true"], oof["y_pred_raw"])
+    oof = make_oof_frame(essays, essays["fold"].to_numpy(), points_to_unit(shrunk))
+    cuts = calibration.fit_cut_points(oof["y_true"], oof["y_pred_raw"], HB)
     assert np.all(np.diff(cuts) > 0)
     cal = calibration.calibrated_metrics(oof, 20)
-    assert cal["qwk"]["pooled"] > qwk(oof["y_true"], oof["y_pred_raw"]) + 0.05
+    assert cal["qwk"]["pooled"] > qwk(oof["y_true"], oof["y_pred_raw"], HB) + 0.05
 
 
 def test_calibration_never_sees_the_scored_fold():
@@ -229,15 +231,17 @@ def test_calibration_never_sees_the_scored_fold():
     y_cal_tampered, _ = calibration.calibrate_oof(tampered)
     np.testing.assert_array_equal(y_cal[scored], y_cal_tampered[scored])
     # Control: a fit that includes fold 0 does react to the rewrite, so the check above has teeth.
-    leaky_before = calibration.apply_cut_points(oof["y_pred_raw"][scored], calibration.fit_cut_points(oof["y_true"], oof["y_pred_raw"]))
-    leaky_after = calibration.apply_cut_points(oof["y_pred_raw"][scored], calibration.fit_cut_points(tampered["y_true"], tampered["y_pred_raw"]))
+    leaky_before = calibration.apply_cut_points(oof["y_pred_raw"][scored], calibration.fit_cut_points(oof["y_true"], oof["y_pred_raw"], HB), HB)
+    leaky_after = calibration.apply_cut_points(oof["y_pred_raw"][scored], calibration.fit_cut_points(tampered["y_true"], tampered["y_pred_raw"], HB),
+                                               HB)
     assert not np.array_equal(leaky_before, leaky_after)
     # And the fitter is only ever handed rows of the other folds.
     seen = []
 
-    def spy(y_true, y_pred_raw):
+    def spy(y_true, y_pred_raw, scale):
+        assert scale == HB  # the table's one scale is handed to the fitter
         seen.append(set(np.round(y_pred_raw, 9)))
-        return calibration.DEFAULT_CUTS
+        return calibration.default_cuts(scale)
 
     calibration.calibrate_oof(oof, fit=spy)
     for k, rows in enumerate(seen):
@@ -405,7 +409,7 @@ def test_report_end_to_end(tmp_path, params):
     # per-prompt QWK is the mean over seeds of each seed's QWK on that prompt
     oof = pd.read_csv(tmp_path / "data/predictions/finetune_cv.csv")
     prompt0 = oof[oof["prompt"] == "Prompt 00"]
-    expected = np.mean([qwk(g["y_true"], g["y_pred_raw"]) for _, g in prompt0.groupby("seed")])
+    expected = np.mean([qwk(g["y_true"], g["y_pred_raw"], HB) for _, g in prompt0.groupby("seed")])
     assert table.loc[table["prompt"] == "Prompt 00", "qwk_finetune_cv"].item() == pytest.approx(expected, abs=1e-5)
     png = {p.name for p in (tmp_path / "plots/report/png").iterdir()}
     assert {"per_prompt_qwk.png", "residual_by_band.png", "residual_by_grade.png", "training_curves.png",
@@ -441,7 +445,7 @@ def _test_split(n_prompts=6, per_prompt=10):
     cv = essays[~essays["prompt"].isin(test_prompts)].reset_index(drop=True)
     folds = [{"fold": k, "val_record_ids": cv.loc[cv["prompt"] == p, "record_id"].tolist()}
              for k, p in enumerate(sorted(cv["prompt"].unique()))]
-    return essays, {"test": {"prompts": test_prompts, "record_ids": test["record_id"].tolist()}, "folds": folds}
+    return essays, {"test": {"prompts": test_prompts, "record_ids": test["record_id"].tolist(), "n_essays": len(test)}, "folds": folds}
 
 
 def _decision(proceed: int, reference: str = "gbm_cv") -> dict:
@@ -467,6 +471,19 @@ def test_final_test_refuses_without_decision(tmp_path, params):
     assert not called and not (tmp_path / "final.json").exists()
 
 
+def test_final_test_refuses_a_protocol_without_locked_test(tmp_path, params):
+    """Leave-one-prompt-out data (ASAP) locks no prompt: final_test says so, before any gate or training."""
+    from aes.holdout.final_test import check_has_locked_test
+
+    essays, splits = _test_split()
+    assert check_has_locked_test(splits) is None  # a locked test: nothing to refuse
+    lopo = {**splits, "protocol": "leave one prompt out", "test": {"prompts": [], "record_ids": [], "n_essays": 0}}
+    called = []
+    with pytest.raises(AESError, match=r"splits.json: this dataset's protocol \(leave one prompt out\) holds no locked test"):
+        run_final_test(params, essays, lopo, tmp_path / "report.json", tmp_path / "final.json", fit_predict=lambda *a: called.append(a))
+    assert not called and not (tmp_path / "final.json").exists()
+
+
 def test_final_test_follows_decision_and_states_override(tmp_path, params):
     essays, splits = _test_split()
     report = tmp_path / "report.json"
@@ -475,7 +492,7 @@ def test_final_test_follows_decision_and_states_override(tmp_path, params):
 
     def stub(choice, train, test, p):
         seen.update(stage=choice["stage"], train=set(train["record_id"]), test=set(test["record_id"]))
-        return test["y"].to_numpy() + 0.1  # one seed: (n_test,)
+        return points_to_unit(test["y"].to_numpy() + 0.1)  # one seed: (n_test,), on the unit range
 
     out = run_final_test(params, essays, splits, report, tmp_path / "final.json", fit_predict=stub)
     assert out["model"] == seen["stage"] == "linear_cv" and out["override"] == 0 and "linear_cv" in out["reason"]
@@ -500,7 +517,7 @@ def test_final_test_averages_the_seeds(tmp_path, params):
 
     def three_seeds(choice, train, test, p):
         y = test["y"].to_numpy()
-        return np.stack([y + 0.1, y - 0.3, y + np.linspace(-1, 1, len(y))])  # (n_seeds, n_test)
+        return np.stack([points_to_unit(y + 0.1), points_to_unit(y - 0.3), points_to_unit(y + np.linspace(-1, 1, len(y)))])  # (n_seeds, n_test)
 
     out = run_final_test(params, essays, splits, report, tmp_path / "final.json", fit_predict=three_seeds)
     per_seed = out["test_per_seed"]
@@ -519,11 +536,12 @@ def test_final_test_frozen_model_trains_on_all_cv_essays_and_scores_locked_test(
     from tests.synthetic import make_ellipse_frame
 
     raw = make_ellipse_frame(n_prompts=6, per_prompt=12, seed=3)
-    essays = pd.DataFrame({"record_id": raw["text_id_kaggle"], "text": raw["full_text"], "prompt": raw["prompt"],
-                           "grade": raw["grade"], "y": raw["Overall"].astype(float)})
+    essays = with_scale(pd.DataFrame({"record_id": raw["text_id_kaggle"], "text": raw["full_text"], "prompt": raw["prompt"],
+                                      "grade": raw["grade"], "y": raw["Overall"].astype(float)}))
     test_prompts = ["Prompt 0", "Prompt 1"]
     cv = essays[~essays["prompt"].isin(test_prompts)].reset_index(drop=True)
-    splits = {"test": {"prompts": test_prompts, "record_ids": essays.loc[essays["prompt"].isin(test_prompts), "record_id"].tolist()},
+    test_ids = essays.loc[essays["prompt"].isin(test_prompts), "record_id"].tolist()
+    splits = {"test": {"prompts": test_prompts, "record_ids": test_ids, "n_essays": len(test_ids)},
               "folds": [{"fold": k, "val_record_ids": cv.loc[cv["prompt"] == p, "record_id"].tolist()}
                         for k, p in enumerate(sorted(cv["prompt"].unique()))]}
     p = copy.deepcopy(params)
@@ -558,6 +576,7 @@ def one_thread():
 
 def test_final_test_candidate_fine_tunes_on_cv_and_never_uses_test_scores(tmp_path, tiny_encoder, one_thread):
     from aes.core.metrics import rmse
+    from aes.core.scale import from_unit, scale_arrays
     from aes.data.corpus import load_essays
     from aes.data.splits import load_splits
     from aes.holdout.final_test import default_fit_predict
@@ -588,8 +607,151 @@ def test_final_test_candidate_fine_tunes_on_cv_and_never_uses_test_scores(tmp_pa
     original_test = essays[essays["record_id"].isin(test_ids)]
     assert captured["pred"].shape == (2, len(original_test), 7)  # one row per seed, one column per target
     assert np.abs(captured["pred"][0] - captured["pred"][1]).max() > 1e-4  # the seeds train different models
+    low, high, _ = scale_arrays(original_test)  # predictions are on the unit range; scores in points of each essay's scale
     for pred, scored in zip(captured["pred"], first["test_per_seed"]):
-        assert rmse(original_test["y"], pred[:, 0]) == pytest.approx(scored["rmse"], abs=1e-6)
+        assert rmse(from_unit(pred[:, 0], low, high) - original_test["y"].to_numpy()) == pytest.approx(scored["rmse"], abs=1e-6)
     assert list(first["traits"]) == scores[2:]
     assert first["traits"]["Grammar"]["rmse"] == pytest.approx(
-        np.mean([rmse(original_test["Grammar"], pred[:, 5]) for pred in captured["pred"]]), abs=1e-6)
+        np.mean([rmse(from_unit(pred[:, 5], low, high) - original_test["Grammar"].to_numpy()) for pred in captured["pred"]]), abs=1e-6)
+
+
+# ---------------------------------------------------------------- several score scales (issue 15: ASAP)
+
+ASAP_LIKE = {"P1": (2.0, 12.0), "P3": (0.0, 3.0), "P7": (0.0, 30.0), "P8": (0.0, 60.0)}
+
+
+def _asap_essays(per_prompt=(30, 24, 36, 28), seed=0) -> pd.DataFrame:
+    """CV essays of four prompts with different integer ranges, one prompt per fold (leave one prompt out)."""
+    from aes.core.scale import Scale
+
+    rng = np.random.default_rng(seed)
+    frames = []
+    for k, ((prompt, (low, high)), n) in enumerate(zip(ASAP_LIKE.items(), per_prompt)):
+        scale = Scale(low, high, 1.0)
+        y = np.clip(np.round(rng.normal((low + high) / 2, (high - low) / 5, n)), low, high)
+        frames.append(with_scale(pd.DataFrame({"record_id": [f"{prompt}-{i:03d}" for i in range(n)], "prompt": prompt, "grade": 9,
+                                               "y": y, "fold": k}), scale))
+    essays = pd.concat(frames, ignore_index=True)
+    return essays.sample(frac=1.0, random_state=seed).reset_index(drop=True)  # rows not in record order
+
+
+def _unit_oof(essays: pd.DataFrame, noise_sd: float, seeds, seed: int) -> pd.DataFrame:
+    """Predictions on the unit range: the truth's unit value + N(0, noise_sd) (+ a per-prompt shift), one block per seed."""
+    from aes.core.scale import to_unit
+
+    rng = np.random.default_rng(seed)
+    truth = to_unit(essays["y"], essays["score_low"], essays["score_high"])
+    shift = essays["prompt"].map({p: s for p, s in zip(sorted(essays["prompt"].unique()), rng.normal(0, 0.05, essays["prompt"].nunique()))})
+    return stack_seeds([make_oof_frame(essays, essays["fold"].to_numpy(), truth + shift.to_numpy() + rng.normal(0, noise_sd, len(essays)), s)
+                        for s in seeds])
+
+
+def _index(oof: pd.DataFrame):
+    rows = oof.sort_values("record_id", kind="stable")  # the bootstrap's draws follow record order within each prompt
+    prompts = np.array(sorted(rows["prompt"].unique()))
+    return rows, prompts, np.array(sorted(rows["fold"].unique())), rows["prompt"].value_counts().reindex(prompts).to_numpy()
+
+
+def _expanded(rows: pd.DataFrame, prompts, counts, b: int) -> pd.DataFrame:
+    """Replicate b of an essay-within-prompt resample, written out: each essay repeated as often as it was drawn."""
+    parts = [rows[rows["prompt"] == p].loc[lambda g, j=j: g.index.repeat(counts[j][b])] for j, p in enumerate(prompts)]
+    return pd.concat(parts, ignore_index=True)
+
+
+@pytest.mark.parametrize("scales", ["one", "several"])
+def test_essay_within_prompt_metrics_with_unit_counts_are_the_plain_metrics(scales):
+    from aes.core.metrics import POOLED_METRICS, summarize
+
+    if scales == "one":
+        essays = make_cv_essays(n_prompts=6, per_prompt=25, seed=2)
+        oof = _oof(essays, 0.5, 3)
+    else:
+        oof = _unit_oof(_asap_essays(), 0.08, (0,), 3)
+    rows, prompts, folds, n_per = _index(oof)
+    plain = summarize(oof, 20)
+    ones = [np.ones((1, n), dtype=int) for n in n_per]
+    by_essay = bootstrap.essay_resampled_metrics(rows, prompts, folds, ones, 20)
+    by_prompt = bootstrap.resampled_metrics(bootstrap.prompt_summaries(oof, prompts, folds), np.ones((1, len(prompts))), 20)
+    assert set(by_essay) == set(by_prompt) == set(METRIC_DIRECTION)
+    for key in METRIC_DIRECTION:
+        expected = metric_value(plain, key)
+        if scales == "several" and key in POOLED_METRICS:
+            assert expected is None and np.isnan(by_essay[key][0]) and np.isnan(by_prompt[key][0]), key  # undefined across scales
+            continue
+        assert expected is not None, key
+        assert by_essay[key][0] == pytest.approx(expected, abs=1e-6), key
+        assert by_prompt[key][0] == pytest.approx(expected, abs=1e-6), key
+
+
+@pytest.mark.parametrize("scales", ["one", "several"])
+def test_essay_within_prompt_replicates_equal_the_metrics_of_the_expanded_resample(scales):
+    """Replicate b of the essay bootstrap is summarize() of the data with every essay repeated as often as
+    it was drawn (every prompt kept, its own essays drawn with replacement)."""
+    from aes.core.metrics import summarize
+
+    if scales == "one":
+        oof = _oof(make_cv_essays(n_prompts=6, per_prompt=25, seed=2), 0.5, 3)
+        keys = ("qwk.within_prompt", "qwk.worst_prompt", "offset.rms", "rmse", "qwk.pooled", "qwk.worst_quarter", "mae", "within_one_step")
+    else:
+        oof = _unit_oof(_asap_essays(), 0.08, (0,), 3)
+        keys = ("qwk.within_prompt", "qwk.worst_prompt", "offset.rms", "rmse", "qwk.worst_quarter", "mae", "within_one_step")
+    rows, prompts, folds, n_per = _index(oof)
+    counts = bootstrap.essay_resample_counts(n_per, 6, seed=5)
+    assert [c.shape for c in counts] == [(6, n) for n in n_per] and all((c.sum(axis=1) == n).all() for c, n in zip(counts, n_per))
+    assert any((c == 0).any() and (c >= 2).any() for c in counts)  # some essays left out, some drawn twice
+    reps = bootstrap.essay_resampled_metrics(rows, prompts, folds, counts, 20)
+    moved = 0
+    for b in range(6):
+        direct = summarize(_expanded(rows, prompts, counts, b), 20)
+        for key in keys:
+            assert reps[key][b] == pytest.approx(metric_value(direct, key), abs=1e-6), (b, key)
+        moved += reps["rmse"][b] != pytest.approx(summarize(oof, 20)["rmse"], abs=1e-9)
+    assert moved == 6  # every replicate is another sample
+
+
+def test_essay_within_prompt_bootstrap_draws_the_same_essays_for_every_model():
+    """Paired: each model's replicate b is scored on the same draw of essays (matched by record id, whatever
+    the row order of its table), so the interval of A - B is the one computed from the shared counts."""
+    essays = _asap_essays()
+    a, b = _unit_oof(essays, 0.05, (0,), 1), _unit_oof(essays, 0.10, (0,), 2)
+    b_shuffled = b.sample(frac=1.0, random_state=7).reset_index(drop=True)
+    n_boot = 300
+    boot = bootstrap.prompt_bootstrap({"a": a, "b": b_shuffled}, [("a_vs_b", "a", "b")], n_boot, 4, 20, unit="essay_within_prompt")
+    assert boot["unit"] == "essay within prompt x seed" and boot["n_prompts"] == 4
+    rows_a, prompts, folds, n_per = _index(a)
+    counts = bootstrap.essay_resample_counts(n_per, n_boot, 4)
+    rep_a = bootstrap.essay_resampled_metrics(rows_a, prompts, folds, counts, 20)
+    rep_b = bootstrap.essay_resampled_metrics(_index(b)[0], prompts, folds, counts, 20)
+    for metric in ("qwk.within_prompt", "qwk.worst_prompt", "offset.rms", "rmse"):
+        gains = METRIC_DIRECTION[metric] * (rep_a[metric] - rep_b[metric])
+        lo, hi = np.percentile(gains[np.isfinite(gains)], [2.5, 97.5])
+        pair = boot["pairs"]["a_vs_b"][metric]
+        assert pair["ci_low"] == pytest.approx(lo, abs=1e-6) and pair["ci_high"] == pytest.approx(hi, abs=1e-6), metric
+        own = boot["intervals"]["a"].get(metric)
+        if own is not None:
+            assert own["ci_low"] == pytest.approx(np.percentile(rep_a[metric], 2.5), abs=1e-6), metric
+    assert boot["pairs"]["a_vs_b"]["rmse"]["ci_low"] > 0  # the less noisy model, on the very same essays
+    # a model against itself: identical draws make every paired difference exactly 0
+    same = bootstrap.prompt_bootstrap({"a": a, "a2": a.sample(frac=1.0, random_state=3)}, [("a_vs_a2", "a", "a2")], 100, 4, 20,
+                                      unit="essay_within_prompt")
+    for metric in ("qwk.within_prompt", "rmse", "offset.rms"):
+        assert same["pairs"]["a_vs_a2"][metric]["ci_low"] == same["pairs"]["a_vs_a2"][metric]["ci_high"] == 0, metric
+    with pytest.raises(AESError, match="report.bootstrap_unit: 'essay'"):
+        bootstrap.prompt_bootstrap({"a": a}, [], 10, 0, 20, unit="essay")
+
+
+def test_scale_rules_reject_pooled_metrics_and_calibration_on_several_scales():
+    oof = _unit_oof(_asap_essays(), 0.08, (0,), 3)
+    ok = {"q1_metrics": ["qwk.within_prompt"], "q2_metrics": ["qwk.within_prompt", "qwk.worst_prompt", "offset.rms"], "calibration": False}
+    assert rep.check_scale_rules(oof, ok) is None
+    for key, metric in (("q1_metrics", "qwk.pooled"), ("q2_metrics", "qwk.pooled"), ("q2_metrics", "qwk.fold_mean")):
+        bad = {**ok, key: [*ok[key], metric]}
+        with pytest.raises(AESError, match=rf"report\.{key} lists \['{re.escape(metric)}'\], undefined here"):
+            rep.check_scale_rules(oof, bad)
+    with pytest.raises(AESError, match=r"report\.calibration: true"):
+        rep.check_scale_rules(oof, {**ok, "calibration": True})
+    with pytest.raises(AESError, match=r"report\.calibration: true"):
+        calibration.calibrate_oof(oof)
+    # one scale for every prompt (ELLIPSE): pooled metrics and calibration are fine
+    ellipse = _oof(make_cv_essays(n_prompts=6, per_prompt=25, seed=2), 0.5, 3)
+    assert rep.check_scale_rules(ellipse, {"q1_metrics": ["qwk.pooled"], "q2_metrics": ["qwk.fold_mean"], "calibration": True}) is None

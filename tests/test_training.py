@@ -17,6 +17,7 @@ from aes.core.errors import AESError
 from aes.core.io import sha256_file
 from aes.core.params import load_params
 from aes.core.registry import FROZEN_PASS
+from aes.core.scale import from_unit, scale_arrays
 from aes.data.corpus import load_essays
 from aes.data.splits import cv_essays, load_splits
 from aes.finetune.checkpoints import read_checkpoint, run_name, write_checkpoint
@@ -78,9 +79,11 @@ def test_lp_cv_writes_the_frozen_pass_the_probes_and_the_contract(repo):
     oof = pd.read_csv(root / "data/predictions/lp_cv.csv", dtype={"record_id": str})
     assert list(oof.columns) == CONTRACT_COLUMNS and oof["record_id"].tolist() == cv["record_id"].tolist()
     assert (oof["seed"] == 0).all()  # a deterministic model: one seed
+    low, high, _ = scale_arrays(cv)
     for k, probe in probes.items():  # each fold is predicted by its own probe on the pretrained pooled features
         val = (cv["fold"] == k).to_numpy()
-        pred = probe.predict(frozen.pooled[val])  # (n_val, 7): one column per target, declared order
+        # (n_val, 7): one column per target, declared order, on the unit range; the table holds score points
+        pred = from_unit(probe.predict(frozen.pooled[val]), low[val], high[val])
         np.testing.assert_allclose(oof.loc[val, "y_pred_raw"], pred[:, 0], atol=1e-5)
         np.testing.assert_allclose(oof.loc[val, [f"y_pred_raw_{t}" for t in TRAITS]], pred[:, 1:], atol=1e-5)
     metrics = json.loads((root / "metrics/lp_cv.json").read_text())

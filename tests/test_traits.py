@@ -91,14 +91,15 @@ def test_trait_qwk_equals_scikit_learns_on_hand_made_data(tmp_path):
     from sklearn.metrics import cohen_kappa_score
 
     from aes.core.artifacts import make_oof_frame, write_model_outputs
+    from tests.report_fixtures import points_to_unit, with_scale
 
-    essays = pd.DataFrame({"record_id": [f"r{i}" for i in range(8)], "prompt": ["a"] * 4 + ["b"] * 4, "grade": 9,
+    essays = with_scale(pd.DataFrame({"record_id": [f"r{i}" for i in range(8)], "prompt": ["a"] * 4 + ["b"] * 4, "grade": 9,
                            "fold": [0] * 4 + [1] * 4,
                            "y": [2.0, 3.0, 3.5, 4.0, 2.5, 3.0, 4.5, 1.5],
                            "Overall": [2.0, 3.0, 3.5, 4.0, 2.5, 3.0, 4.5, 1.5],
-                           "Grammar": [1.5, 3.0, 4.0, 4.5, 2.0, 3.5, 5.0, 1.0]})
-    pred = np.column_stack([essays["y"] + 0.2, [2.25, 2.74, 4.3, 5.6, 1.74, 3.76, 4.8, 0.2]])
-    metrics = write_model_outputs("linear_cv", make_oof_frame(essays, essays["fold"], pred), 1.0, 1, root=tmp_path)
+                           "Grammar": [1.5, 3.0, 4.0, 4.5, 2.0, 3.5, 5.0, 1.0]}))
+    pred = np.column_stack([essays["y"] + 0.2, [2.25, 2.74, 4.3, 5.6, 1.74, 3.76, 4.8, 0.2]])  # score points
+    metrics = write_model_outputs("linear_cv", make_oof_frame(essays, essays["fold"], points_to_unit(pred)), 1.0, 1, root=tmp_path)
     rounded = [2.5, 2.5, 4.5, 5.0, 1.5, 4.0, 5.0, 1.0]  # written out by hand
     expected = cohen_kappa_score((2 * essays["Grammar"]).astype(int), (2 * np.array(rounded)).astype(int), weights="quadratic")
     assert metrics["traits"]["Grammar"]["qwk_pooled"] == pytest.approx(expected, abs=1e-6)

@@ -225,15 +225,17 @@ def summarize(oof: pd.DataFrame, min_prompt_n: int) -> dict:
     """The metrics dict of the artifact contract from out-of-fold predictions of ONE seed.
 
     oof needs columns fold, prompt, y_true, y_pred_raw and the scale columns (one row per essay).
-    qwk.pooled (and a fold's QWK) is None where the rows span several scales.
+    qwk.pooled (and a fold's QWK) is None where the rows span several scales; so are qwk.fold_mean
+    and fold_std (POOLED_METRICS) even where each fold has one prompt: the report's bootstrap and
+    check_scale_rules treat them as undefined on several scales.
     """
     fold_qwk = oof.groupby("fold", sort=True)[list(oof.columns)].apply(table_qwk)
     prompt_qwk = per_group_qwk(oof, "prompt", min_prompt_n).dropna()
     err = residuals(oof)
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # every fold NaN (several scales) -> None, intended
-        fold_mean = float(np.nanmean(fold_qwk)) if len(fold_qwk) else float("nan")
-        fold_std = float(np.nanstd(fold_qwk, ddof=1)) if len(fold_qwk) > 1 else float("nan")
+        fold_mean = float(np.nanmean(fold_qwk)) if len(fold_qwk) and is_single_scale(oof) else float("nan")
+        fold_std = float(np.nanstd(fold_qwk, ddof=1)) if len(fold_qwk) > 1 and is_single_scale(oof) else float("nan")
     return {
         "qwk": {
             "pooled": finite_or_none(table_qwk(oof)),

@@ -29,8 +29,10 @@ from aes.core.registry import (
     LINEAR_STAGE,
     LP_STAGE,
     REPORT_JSON,
+    SPLITS,
     stage_for_objective,
 )
+from aes.core.scale import SCALE_COLUMNS
 from aes.data.corpus import declared_targets, target_matrix
 
 
@@ -135,9 +137,10 @@ def fit_predict_finetune(train: pd.DataFrame, test: pd.DataFrame, params: dict, 
     from aes.finetune.loop import Trainer, make_accelerator, predict_batches
 
     targets = declared_targets(train)
+    # the scale columns travel with every row: the trainer normalises targets (and the test rows' scale is declared, not a score)
     frame = pd.concat(
-        [train[["record_id", "text", "prompt", "y", *targets]].assign(fold=0),
-         test[["record_id", "text", "prompt"]].assign(y=np.nan, **{t: np.nan for t in targets}, fold=-1)],
+        [train[["record_id", "text", "prompt", "y", *targets, *SCALE_COLUMNS]].assign(fold=0),
+         test[["record_id", "text", "prompt", *SCALE_COLUMNS]].assign(y=np.nan, **{t: np.nan for t in targets}, fold=-1)],
         ignore_index=True,
     )
     ft, lin = params["finetune"], params["linear"]
