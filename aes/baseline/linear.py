@@ -10,6 +10,11 @@ its own penalty, chosen by ``GridSearchCV`` over ``linear.alphas`` with ``GroupK
 fold's TRAINING essays grouped by prompt (one scorer per target), so it is chosen on prompts the
 candidate model did not fit, and the validation fold is only ever predicted. A target's fit does
 not depend on the other targets (ridge solves each output on its own).
+
+With writing features (``finetune.features``, stage ``lp_cv``) the probe reads the concatenation
+[pooled (H), standardised writing features (d)]; the standardisation is fitted on the probe's own
+training essays and kept in the fit (:class:`aes.baseline.features.FeatureScaling`), so the probe
+is applied to raw features with :meth:`RidgeFit.predict_essays`.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from aes.baseline.features import FeatureScaling
 from aes.core.errors import AESError
 
 CONSTANT_SD = 1e-6  # a column whose sd is below this share of the median column sd carries no signal
@@ -30,17 +36,46 @@ class RidgeFit:
 
     One target: weight (d,) float64 on the RAW (unstandardised) features, bias and alpha floats,
     inner_rmse {alpha: mean inner-fold RMSE}. T targets: weight (d, T), bias (T,) array, alpha a
-    list of T penalties (one per target), inner_rmse {alpha: [T RMSEs]}.
+    list of T penalties (one per target), inner_rmse {alpha: [T RMSEs]}. scaling: None, or the
+    standardisation of the writing features appended after the H pooled columns (then d = H + its
+    number of columns, and ``weight`` reads the STANDARDISED features in those rows).
     """
 
     weight: np.ndarray
     bias: float | np.ndarray
     alpha: float | list
     inner_rmse: dict
+    scaling: FeatureScaling | None = None
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """(n,) or (n, T) predictions in score units for features (n, d)."""
         return np.asarray(features, dtype=np.float64) @ self.weight + self.bias
+
+    def predict_essays(self, pooled: np.ndarray, writing: np.ndarray | None = None) -> np.ndarray:
+        """(n,) or (n, T) predictions from the pooled text (n, H) and, for a probe with ``scaling``, the RAW writing features (n, d)."""
+        return self.predict(probe_inputs(pooled, writing, self.scaling))
+
+
+def probe_inputs(pooled: np.ndarray, writing: np.ndarray | None, scaling: FeatureScaling | None) -> np.ndarray:
+    """The probe's input matrix: pooled (n, H) alone, or [pooled, scaling.apply(writing)] (n, H + d) float64."""
+    pooled = np.asarray(pooled, dtype=np.float64)
+    if scaling is None:
+        return pooled
+    if writing is None or len(writing) != len(pooled):
+        raise AESError(f"the probe reads writing features {list(scaling.groups)} beside the pooled text; got "
+                       f"{'none' if writing is None else len(writing)} feature rows for {len(pooled)} essays")
+    return np.hstack([pooled, scaling.apply(writing)])
+
+
+def fit_probe(pooled: np.ndarray, y: np.ndarray, groups: np.ndarray, alphas, inner_folds: int,
+              writing: np.ndarray | None = None, writing_groups=()) -> RidgeFit:
+    """:func:`fit_ridge` on the pooled text (n, H), or with ``writing`` (n, d raw writing features of
+    ``writing_groups``) on [pooled, standardised writing]; the standardisation is fitted on these same
+    (training) essays and returned in the fit's ``scaling``."""
+    scaling = FeatureScaling.fit(writing, writing_groups) if writing is not None else None
+    fit = fit_ridge(probe_inputs(pooled, writing, scaling), y, groups, alphas, inner_folds)
+    fit.scaling = scaling
+    return fit
 
 
 def _target_rmse(j: int):
@@ -97,33 +132,39 @@ def fit_ridge(features: np.ndarray, y: np.ndarray, groups: np.ndarray, alphas, i
     return RidgeFit(weight, bias, chosen, {a: [float(-v) for v in s] for a, s in zip(candidates, scores)})
 
 
-def cross_validate(cv: pd.DataFrame, features: np.ndarray, alphas, inner_folds: int) -> tuple[np.ndarray, dict[int, RidgeFit]]:
+def cross_validate(cv: pd.DataFrame, features: np.ndarray, alphas, inner_folds: int, writing: np.ndarray | None = None,
+                   writing_groups=()) -> tuple[np.ndarray, dict[int, RidgeFit]]:
     """Out-of-fold predictions (n, T) of every declared target and the probe of each fold {fold: RidgeFit}.
 
     cv: n rows with columns prompt, fold and the target columns (:func:`aes.data.corpus.declared_targets`);
-    features: (n, d) row-aligned with cv.
+    features: (n, d) row-aligned with cv. writing: None, or (n, d_w) raw writing features of
+    ``writing_groups`` appended after ``features``, standardised per fold on that fold's training
+    essays only (:func:`fit_probe`).
     """
     from aes.data.corpus import target_matrix
 
-    if len(features) != len(cv):
-        raise AESError(f"{len(features)} feature rows for {len(cv)} CV essays")
+    if len(features) != len(cv) or (writing is not None and len(writing) != len(cv)):
+        raise AESError(f"{len(features)} feature rows ({'no' if writing is None else len(writing)} writing-feature rows) for {len(cv)} CV essays")
     fold_of = cv["fold"].to_numpy()
     y, groups = target_matrix(cv), cv["prompt"].astype(str).to_numpy()
     oof, fits = np.full(y.shape, np.nan), {}
     for k in sorted(np.unique(fold_of)):
         train, val = fold_of != k, fold_of == k
-        fits[int(k)] = fit_ridge(features[train], y[train], groups[train], alphas, inner_folds)
-        oof[val] = fits[int(k)].predict(features[val])
+        w_train, w_val = (None, None) if writing is None else (writing[train], writing[val])
+        fits[int(k)] = fit_probe(features[train], y[train], groups[train], alphas, inner_folds, w_train, writing_groups)
+        oof[val] = fits[int(k)].predict_essays(features[val], w_val)
     return oof, fits
 
 
 def fits_to_json(fits: dict[int, RidgeFit]) -> dict:
-    """{fold: {alpha, bias, inner_rmse, weight}}: the probes as a JSON document (models/<stage>/).
+    """{fold: {alpha, bias, inner_rmse, weight[, writing_features]}}: the probes as a JSON document (models/<stage>/).
 
-    weight is a list of d numbers (one target) or of d lists of T numbers; alpha and bias a number or T numbers.
+    weight is a list of d numbers (one target) or of d lists of T numbers; alpha and bias a number or T numbers;
+    writing_features the fold's feature standardisation ({groups, names, mean, sd}) when the probe reads them.
     """
     return {str(k): {"alpha": f.alpha, "bias": np.asarray(f.bias).tolist(), "inner_rmse": {f"{a:g}": r for a, r in f.inner_rmse.items()},
-                     "weight": np.asarray(f.weight, dtype=float).tolist()} for k, f in sorted(fits.items())}
+                     "weight": np.asarray(f.weight, dtype=float).tolist(),
+                     **({"writing_features": f.scaling.to_json()} if f.scaling is not None else {})} for k, f in sorted(fits.items())}
 
 
 def fits_from_json(doc: dict, source: str) -> dict[int, RidgeFit]:
@@ -134,7 +175,8 @@ def fits_from_json(doc: dict, source: str) -> dict[int, RidgeFit]:
             bias = np.asarray(entry["bias"], dtype=np.float64)
             fits[int(k)] = RidgeFit(np.asarray(entry["weight"], dtype=np.float64), float(bias) if bias.ndim == 0 else bias,
                                     float(entry["alpha"]) if np.ndim(entry["alpha"]) == 0 else [float(a) for a in entry["alpha"]],
-                                    {float(a): r for a, r in entry.get("inner_rmse", {}).items()})
+                                    {float(a): r for a, r in entry.get("inner_rmse", {}).items()},
+                                    FeatureScaling.from_json(entry["writing_features"], f"{source} fold '{k}'") if "writing_features" in entry else None)
         except (KeyError, TypeError, ValueError) as err:
             raise AESError(f"{source}: fold '{k}' is not a probe (needs weight, bias, alpha): {err}") from None
     return fits

@@ -15,7 +15,7 @@ from typing import Any
 
 from aes.core.errors import AESError
 from aes.core.metrics import METRIC_DIRECTION
-from aes.core.registry import OBJECTIVES
+from aes.core.registry import OBJECTIVES, WRITING_FEATURE_GROUPS
 from aes.data.corpus import SCORES
 
 
@@ -146,6 +146,8 @@ SCHEMA: dict[str, Any] = {
         "max_train_essays": Int(ge=0),  # smoke runs: a seeded sample of this many training essays per fold; 0: all
         # loss weight of each of prepare.targets (same order); checked against it by check_cross_keys
         "target_weights": ListOf(float, unique=False),
+        # writing-feature groups the regression head reads beside the pooled text (lp_cv's probe too); [] = text only
+        "features": Key(list, item=str, item_choices=WRITING_FEATURE_GROUPS, unique=True),
         "seeds": SEEDS,
     },
     "erm": {},

@@ -74,14 +74,15 @@ def finetune_variant(params: dict, overrides: dict) -> dict:
 
 
 def fit_probe(ft: dict, cv, rows: np.ndarray, alphas, inner_folds: int):
-    """The lp_cv probe (ridge on the pretrained encoder's pooled output, (H,) weights) on essays ``rows``; seconds."""
-    from aes.baseline.linear import fit_ridge
+    """The lp_cv probe (ridge on the pretrained encoder's pooled output, (H,) weights, and the writing
+    features of ``finetune.features`` beside it) on essays ``rows``; seconds."""
+    from aes.baseline.linear import fit_probe as fit_lp_probe
     from aes.core.registry import LP_STAGE
     from aes.finetune.frozen_pass import compute_frozen_pass
 
     sub = cv.iloc[rows]
     frozen, seconds = compute_frozen_pass(ft, sub["text"].tolist(), sub["record_id"], LP_STAGE)
-    fit = fit_ridge(frozen.pooled, sub["y"].to_numpy(), sub["prompt"].to_numpy(), alphas, inner_folds)
+    fit = fit_lp_probe(frozen.pooled, sub["y"].to_numpy(), sub["prompt"].to_numpy(), alphas, inner_folds, frozen.features, frozen.feature_groups)
     return fit, seconds
 
 
