@@ -111,6 +111,9 @@ def train_runs(params: dict, objective: str, cv: pd.DataFrame, probes: dict | No
     todo = [r for r in runs if r not in results]
     if not todo:
         return results, todo
+    n_train = {k: int((cv["fold"] != k).sum()) for k in folds}
+    for k in folds:  # a cap larger than a fold fails before anything is loaded or trained, not after hours
+        cap_training_rows(np.arange(n_train[k]), ft["max_train_essays"], 0, k)
     trainer = Trainer(params, objective, make_accelerator(ft))
     frozen, features = None, None
     if ft["trainable_layers"] >= 0:
@@ -120,9 +123,6 @@ def train_runs(params: dict, objective: str, cv: pd.DataFrame, probes: dict | No
     elif ft["features"]:  # the whole encoder trains from tokens, but the writing features are lp_cv's, not recomputed
         features = load_frozen_pass(root / FROZEN_PASS, cv["record_id"], need_hidden=False, feature_groups=ft["features"]).features
     data = trainer.prepare(cv["text"].tolist(), frozen, features)
-    n_train = {k: int((cv["fold"] != k).sum()) for k in folds}
-    for k in folds:  # a cap larger than a fold fails before any fold trains, not after hours
-        cap_training_rows(np.arange(n_train[k]), ft["max_train_essays"], 0, k)
     if ft["max_train_essays"]:
         n_train = {k: ft["max_train_essays"] for k in folds}
     if ft["inner_val_fraction"] > 0:  # the inner split removes about this share of training essays
