@@ -73,6 +73,9 @@ def test_a_head_with_its_own_feature_scaling_still_starts_at_the_probe(lp_repo):
     data = trainer.prepare(cv["text"].tolist(), frozen)
     z, _ = trainer.predict(model, data, np.arange(len(cv)))
     np.testing.assert_allclose(z * std + mean, probe.predict_essays(frozen.pooled, frozen.features), atol=5e-2)
+    # Against the head that uses the probe's own statistics (same pooled input), the mapping is exact to float32.
+    z_probe, _ = trainer.predict(trainer.start_model(probe, mean, std, probe.scaling), data, np.arange(len(cv)))
+    np.testing.assert_allclose(z, z_probe, atol=1e-4)
 
 
 def test_train_fold_uses_the_probe_head(lp_repo):
