@@ -67,7 +67,7 @@ def test_the_heads_feature_statistics_are_the_training_essays_and_never_a_valida
     trainer = Trainer(params, "erm", make_accelerator(params["finetune"]))
     data = trainer.prepare(cv["text"].tolist(), frozen)
     x = frozen.features.astype(np.float64)
-    for k in sorted(cv["fold"].unique()):
+    for k in sorted(int(f) for f in cv["fold"].unique()):
         result = trainer.train_fold(cv, data, k, seed=7)
         stats = result["feature_scaling"]
         train_rows, inner_rows, val_rows = trainer.fold_rows(cv, k, 7)
