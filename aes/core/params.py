@@ -116,6 +116,9 @@ SCHEMA: dict[str, Any] = {
     "linear": {
         "alphas": ListOf(float),  # ridge penalties tried; one is chosen per fold on inner prompt-grouped folds
         "inner_folds": Int(ge=2),
+        # lp_cv with finetune.features: weights of the standardised writing-feature block tried beside the
+        # penalty (penalty on the features = alpha / weight**2); > 0, checked by check_cross_keys
+        "feature_weights": ListOf(float),
     },
     "finetune": {
         "model": Key(str),
@@ -233,7 +236,8 @@ def validate(params: Any, schema: dict[str, Any] = SCHEMA, where: str = "", sour
 def check_cross_keys(params: dict, source: str = "params.yaml") -> dict:
     """Rules that tie keys of different sections together; returns ``params`` unchanged.
 
-    finetune.target_weights has one weight (>= 0) per prepare.targets entry, at least one of them > 0.
+    finetune.target_weights has one weight (>= 0) per prepare.targets entry, at least one of them > 0;
+    every linear.feature_weights entry is > 0.
     """
     targets, weights = params["prepare"]["targets"], params["finetune"]["target_weights"]
     if len(weights) != len(targets):
@@ -241,6 +245,10 @@ def check_cross_keys(params: dict, source: str = "params.yaml") -> dict:
                        f"lists {len(targets)} target(s) ({', '.join(targets)}); give one weight per target, in the same order")
     if any(w < 0 for w in weights) or not any(w > 0 for w in weights):
         raise AESError(f"{source}: key 'finetune.target_weights' must be >= 0 with at least one weight > 0; got {weights!r}")
+    block = params["linear"]["feature_weights"]
+    if any(w <= 0 for w in block):
+        raise AESError(f"{source}: key 'linear.feature_weights' must be > 0 (a weight w penalises the writing features by alpha / w**2); "
+                       f"got {block!r}")
     return params
 
 

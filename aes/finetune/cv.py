@@ -66,9 +66,11 @@ def run_lp_cv(params: dict, root: Path = Path(".")) -> dict:
     save_frozen_pass(root / FROZEN_PASS, frozen)
     # With finetune.features the probe reads [pooled, writing features], each fold's features
     # standardised on its own training essays, so LP-FT starts from the best linear use of both.
-    oof, fits = probe_cross_validate(cv, frozen.pooled, lin["alphas"], lin["inner_folds"], frozen.features, frozen.feature_groups)
+    oof, fits = probe_cross_validate(cv, frozen.pooled, lin["alphas"], lin["inner_folds"], frozen.features, frozen.feature_groups,
+                                     lin["feature_weights"])
     write_json(models_dir(LP_STAGE, root) / PROBES_FILE, fits_to_json(fits))
     extra = {"alpha": {str(k): f.alpha for k, f in fits.items()}, "frozen_pass_s": round(pass_s, 1),
+             "feature_weight": {str(k): f.feature_weight for k, f in fits.items()},
              "max_length": ft["max_length"], "model": ft["model"], "mean_tokens": round(float(np.mean(frozen.lengths)), 1),
              "features": list(frozen.feature_groups), "n_writing_features": 0 if frozen.features is None else int(frozen.features.shape[1]),
              "compute": compute_fingerprint(ft["mixed_precision"], resolve_device(ft["device"]))}

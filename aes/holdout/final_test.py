@@ -98,7 +98,7 @@ def fit_predict_frozen(stage: str, train: pd.DataFrame, test: pd.DataFrame, para
         lin, n = params["linear"], len(train)
         writing = frozen.features
         probe = fit_probe(frozen.pooled[:n], target_matrix(train), train["prompt"].astype(str).to_numpy(), lin["alphas"], lin["inner_folds"],
-                          None if writing is None else writing[:n], frozen.feature_groups)
+                          None if writing is None else writing[:n], frozen.feature_groups, lin["feature_weights"])
         return probe.predict_essays(frozen.pooled[n:], None if writing is None else writing[n:])[None, :, :]
     from aes.encoders.embedding import embed_texts, load_embeddings
 
@@ -146,7 +146,7 @@ def fit_predict_finetune(train: pd.DataFrame, test: pd.DataFrame, params: dict, 
         _, pooled = predict_batches(trainer.backbone.pristine_model(), trainer.backbone, data, rows, ft["eval_batch_size"], trainer.accelerator)
         writing = None if data.features is None else data.features[rows]
         probe = fit_probe(pooled, target_matrix(train), train["prompt"].astype(str).to_numpy(), lin["alphas"], lin["inner_folds"],
-                          writing, ft["features"])
+                          writing, ft["features"], lin["feature_weights"])
     return np.stack([np.asarray(trainer.train_fold(frame, data, -1, seed, init_head=probe)["pred_raw"], dtype=float) for seed in ft["seeds"]])
 
 

@@ -78,7 +78,8 @@ def evaluate(params: dict, cv, data: Prepared, pooled: np.ndarray, cand: dict, f
         writing = None if data.features is None else data.features[train_rows]  # finetune.features, beside the pooled text
         probe = fit_probe(pooled[train_rows][fit_pos], target_matrix(part)[fit_pos], part["prompt"].to_numpy()[fit_pos],
                           params["linear"]["alphas"], params["linear"]["inner_folds"],
-                          None if writing is None else writing[fit_pos], params["finetune"]["features"])
+                          None if writing is None else writing[fit_pos], params["finetune"]["features"],
+                          params["linear"]["feature_weights"])
         if trainer is None:
             pred = probe.predict_essays(pooled[train_rows][held_pos], None if writing is None else writing[held_pos])[:, 0]
         else:
