@@ -232,6 +232,54 @@ def test_a_probe_without_features_never_reaches_torch_as_a_shape_error(lp_runs):
         trainer.start_model(text_probe, np.full(7, 3.0), np.full(7, 0.5), scaling)
 
 
+# ------------------------------------------------------------------ the probe: a penalty of its own for the feature block
+
+
+def _block_data(n_prompts=8, per_prompt=30, seed=0):
+    """Pooled noise (n, 40) and 4 'length' features that carry the score: y = features @ b + noise."""
+    rng = np.random.default_rng(seed)
+    n = n_prompts * per_prompt
+    pooled, writing = rng.normal(size=(n, 40)), rng.normal(loc=300.0, scale=80.0, size=(n, 4))
+    y = 3.0 + (writing - 300.0) / 80.0 @ np.array([0.4, -0.2, 0.1, 0.3]) + rng.normal(scale=0.1, size=n)
+    return pooled, writing, y, np.repeat([f"p{i}" for i in range(n_prompts)], per_prompt)
+
+
+def test_the_feature_block_gets_its_own_penalty_and_the_weights_fold_back_exactly():
+    from sklearn.linear_model import Ridge
+    from sklearn.preprocessing import StandardScaler
+
+    pooled, writing, y, prompts = _block_data()
+    one = fit_probe(pooled, y, prompts, [10.0, 1000.0], 4, writing, ["length"], feature_weights=[1.0])
+    both = fit_probe(pooled, y, prompts, [10.0, 1000.0], 4, writing, ["length"], feature_weights=[1.0, 10.0])
+    # the pooled noise wants alpha 1000, which shrinks the 4 informative features unless their block is weighted up
+    assert both.alpha == 1000.0 and both.feature_weight == 10.0 and one.feature_weight == 1.0
+    assert both.inner_rmse[1000.0] < one.inner_rmse[1000.0]
+    # the stored map reads [pooled, standardised features] and equals the weighted pipeline it came from
+    x = np.hstack([pooled, both.scaling.apply(writing)])
+    scaler = StandardScaler().fit(x)
+    z = scaler.transform(x)
+    z[:, 40:] *= 10.0
+    np.testing.assert_allclose(both.predict_essays(pooled, writing), Ridge(alpha=1000.0).fit(z, y).predict(z), atol=1e-9)
+
+
+def test_each_target_takes_its_own_feature_weight():
+    pooled, writing, y, prompts = _block_data()
+    text_target = 3.0 + pooled[:, :5] @ np.full(5, 0.3) + np.random.default_rng(1).normal(scale=0.1, size=len(y))
+    both = np.column_stack([y, text_target])  # one target read from the features, one from the pooled text
+    fit = fit_probe(pooled, both, prompts, [10.0, 1000.0], 4, writing, ["length"], feature_weights=[1.0, 10.0])
+    assert fit.feature_weight == [10.0, 1.0] and fit.alpha == [1000.0, 10.0]
+    for j in range(2):  # a target's fit does not depend on the other's, whatever weight each chose
+        alone = fit_probe(pooled, both[:, j], prompts, [10.0, 1000.0], 4, writing, ["length"], feature_weights=[1.0, 10.0])
+        np.testing.assert_allclose(fit.predict_essays(pooled, writing)[:, j], alone.predict_essays(pooled, writing), atol=1e-9)
+
+
+def test_a_feature_weight_must_be_positive(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(with_param(committed_text("params.yaml"), "linear.feature_weights", "[1.0, 0.0]"))
+    with pytest.raises(AESError, match=r"key 'linear.feature_weights' must be > 0"):
+        load_params(path)
+
+
 # ------------------------------------------------------------------ report wording
 
 
