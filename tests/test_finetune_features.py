@@ -125,7 +125,7 @@ def test_run_cv_hands_each_fold_the_probe_fitted_without_that_fold(lp_runs, name
     for k in folds:
         train = (cv["fold"] != k).to_numpy()
         own = fit_probe(frozen.pooled[train], y[train], prompts[train], lin["alphas"], lin["inner_folds"],
-                        None if frozen.features is None else frozen.features[train], groups)
+                        None if frozen.features is None else frozen.features[train], groups, lin["feature_weights"])
         np.testing.assert_allclose(handed[k].weight, own.weight, rtol=1e-6, atol=1e-9)
         np.testing.assert_allclose(handed[k].bias, own.bias, rtol=1e-6, atol=1e-9)
         for other in folds:  # the test can tell the probes apart: any other fold's would fail above
