@@ -133,7 +133,7 @@ def predict_batches(model, backbone: Backbone, data: Prepared, rows: np.ndarray,
     pooled = np.zeros((len(rows), backbone.hidden_size), dtype=np.float32)
     order = np.argsort(-data.lengths[rows], kind="stable")
     # A text-only model (the pristine one that gives a probe its pooled inputs) ignores the essays' writing features.
-    reads_features = getattr(acc_unwrap(accelerator, model), "n_features", 0) > 0
+    reads_features = getattr(accelerator.unwrap_model(model), "n_features", 0) > 0
     with torch.inference_mode(), accelerator.autocast():
         for start in range(0, len(rows), batch_size):
             pos = order[start : start + batch_size]
@@ -145,11 +145,6 @@ def predict_batches(model, backbone: Backbone, data: Prepared, rows: np.ndarray,
             pooled[pos] = p.float().cpu().numpy()
             pred[pos] = z.float().cpu().numpy().reshape(len(pos), -1)
     return pred, pooled
-
-
-def acc_unwrap(accelerator, model):
-    """The plain module behind an accelerate-prepared model (DDP / compiled wrappers), or the model itself."""
-    return accelerator.unwrap_model(model) if accelerator is not None else model
 
 
 def head_from_probe(probe, hidden_size: int, mean: np.ndarray, std: np.ndarray, scaling=None) -> tuple[np.ndarray, np.ndarray]:
