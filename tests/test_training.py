@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
+from aes.baseline.features import FEATURE_GROUPS, feature_names, writing_features
 from aes.baseline.linear import fits_from_json
 from aes.core.artifacts import PREDICTION_COLUMNS
 from aes.core.errors import AESError
@@ -41,7 +42,7 @@ def _one_thread():
 def repo(tmp_path_factory, tiny_encoder):
     """A tiny repo (one seed, LP-FT on) where stage lp_cv has run: frozen pass + probes + lp_cv outputs."""
     root = tmp_path_factory.mktemp("train_repo")
-    params = make_training_repo(root, tiny_encoder)
+    params = make_training_repo(root, tiny_encoder, features=list(FEATURE_GROUPS))  # the head reads every writing-feature group
     assert params["finetune"]["lp_ft"] and params["finetune"]["seeds"] == [7]
     run_lp_cv(params, root)
     return root, params
@@ -63,19 +64,23 @@ def _trainer(root, params, objective="erm"):
     trainer = Trainer(params, objective, make_accelerator(params["finetune"]))
     frozen = None
     if params["finetune"]["trainable_layers"] >= 0:
-        frozen = load_frozen_pass(root / FROZEN_PASS, cv["record_id"], need_hidden=True)
+        frozen = load_frozen_pass(root / FROZEN_PASS, cv["record_id"], need_hidden=True, feature_groups=params["finetune"]["features"])
     return trainer, cv, trainer.prepare(cv["text"].tolist(), frozen)
 
 
 def test_lp_cv_writes_the_frozen_pass_the_probes_and_the_contract(repo):
     root, params = repo
     cv = _cv(root)
-    frozen = load_frozen_pass(root / FROZEN_PASS, cv["record_id"], need_hidden=True)
+    groups = params["finetune"]["features"]
+    frozen = load_frozen_pass(root / FROZEN_PASS, cv["record_id"], need_hidden=True, feature_groups=groups)
     assert frozen.pooled.shape == (len(cv), 32) and frozen.pooled.dtype == np.float32
     assert frozen.hidden.dtype == np.float16 and frozen.hidden.shape[0] == len(cv) and frozen.hidden.shape[2] == 32
     assert frozen.hidden.shape[1] == frozen.lengths.max() <= 64
+    d = len(feature_names(groups))
+    assert frozen.features.shape == (len(cv), d) and frozen.features.dtype == np.float32
+    np.testing.assert_array_equal(frozen.features, writing_features(cv["text"].tolist(), groups)[0])  # gbm_cv's own functions
     probes = fits_from_json(json.loads((root / "models/lp_cv/probes.json").read_text()), "probes.json")
-    assert sorted(probes) == [0, 1, 2] and all(len(p.weight) == 32 for p in probes.values())
+    assert sorted(probes) == [0, 1, 2] and all(len(p.weight) == 32 + d for p in probes.values())  # [pooled, writing features]
     oof = pd.read_csv(root / "data/predictions/lp_cv.csv", dtype={"record_id": str})
     assert list(oof.columns) == CONTRACT_COLUMNS and oof["record_id"].tolist() == cv["record_id"].tolist()
     assert (oof["seed"] == 0).all()  # a deterministic model: one seed
@@ -83,11 +88,12 @@ def test_lp_cv_writes_the_frozen_pass_the_probes_and_the_contract(repo):
     for k, probe in probes.items():  # each fold is predicted by its own probe on the pretrained pooled features
         val = (cv["fold"] == k).to_numpy()
         # (n_val, 7): one column per target, declared order, on the unit range; the table holds score points
-        pred = from_unit(probe.predict(frozen.pooled[val]), low[val], high[val])
+        pred = from_unit(probe.predict_essays(frozen.pooled[val], frozen.features[val]), low[val], high[val])
         np.testing.assert_allclose(oof.loc[val, "y_pred_raw"], pred[:, 0], atol=1e-5)
         np.testing.assert_allclose(oof.loc[val, [f"y_pred_raw_{t}" for t in TRAITS]], pred[:, 1:], atol=1e-5)
     metrics = json.loads((root / "metrics/lp_cv.json").read_text())
     assert metrics["n"]["seeds"] == 1 and metrics["max_length"] == 64 and set(metrics["alpha"]) == {"0", "1", "2"}
+    assert metrics["features"] == groups and metrics["n_writing_features"] == d
 
 
 def test_stage_writes_the_contract_and_is_bit_identical_on_rerun(repo, tmp_path):
@@ -127,6 +133,7 @@ def test_stage_writes_the_contract_and_is_bit_identical_on_rerun(repo, tmp_path)
             assert (folder / "weights.safetensors").exists()
             config = json.loads((folder / "config.json").read_text())
             assert config["objective"] == "grl" and config["seed"] == seed and config["lp_ft"] is True
+            assert config["features"] == base["finetune"]["features"] and len(config["feature_scaling"]["mean"]) == 32
     assert not list((root / "models/grl_cv").glob("fold_*"))  # no folder of the old one-seed layout
     assert (root / "dvclive/grl_cv/plots/metrics/fold0/adversary_acc.tsv").exists()
     assert not (root / ".checkpoints/grl_cv").exists()  # removed once the outputs are written

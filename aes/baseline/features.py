@@ -438,6 +438,21 @@ GROUP_FUNCTIONS = MappingProxyType({
 })
 
 
+def canonical_groups(groups: Iterable[str]) -> list[str]:
+    """The writing-feature groups among ``groups`` in ``FEATURE_GROUPS`` order (the column layout of
+    :func:`writing_features`; order in params.yaml and repeats do not matter). ValueError for an unknown name."""
+    wanted = set(groups)
+    unknown = wanted - set(FEATURE_GROUPS)
+    if unknown:
+        raise ValueError(f"unknown feature group(s) {sorted(unknown)}; expected some of {list(FEATURE_GROUPS)}")
+    return [name for name in FEATURE_GROUPS if name in wanted]
+
+
+def feature_names(groups: Iterable[str]) -> list[str]:
+    """Column names of :func:`writing_features` for ``groups`` (d names, ``FEATURE_GROUPS`` order)."""
+    return [column for name in canonical_groups(groups) for column in FEATURE_GROUPS[name]]
+
+
 def writing_features(texts: Sequence[str], groups: Iterable[str]) -> tuple[np.ndarray, list[str]]:
     """Handcrafted features of each essay.
 
@@ -446,12 +461,8 @@ def writing_features(texts: Sequence[str], groups: Iterable[str]) -> tuple[np.nd
     groups in ``FEATURE_GROUPS`` order (so the layout does not depend on the order in params.yaml),
     names the d column names. Deterministic; empty texts give finite values (zeros).
     """
-    wanted = set(groups)
-    unknown = wanted - set(FEATURE_GROUPS)
-    if unknown:
-        raise ValueError(f"unknown feature group(s) {sorted(unknown)}; expected some of {list(FEATURE_GROUPS)}")
-    selected = [name for name in FEATURE_GROUPS if name in wanted]
-    names = [column for name in selected for column in FEATURE_GROUPS[name]]
+    selected = canonical_groups(groups)
+    names = feature_names(selected)
     rows = []
     for text in texts:
         essay = split_essay(text)
@@ -459,3 +470,51 @@ def writing_features(texts: Sequence[str], groups: Iterable[str]) -> tuple[np.nd
     features = np.asarray(rows, dtype=np.float32).reshape(len(rows), len(names))
     # every ratio is guarded already; this is a last line of defence so no NaN ever reaches the booster
     return np.nan_to_num(features, nan=0.0, posinf=0.0, neginf=0.0), names
+
+
+# --------------------------------------------------------------------------- standardisation
+
+
+@dataclass(frozen=True)
+class FeatureScaling:
+    """How a model standardises the writing features it reads beside the text: z = (x - mean) / sd.
+
+    Fitted on one CV training fold only (never its validation essays) and stored with that fold's
+    probe or fine-tuned model. groups: the feature groups (``FEATURE_GROUPS`` order); names: the d
+    column names; mean, sd: (d,) float64 in the features' own units (sd 1.0 where a column is
+    constant on the training fold, so it standardises to 0 there instead of dividing by 0).
+    """
+
+    groups: tuple[str, ...]
+    names: tuple[str, ...]
+    mean: np.ndarray
+    sd: np.ndarray
+
+    @classmethod
+    def fit(cls, features: np.ndarray, groups: Iterable[str]) -> FeatureScaling:
+        """Mean and population sd of each column of ``features`` (n, d): the training essays' raw features."""
+        features = np.asarray(features, dtype=np.float64)
+        names = feature_names(groups)
+        if features.ndim != 2 or features.shape[1] != len(names) or len(features) == 0:
+            raise AESError(f"writing features: expected (n >= 1, {len(names)}) values for groups {canonical_groups(groups)}; got {features.shape}")
+        sd = features.std(axis=0)
+        return cls(tuple(canonical_groups(groups)), tuple(names), features.mean(axis=0), np.where(sd > 1e-12, sd, 1.0))
+
+    def apply(self, features: np.ndarray) -> np.ndarray:
+        """(n, d) float64 standardised features for raw features (n, d)."""
+        return (np.asarray(features, dtype=np.float64) - self.mean) / self.sd
+
+    def to_json(self) -> dict:
+        return {"groups": list(self.groups), "names": list(self.names), "mean": self.mean.tolist(), "sd": self.sd.tolist()}
+
+    @classmethod
+    def from_json(cls, doc: dict, source: str) -> FeatureScaling:
+        """Inverse of :meth:`to_json`; AESError naming ``source`` when the entry is malformed."""
+        try:
+            out = cls(tuple(doc["groups"]), tuple(doc["names"]), np.asarray(doc["mean"], dtype=np.float64),
+                      np.asarray(doc["sd"], dtype=np.float64))
+        except (KeyError, TypeError, ValueError) as err:
+            raise AESError(f"{source}: writing-feature scaling needs groups, names, mean, sd: {err}") from None
+        if not (len(out.names) == len(out.mean) == len(out.sd)):
+            raise AESError(f"{source}: writing-feature scaling has {len(out.names)} names, {len(out.mean)} means, {len(out.sd)} sds")
+        return out

@@ -16,7 +16,7 @@ from typing import Any
 
 from aes.core.errors import AESError
 from aes.core.metrics import METRIC_DIRECTION
-from aes.core.registry import OBJECTIVES
+from aes.core.registry import OBJECTIVES, WRITING_FEATURE_GROUPS
 from aes.core.schema import Choice, Float, Int, Key, ListOf
 from aes.data.datasets import check_dataset_keys, known_scores, registry
 
@@ -65,6 +65,9 @@ SCHEMA: dict[str, Any] = {
     "linear": {
         "alphas": ListOf(float),  # ridge penalties tried; one is chosen per fold on inner prompt-grouped folds
         "inner_folds": Int(ge=2),
+        # lp_cv with finetune.features: weights of the standardised writing-feature block tried beside the
+        # penalty (penalty on the features = alpha / weight**2); > 0, checked by check_cross_keys
+        "feature_weights": ListOf(float),
     },
     "finetune": {
         "model": Key(str),
@@ -95,6 +98,8 @@ SCHEMA: dict[str, Any] = {
         "max_train_essays": Int(ge=0),  # smoke runs: a seeded sample of this many training essays per fold; 0: all
         # loss weight of each of prepare.targets (same order); checked against it by check_cross_keys
         "target_weights": ListOf(float, unique=False),
+        # writing-feature groups the regression head reads beside the pooled text (lp_cv's probe too); [] = text only
+        "features": Key(list, item=str, item_choices=WRITING_FEATURE_GROUPS, unique=True),
         "seeds": SEEDS,
     },
     "erm": {},
@@ -184,7 +189,7 @@ def check_cross_keys(params: dict, source: str = "params.yaml") -> dict:
 
     The chosen dataset supports ``data.source`` and has every ``prepare.targets`` score
     (:func:`aes.data.datasets.check_dataset_keys`); finetune.target_weights has one weight (>= 0)
-    per prepare.targets entry, at least one of them > 0.
+    per prepare.targets entry, at least one of them > 0; every linear.feature_weights entry is > 0.
     """
     check_dataset_keys(params, source)
     targets, weights = params["prepare"]["targets"], params["finetune"]["target_weights"]
@@ -193,6 +198,10 @@ def check_cross_keys(params: dict, source: str = "params.yaml") -> dict:
                        f"lists {len(targets)} target(s) ({', '.join(targets)}); give one weight per target, in the same order")
     if any(w < 0 for w in weights) or not any(w > 0 for w in weights):
         raise AESError(f"{source}: key 'finetune.target_weights' must be >= 0 with at least one weight > 0; got {weights!r}")
+    block = params["linear"]["feature_weights"]
+    if any(w <= 0 for w in block):
+        raise AESError(f"{source}: key 'linear.feature_weights' must be > 0 (a weight w penalises the writing features by alpha / w**2); "
+                       f"got {block!r}")
     return params
 
 

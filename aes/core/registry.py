@@ -32,6 +32,24 @@ MODEL_LABELS = {
     "grl_cv": "fine-tune GRL",
     "dro_cv": "fine-tune group DRO",
 }
+# The handcrafted writing-feature groups (aes/baseline/features.py FEATURE_GROUPS, same names and
+# order; a test holds the two together). Named here so params validation (aes/core/params.py) can
+# check `finetune.features` without importing the feature code into every stage.
+WRITING_FEATURE_GROUPS = ("length", "lexical", "sophistication", "spelling", "readability", "complexity", "punctuation")
+# Stages whose model reads the writing features beside the text when `finetune.features` is set.
+FEATURE_AWARE_STAGES = (LP_STAGE, *OBJECTIVE_STAGES.values())
+_WITH_FEATURES_LABELS = {
+    LP_STAGE: "frozen: linear probe + writing features at the fine-tune's length (LP phase)",
+    **{stage: f"{MODEL_LABELS[stage]} with writing features" for stage in OBJECTIVE_STAGES.values()},
+}
+
+
+def model_label(stage: str, features=()) -> str:
+    """Readable name of a model stage; ``features``: the writing-feature groups its head reads (``finetune.features``
+    as recorded in the stage's metrics), which change the label of lp_cv and the fine-tunes when non-empty."""
+    if features and stage in _WITH_FEATURES_LABELS:
+        return _WITH_FEATURES_LABELS[stage]
+    return MODEL_LABELS[stage]
 
 
 def stage_for_objective(objective: str) -> str:

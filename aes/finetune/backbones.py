@@ -35,12 +35,14 @@ class Prepared:
     input_ids, attention_mask: (n, T) long, padded to the longest essay (T <= max_length);
     input_ids is None when the essays come from a stored frozen pass. lengths: (n,) tokens per
     essay. hidden: (n, T, H) cached trunk output (float32, or float16 as stored), or None.
+    features: (n, d) float32 numpy raw writing features (``finetune.features``), or None.
     """
 
     input_ids: object
     attention_mask: object
     lengths: np.ndarray
     hidden: object = None
+    features: np.ndarray | None = None
 
 
 class Backbone:
@@ -89,6 +91,15 @@ class Backbone:
 
         rows = torch.as_tensor(rows)
         return rows, int(data.lengths[rows.numpy()].max())
+
+    @staticmethod
+    def _with_features(inputs: dict, data: Prepared, rows) -> dict:
+        """``inputs`` plus the raw writing features (B, d) of essay rows (B,) when the essays carry them."""
+        import torch
+
+        if data.features is not None:
+            inputs["features"] = torch.as_tensor(np.asarray(data.features)[np.asarray(rows)], dtype=torch.float32)
+        return inputs
 
 
 class CachedTopLayers(Backbone):
@@ -164,17 +175,19 @@ class CachedTopLayers(Backbone):
         return out
 
     def batch_inputs(self, data: Prepared, rows) -> dict:
-        """hidden_states (B, T, H) and attention_mask (B, T) for essay rows (B,), trimmed to the longest."""
-        rows, t = self._rows(data, rows)
-        return {"hidden_states": data.hidden[rows, :t].float(), "attention_mask": data.attention_mask[rows, :t]}
+        """hidden_states (B, T, H) and attention_mask (B, T) for essay rows (B,), trimmed to the longest (+ their raw writing features)."""
+        picked, t = self._rows(data, rows)
+        inputs = {"hidden_states": data.hidden[picked, :t].float(), "attention_mask": data.attention_mask[picked, :t]}
+        return self._with_features(inputs, data, rows)
 
-    def pristine_model(self, n_outputs: int = 1):
+    def pristine_model(self, n_outputs: int = 1, scaling=None):
+        """The pretrained top layers + a new head (reading writing features standardised by ``scaling``, if given)."""
         from aes.finetune.modules import TopLayersRegressor
 
-        return TopLayersRegressor(copy.deepcopy(self.pristine), self.hidden_size, n_outputs)
+        return TopLayersRegressor(copy.deepcopy(self.pristine), self.hidden_size, n_outputs, scaling)
 
-    def fresh_model(self, n_outputs: int = 1):
-        model = self.pristine_model(n_outputs)
+    def fresh_model(self, n_outputs: int = 1, scaling=None):
+        model = self.pristine_model(n_outputs, scaling)
         return self._finish(model, list(model.layers), "layers")
 
 
@@ -191,22 +204,23 @@ class WholeEncoder(Backbone):
         return self.tokenize(texts)  # the whole encoder trains from tokens: nothing frozen to reuse
 
     def batch_inputs(self, data: Prepared, rows) -> dict:
-        """input_ids and attention_mask (B, T) for essay rows (B,), trimmed to the longest."""
-        rows, t = self._rows(data, rows)
-        return {"input_ids": data.input_ids[rows, :t], "attention_mask": data.attention_mask[rows, :t]}
+        """input_ids and attention_mask (B, T) for essay rows (B,), trimmed to the longest (+ their raw writing features)."""
+        picked, t = self._rows(data, rows)
+        inputs = {"input_ids": data.input_ids[picked, :t], "attention_mask": data.attention_mask[picked, :t]}
+        return self._with_features(inputs, data, rows)
 
-    def pristine_model(self, n_outputs: int = 1):
+    def pristine_model(self, n_outputs: int = 1, scaling=None):
         from aes.finetune.modules import EncoderRegressor
 
-        return EncoderRegressor(copy.deepcopy(self.pristine), self.hidden_size, n_outputs)
+        return EncoderRegressor(copy.deepcopy(self.pristine), self.hidden_size, n_outputs, scaling)
 
-    def fresh_model(self, n_outputs: int = 1):
+    def fresh_model(self, n_outputs: int = 1, scaling=None):
         from aes.finetune.modules import EncoderRegressor, enable_gradient_checkpointing
 
         encoder = copy.deepcopy(self.pristine)
         if self.ft["gradient_checkpointing"]:
             enable_gradient_checkpointing(encoder, self.ft["model"])
-        model = EncoderRegressor(encoder, self.hidden_size, n_outputs)
+        model = EncoderRegressor(encoder, self.hidden_size, n_outputs, scaling)
         return self._finish(model, list(getattr(getattr(encoder, "encoder", None), "layer", []) or []), "encoder")
 
 

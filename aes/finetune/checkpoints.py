@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-FOLD_INFO_KEYS = ("targets", "target_mean", "target_std", "epochs", "best_epoch", "prompts", "history")
+FOLD_INFO_KEYS = ("targets", "target_mean", "target_std", "feature_scaling", "epochs", "best_epoch", "prompts", "history")
 
 
 def config_hash(params: dict, objective: str, *inputs: bytes) -> str:
@@ -34,7 +34,7 @@ def run_name(seed: int, k: int) -> str:
 
 
 def save_fold(folder: Path, result: dict, with_timing: bool = True) -> None:
-    """Write one fold's weights (safetensors) + fold.json (target scaling, epochs, prompts, curves).
+    """Write one fold's weights (safetensors) + fold.json (target and writing-feature scaling, epochs, prompts, curves).
 
     with_timing=False leaves the wall-clock time out, so the DVC out is byte-identical across re-runs.
     """

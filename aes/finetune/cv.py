@@ -1,7 +1,9 @@
 """The stage drivers: lp_cv (frozen pass + linear-probe phase) and finetune_cv | grl_cv | dro_cv.
 
-``run_lp_cv`` computes the frozen pass once (:mod:`aes.finetune.frozen_pass`), fits the
-linear probe per fold on its pooled features and writes the artifact contract for stage lp_cv.
+``run_lp_cv`` computes the frozen pass once (:mod:`aes.finetune.frozen_pass`), with the essays'
+writing features when ``finetune.features`` names groups, fits the linear probe per fold on its
+pooled output (and the standardised writing features, scaled on that fold's training essays) and
+writes the artifact contract for stage lp_cv.
 ``run_cv`` trains every fold once per seed in ``finetune.seeds`` (resumable), starting from the
 fold's probe when ``finetune.lp_ft`` is on, and writes metrics/<stage>.json,
 data/predictions/<stage>.csv (one row per essay and seed) and plots/<stage>/ (aes.core.artifacts),
@@ -62,10 +64,15 @@ def run_lp_cv(params: dict, root: Path = Path(".")) -> dict:
     print(f"{LP_STAGE}: frozen pass over {len(cv)} essays at max_length {ft['max_length']} in {pass_s:.0f}s "
           f"(stored in {FROZEN_PASS} for the fine-tuning stages)", flush=True)
     save_frozen_pass(root / FROZEN_PASS, frozen)
-    oof, fits = probe_cross_validate(cv, frozen.pooled, lin["alphas"], lin["inner_folds"])
+    # With finetune.features the probe reads [pooled, writing features], each fold's features
+    # standardised on its own training essays, so LP-FT starts from the best linear use of both.
+    oof, fits = probe_cross_validate(cv, frozen.pooled, lin["alphas"], lin["inner_folds"], frozen.features, frozen.feature_groups,
+                                     lin["feature_weights"])
     write_json(models_dir(LP_STAGE, root) / PROBES_FILE, fits_to_json(fits))
     extra = {"alpha": {str(k): f.alpha for k, f in fits.items()}, "frozen_pass_s": round(pass_s, 1),
+             "feature_weight": {str(k): f.feature_weight for k, f in fits.items()},
              "max_length": ft["max_length"], "model": ft["model"], "mean_tokens": round(float(np.mean(frozen.lengths)), 1),
+             "features": list(frozen.feature_groups), "n_writing_features": 0 if frozen.features is None else int(frozen.features.shape[1]),
              "compute": compute_fingerprint(ft["mixed_precision"], resolve_device(ft["device"]))}
     return write_model_outputs(LP_STAGE, make_oof_frame(cv, cv["fold"], oof), time.perf_counter() - started,
                                params["report"]["min_prompt_n"], extra=extra, root=root)
@@ -106,16 +113,18 @@ def train_runs(params: dict, objective: str, cv: pd.DataFrame, probes: dict | No
     todo = [r for r in runs if r not in results]
     if not todo:
         return results, todo
+    n_train = {k: int((cv["fold"] != k).sum()) for k in folds}
+    for k in folds:  # a cap larger than a fold fails before anything is loaded or trained, not after hours
+        cap_training_rows(np.arange(n_train[k]), ft["max_train_essays"], 0, k)
     trainer = Trainer(params, objective, make_accelerator(ft))
-    frozen = None
+    frozen, features = None, None
     if ft["trainable_layers"] >= 0:
-        frozen = load_frozen_pass(root / FROZEN_PASS, cv["record_id"], need_hidden=True)
+        frozen = load_frozen_pass(root / FROZEN_PASS, cv["record_id"], need_hidden=True, feature_groups=ft["features"])
         print(f"{stage}: read the frozen pass of {LP_STAGE} from {root / FROZEN_PASS} ({frozen.hidden.shape[0]} essays, "
               f"{frozen.hidden.shape[1]} tokens)", flush=True)
-    data = trainer.prepare(cv["text"].tolist(), frozen)
-    n_train = {k: int((cv["fold"] != k).sum()) for k in folds}
-    for k in folds:  # a cap larger than a fold fails before any fold trains, not after hours
-        cap_training_rows(np.arange(n_train[k]), ft["max_train_essays"], 0, k)
+    elif ft["features"]:  # the whole encoder trains from tokens, but the writing features are lp_cv's, not recomputed
+        features = load_frozen_pass(root / FROZEN_PASS, cv["record_id"], need_hidden=False, feature_groups=ft["features"]).features
+    data = trainer.prepare(cv["text"].tolist(), frozen, features)
     if ft["max_train_essays"]:
         n_train = {k: ft["max_train_essays"] for k in folds}
     if ft["inner_val_fraction"] > 0:  # the inner split removes about this share of training essays
@@ -125,7 +134,7 @@ def train_runs(params: dict, objective: str, cv: pd.DataFrame, probes: dict | No
         for seed, k in todo:
             started = time.perf_counter()
             callbacks = [curves, progress] if seed == ft["seeds"][0] else [progress]
-            init_head = probes[k] if probes is not None else None
+            init_head = probe_for_fold(probes, k)
             results[(seed, k)] = trainer.train_fold(cv, data, k, seed, init_head=init_head, callbacks=callbacks)
             results[(seed, k)]["fold_s"] = round(time.perf_counter() - started, 1)
             write_checkpoint(ckpt_root, run_name(seed, k), results[(seed, k)])
@@ -146,8 +155,10 @@ def write_fold_models(folder: Path, results: dict, params: dict, objective: str,
             "model": ft["model"], "trainable_layers": ft["trainable_layers"],
             "lora": ft["lora"], "max_length": ft["max_length"], "targets": result.get("targets"),
             "target_weights": ft["target_weights"], "target_mean": result["target_mean"],
-            "target_std": result["target_std"], "config_hash": chash,
-            "weights": "weights.safetensors: trained top layers / LoRA adapters (names as in the training module) + head",
+            "target_std": result["target_std"], "features": ft["features"], "feature_scaling": result.get("feature_scaling"),
+            "config_hash": chash,
+            "weights": "weights.safetensors: trained top layers / LoRA adapters (names as in the training module) + head "
+                       "(reads [pooled, (features - feature_scaling.mean) / feature_scaling.sd] when features are set)",
         })
 
 
@@ -161,18 +172,37 @@ def write_representations(stage: str, cv: pd.DataFrame, reps: np.ndarray, root: 
     pd.DataFrame({"record_id": cv["record_id"].astype(str), "fold": cv["fold"].to_numpy()}).to_csv(ids, index=False)
 
 
-def load_probes(root: Path, folds: list[int]) -> tuple[dict | None, bytes]:
-    """The per-fold linear probes of stage lp_cv (LP-FT's starting heads) and the file's bytes."""
+def load_probes(root: Path, folds: list[int], feature_groups=()) -> tuple[dict | None, bytes]:
+    """The per-fold linear probes of stage lp_cv (LP-FT's starting heads) and the file's bytes.
+
+    feature_groups: ``finetune.features``; every probe must have been fitted with exactly these
+    writing features (AESError naming the key and `dvc repro lp_cv` otherwise), checked here so a
+    stale probe stops the stage before any fold trains.
+    """
     path = models_dir(LP_STAGE, root) / PROBES_FILE
     if not path.exists():
         raise AESError(f"{path}: not found; finetune.lp_ft starts from the probes of stage {LP_STAGE}: run `dvc repro {LP_STAGE}`")
     import json
 
+    from aes.finetune.frozen_pass import check_feature_groups
+
     probes = fits_from_json(json.loads(path.read_text()), str(path))
     missing = [k for k in folds if k not in probes]
     if missing:
         raise AESError(f"{path}: no probe for fold(s) {missing}; re-run `dvc repro {LP_STAGE}`")
+    for k in folds:
+        check_feature_groups(probes[k].scaling.groups if probes[k].scaling is not None else (), feature_groups,
+                             f"{path}: the probe of fold {k}")
     return probes, path.read_bytes()
+
+
+def probe_for_fold(probes: dict | None, k: int):
+    """The probe that starts fold ``k`` (LP-FT): the one lp_cv fitted WITHOUT fold ``k``'s essays.
+
+    lp_cv fits probe ``k`` on the essays with fold != k, so it never saw fold ``k``'s labels; any
+    other fold's probe was trained on fold ``k`` and would leak its labels into its validation.
+    """
+    return None if probes is None else probes[k]
 
 
 def run_cv(params: dict, objective: str, root: Path = Path(".")) -> dict:
@@ -183,7 +213,7 @@ def run_cv(params: dict, objective: str, root: Path = Path(".")) -> dict:
     folds = sorted(int(f) for f in cv["fold"].unique())
     if len(folds) < 2:
         raise AESError(f"{stage} needs at least 2 CV folds; got {len(folds)}")
-    probes, probe_bytes = load_probes(root, folds) if ft["lp_ft"] else (None, b"")
+    probes, probe_bytes = load_probes(root, folds, ft["features"]) if ft["lp_ft"] else (None, b"")
     chash = config_hash(params, objective, (root / SPLITS).read_bytes(), (root / ESSAYS).read_bytes(), probe_bytes)
     ckpt_root = root / CHECKPOINTS / stage / chash
     ckpt_root.mkdir(parents=True, exist_ok=True)
@@ -206,7 +236,7 @@ def run_cv(params: dict, objective: str, root: Path = Path(".")) -> dict:
         reps[fold_of == k] = results[(first, k)]["pooled"]
     write_fold_models(models_dir(stage, root), results, params, objective, chash)
     write_representations(stage, cv, reps, root)
-    extra = {"train": train_summary(objective, results), "lp_ft": ft["lp_ft"],
+    extra = {"train": train_summary(objective, results), "lp_ft": ft["lp_ft"], "features": list(ft["features"]),
              "resumed_runs": [run_name(*r) for r in sorted(results) if r not in todo],
              "compute": compute_fingerprint(ft["mixed_precision"], resolve_device(ft["device"]))}
     if ft["trainable_layers"] >= 0:

@@ -12,6 +12,10 @@ Files in ``data/frozen_pass/`` (a DVC out, derived from essays, never committed)
 ``record_ids.csv`` (n rows: record_id, length in tokens), ``pooled.npy`` (n, H) float32 and,
 for cached training, ``hidden.npy`` (n, T, H) float16 (T = the longest essay, <= max_length;
 half precision halves the file, and the trained top layer runs in bf16 on the CPU anyway).
+With ``finetune.features`` non-empty, also the essays' raw writing features, computed once here
+for lp_cv's probe and every fine-tuning stage: ``features.npy`` (n, d) float32 and
+``features.json`` ({groups, names}: the groups and d column names, ``FEATURE_GROUPS`` order).
+Row order is that of ``record_ids.csv``.
 """
 
 from __future__ import annotations
@@ -26,16 +30,35 @@ import pandas as pd
 from aes.core.errors import AESError
 
 IDS_FILE, POOLED_FILE, HIDDEN_FILE = "record_ids.csv", "pooled.npy", "hidden.npy"
+FEATURES_FILE, FEATURES_INFO = "features.npy", "features.json"
 
 
 @dataclass
 class FrozenPass:
-    """record_ids (n,) str; lengths (n,) int tokens; pooled (n, H) float32; hidden (n, T, H) float16 or None."""
+    """record_ids (n,) str; lengths (n,) int tokens; pooled (n, H) float32; hidden (n, T, H) float16 or None;
+    features (n, d) float32 raw writing features of ``feature_groups`` (``FEATURE_GROUPS`` order), or None."""
 
     record_ids: np.ndarray
     lengths: np.ndarray
     pooled: np.ndarray
     hidden: np.ndarray | None
+    features: np.ndarray | None = None
+    feature_groups: tuple[str, ...] = ()
+
+
+def stored_groups_text(groups) -> str:
+    return f"writing features {list(groups)}" if groups else "no writing features"
+
+
+def check_feature_groups(stored, wanted, source: str) -> None:
+    """AESError naming ``finetune.features`` and the stage to re-run when what ``source`` was fitted or
+    computed with (``stored`` groups) is not what ``finetune.features`` asks for (``wanted``)."""
+    from aes.baseline.features import canonical_groups
+
+    stored, wanted = canonical_groups(stored), canonical_groups(wanted)
+    if stored != wanted:
+        raise AESError(f"{source}: made with {stored_groups_text(stored)} but finetune.features asks for "
+                       f"{wanted if wanted else '[] (the text only)'}; re-run `dvc repro lp_cv`")
 
 
 def compute_frozen_pass(ft: dict, texts: list[str], record_ids, stage: str) -> tuple[FrozenPass, float]:
@@ -43,7 +66,8 @@ def compute_frozen_pass(ft: dict, texts: list[str], record_ids, stage: str) -> t
 
     Cached training (k >= 0): tokens -> embeddings + bottom layers (stored), then the pretrained
     top layers -> mean pooling (pooled). Whole-encoder training (k = -1): only the pooled output
-    of the pretrained encoder.
+    of the pretrained encoder. With ``finetune.features``: the essays' raw writing features
+    (:func:`aes.baseline.features.writing_features`, the gbm_cv baseline's own functions).
     """
     from aes.finetune.backbones import make_backbone
     from aes.finetune.loop import make_accelerator, predict_batches
@@ -58,28 +82,44 @@ def compute_frozen_pass(ft: dict, texts: list[str], record_ids, stage: str) -> t
     _, pooled = predict_batches(backbone.pristine_model().to(accelerator.device), backbone, data, rows,
                                 ft["eval_batch_size"], accelerator)
     hidden = None if data.hidden is None else data.hidden.numpy().astype(np.float16)
-    return FrozenPass(np.asarray(record_ids, dtype=str), np.asarray(data.lengths), pooled, hidden), time.perf_counter() - started
+    features, groups = None, ()
+    if ft["features"]:
+        from aes.baseline.features import canonical_groups, writing_features
+
+        groups = tuple(canonical_groups(ft["features"]))
+        features, _ = writing_features(list(texts), groups)
+    return (FrozenPass(np.asarray(record_ids, dtype=str), np.asarray(data.lengths), pooled, hidden, features, groups),
+            time.perf_counter() - started)
 
 
 def save_frozen_pass(folder: Path, frozen: FrozenPass) -> None:
     """Write the pass to ``folder`` (files above); numpy files are written to a temp name, then renamed."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    stale = folder / HIDDEN_FILE
-    if frozen.hidden is None and stale.exists():
-        stale.unlink()
-    for name, array in ((POOLED_FILE, frozen.pooled), (HIDDEN_FILE, frozen.hidden)):
+    for name, array in ((HIDDEN_FILE, frozen.hidden), (FEATURES_FILE, frozen.features)):
+        if array is None and (folder / name).exists():
+            (folder / name).unlink()  # a stale file of an earlier configuration would be read as current
+    if frozen.features is None and (folder / FEATURES_INFO).exists():
+        (folder / FEATURES_INFO).unlink()
+    for name, array in ((POOLED_FILE, frozen.pooled), (HIDDEN_FILE, frozen.hidden), (FEATURES_FILE, frozen.features)):
         if array is not None:
             tmp = folder / f".{name}.tmp.npy"
             np.save(tmp, array)
             tmp.replace(folder / name)
+    if frozen.features is not None:
+        from aes.baseline.features import feature_names
+        from aes.core.io import write_json
+
+        write_json(folder / FEATURES_INFO, {"groups": list(frozen.feature_groups), "names": feature_names(frozen.feature_groups)})
     pd.DataFrame({"record_id": frozen.record_ids, "length": frozen.lengths}).to_csv(folder / IDS_FILE, index=False)
 
 
-def load_frozen_pass(folder: Path, record_ids, need_hidden: bool) -> FrozenPass:
+def load_frozen_pass(folder: Path, record_ids, need_hidden: bool, feature_groups=()) -> FrozenPass:
     """The stored pass, rows in the order of ``record_ids`` (n,); hidden memory-mapped until indexed.
 
-    Raises AESError naming the file when it is missing, misaligned or lacks an essay (stale).
+    feature_groups: the writing-feature groups the caller needs (``finetune.features``); they must
+    be exactly the groups stored. Raises AESError naming the file when it is missing, misaligned or
+    lacks an essay (stale), and naming ``finetune.features`` when the stored features differ.
     """
     folder = Path(folder)
     files = [IDS_FILE, POOLED_FILE] + ([HIDDEN_FILE] if need_hidden else [])
@@ -91,7 +131,17 @@ def load_frozen_pass(folder: Path, record_ids, need_hidden: bool) -> FrozenPass:
         raise AESError(f"{folder / IDS_FILE}: expected columns record_id, length; got {list(ids.columns)}")
     pooled = np.load(folder / POOLED_FILE)
     hidden = np.load(folder / HIDDEN_FILE, mmap_mode="c") if need_hidden else None
-    for name, array in ((POOLED_FILE, pooled), (HIDDEN_FILE, hidden)):
+    features = None
+    if feature_groups:
+        import json
+
+        stored = json.loads((folder / FEATURES_INFO).read_text())["groups"] if (folder / FEATURES_INFO).exists() else []
+        check_feature_groups(stored, feature_groups, f"{folder}: the stored frozen pass")
+        if not (folder / FEATURES_FILE).exists():
+            raise AESError(f"{folder / FEATURES_FILE}: not found; finetune.features reads the writing features stored by stage lp_cv: "
+                           "run `dvc repro lp_cv`")
+        features = np.load(folder / FEATURES_FILE)
+    for name, array in ((POOLED_FILE, pooled), (HIDDEN_FILE, hidden), (FEATURES_FILE, features)):
         if array is not None and len(array) != len(ids):
             raise AESError(f"{folder / name}: {len(array)} rows but {folder / IDS_FILE} lists {len(ids)} essays; re-run `dvc repro lp_cv`")
     row_of = pd.Series(np.arange(len(ids)), index=ids["record_id"].to_numpy())
@@ -102,7 +152,12 @@ def load_frozen_pass(folder: Path, record_ids, need_hidden: bool) -> FrozenPass:
                        "the frozen pass is stale: re-run `dvc repro lp_cv`")
     rows = row_of.loc[wanted.to_numpy()].to_numpy()
     identity = np.array_equal(rows, np.arange(len(ids)))
+    groups = ()
+    if features is not None:
+        from aes.baseline.features import canonical_groups
+
+        features, groups = features[rows], tuple(canonical_groups(feature_groups))
     return FrozenPass(
         wanted.to_numpy(), ids["length"].to_numpy()[rows], pooled[rows],
-        None if hidden is None else (np.asarray(hidden) if identity else hidden[rows]),
+        None if hidden is None else (np.asarray(hidden) if identity else hidden[rows]), features, groups,
     )

@@ -18,6 +18,12 @@ whether or not other runs came before it in the same process.
 LP-FT (Kumar et al. 2022): with an ``init_head`` (the fold's linear probe from stage ``lp_cv``) the
 head starts at the probe's weights, so step 0 predicts what the probe predicts and fine-tuning
 begins from a good head instead of a random one.
+
+Writing features (``finetune.features``): the head reads [pooled, standardised writing features];
+the standardisation (:class:`aes.baseline.features.FeatureScaling`) is fitted on the essays the
+fold trains on, never its validation essays, and returned with the fold's result. The probe
+carries its own scaling (fitted on the same training fold); :func:`head_from_probe` maps it onto
+the head's exactly, so LP-FT starts at the probe's predictions, features part included.
 """
 
 from __future__ import annotations
@@ -126,14 +132,48 @@ def predict_batches(model, backbone: Backbone, data: Prepared, rows: np.ndarray,
     pred = np.zeros((len(rows), model.head.out_features), dtype=np.float32)
     pooled = np.zeros((len(rows), backbone.hidden_size), dtype=np.float32)
     order = np.argsort(-data.lengths[rows], kind="stable")
+    # A text-only model (the pristine one that gives a probe its pooled inputs) ignores the essays' writing features.
+    reads_features = getattr(accelerator.unwrap_model(model), "n_features", 0) > 0
     with torch.inference_mode(), accelerator.autocast():
         for start in range(0, len(rows), batch_size):
             pos = order[start : start + batch_size]
-            inputs = {k: v.to(accelerator.device) for k, v in backbone.batch_inputs(data, rows[pos]).items()}
+            batch = backbone.batch_inputs(data, rows[pos])
+            if not reads_features:
+                batch.pop("features", None)
+            inputs = {k: v.to(accelerator.device) for k, v in batch.items()}
             p, z = model(**inputs)
             pooled[pos] = p.float().cpu().numpy()
             pred[pos] = z.float().cpu().numpy().reshape(len(pos), -1)
     return pred, pooled
+
+
+def head_from_probe(probe, hidden_size: int, mean: np.ndarray, std: np.ndarray, scaling=None) -> tuple[np.ndarray, np.ndarray]:
+    """The head (weight (T, H + d), bias (T,)) that predicts z = (y - mean) / std with the probe's y, exactly.
+
+    probe: a RidgeFit y ~= [pooled (H), probe.scaling.apply(x) (d)] @ weight + bias in score units
+    (weight (H + d,) or (H + d, T)); mean, std: (T,) the fold's target scaling; scaling: the head's
+    own FeatureScaling (or None without features). The probe's standardisation and the head's may
+    differ (the head's is fitted on the essays the fold trains on, the probe's on the whole training
+    fold): since z_probe = z_head * sd_h / sd_p + (mean_h - mean_p) / sd_p, the feature rows are
+    rescaled and the shift goes into the bias, so both predict the same y for the same essay.
+    Raises AESError naming ``finetune.features`` when the probe's features are not the head's.
+    """
+    from aes.finetune.frozen_pass import check_feature_groups
+
+    check_feature_groups(probe.scaling.groups if probe.scaling is not None else (), scaling.groups if scaling is not None else (),
+                         "the linear probe of stage lp_cv")
+    weight = np.asarray(probe.weight, dtype=np.float64).reshape(len(probe.weight), -1)  # (H + d, T)
+    bias = np.atleast_1d(np.asarray(probe.bias, dtype=np.float64)).copy()
+    d = 0 if scaling is None else len(scaling.names)
+    if weight.shape != (hidden_size + d, len(mean)):
+        raise AESError(f"the linear probe maps {weight.shape[0]} features to {weight.shape[1]} target(s) but the model reads "
+                       f"{hidden_size} pooled + {d} writing-feature columns and has {len(mean)} target(s); re-run `dvc repro lp_cv`")
+    if d:
+        p = probe.scaling
+        w_text, w_feat = weight[:hidden_size], weight[hidden_size:]
+        bias = bias + ((scaling.mean - p.mean) / p.sd) @ w_feat
+        weight = np.vstack([w_text, w_feat * (scaling.sd / p.sd)[:, None]])
+    return (weight / std).T, (bias - mean) / std
 
 
 class Trainer:
@@ -146,9 +186,27 @@ class Trainer:
         self.backbone = backbone if backbone is not None else make_backbone(self.ft, self.stage)
         self.hidden_size = self.backbone.hidden_size
 
-    def prepare(self, texts: list[str], frozen=None) -> Prepared:
-        """Tokenise the essays or, for cached training, take the stored frozen pass (or compute it)."""
-        return self.backbone.prepare(texts, self.accelerator.device, frozen)
+    def prepare(self, texts: list[str], frozen=None, features: np.ndarray | None = None) -> Prepared:
+        """Tokenise the essays or, for cached training, take the stored frozen pass (or compute it).
+
+        With ``finetune.features``: the essays' raw writing features (n, d), taken from ``features``,
+        else from the frozen pass, else computed here (:func:`aes.baseline.features.writing_features`).
+        """
+        data = self.backbone.prepare(texts, self.accelerator.device, frozen)
+        if self.ft["features"]:
+            if features is None and frozen is not None and frozen.features is not None:
+                from aes.finetune.frozen_pass import check_feature_groups
+
+                check_feature_groups(frozen.feature_groups, self.ft["features"], f"{self.stage}: the frozen pass")
+                features = frozen.features
+            if features is None:
+                from aes.baseline.features import writing_features
+
+                features, _ = writing_features(list(texts), self.ft["features"])
+            if len(features) != len(data.lengths):
+                raise AESError(f"{self.stage}: {len(features)} writing-feature rows for {len(data.lengths)} essays")
+            data.features = np.asarray(features, dtype=np.float32)
+        return data
 
     def steps_per_epoch(self, n_train: int) -> int:
         return math.ceil(n_train / self.ft["batch_size"])
@@ -180,24 +238,36 @@ class Trainer:
         """(pred_z (m, T), pooled (m, H)) float32 numpy for essay rows (m,), in that order."""
         return predict_batches(model, self.backbone, data, rows, self.ft["eval_batch_size"], self.accelerator)
 
-    def start_model(self, init_head, mean: np.ndarray, std: np.ndarray):
-        """A fresh model with one output per target (mean, std: (T,)); with ``init_head`` (a probe
-        y ~= pooled @ weight + bias in score units, weight (H,) or (H, T)) its head predicts the
-        probe's z = (y - mean) / std of every target from the first step (LP-FT)."""
+    def start_model(self, init_head, mean: np.ndarray, std: np.ndarray, scaling=None):
+        """A fresh model with one output per target (mean, std: (T,)), its head reading the writing
+        features standardised by ``scaling`` (a FeatureScaling; None: text only). With ``init_head``
+        (a probe, :func:`head_from_probe`) its head predicts the probe's z = (y - mean) / std of
+        every target from the first step (LP-FT)."""
         import torch
 
         mean, std = np.atleast_1d(mean), np.atleast_1d(std)
-        model = self.backbone.fresh_model(len(mean))
+        model = self.backbone.fresh_model(len(mean), scaling)
         if init_head is not None:
-            weight = np.asarray(init_head.weight, dtype=np.float64).reshape(len(init_head.weight), -1)  # (H, T)
-            bias = np.atleast_1d(np.asarray(init_head.bias, dtype=np.float64))
-            if weight.shape != (self.hidden_size, len(mean)):
-                raise AESError(f"{self.stage}: the linear probe maps {weight.shape[0]} features to {weight.shape[1]} target(s) but the "
-                               f"model has width {self.hidden_size} and {len(mean)} target(s); re-run `dvc repro lp_cv`")
+            try:
+                weight, bias = head_from_probe(init_head, self.hidden_size, mean, std, scaling)
+            except AESError as err:
+                raise AESError(f"{self.stage}: {err}") from None
             with torch.no_grad():
-                model.head.weight.copy_(torch.as_tensor((weight / std).T, dtype=torch.float32))
-                model.head.bias.copy_(torch.as_tensor((bias - mean) / std, dtype=torch.float32))
+                model.head.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
+                model.head.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
         return model
+
+    def feature_scaling(self, data: Prepared, train_rows: np.ndarray):
+        """The head's writing-feature standardisation, fitted on ``train_rows`` only (the essays the fold
+        trains on: never its validation or inner-validation essays); None with ``finetune.features: []``."""
+        from aes.baseline.features import FeatureScaling
+
+        if not self.ft["features"]:
+            return None
+        if data.features is None:
+            raise AESError(f"{self.stage}: finetune.features is {self.ft['features']} but the prepared essays carry no writing features "
+                           "(prepare them with Trainer.prepare)")
+        return FeatureScaling.fit(data.features[train_rows], self.ft["features"])
 
     def fold_rows(self, cv: pd.DataFrame, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(train, inner validation, validation) row positions of fold ``k`` (see :func:`fold_rows`)."""
@@ -210,8 +280,9 @@ class Trainer:
         T of them, as many as ``finetune.target_weights``). init_head: the fold's linear probe
         (:class:`aes.baseline.linear.RidgeFit`, one output per target) to start from, or None.
         Returns dict with pred_raw (n_val, T) on the unit range of each essay's scale, pooled (n_val, H) float32, state
-        (trainable tensors), target_mean/std (T lists), targets, epochs (list of per-epoch log
-        dicts), best_epoch, prompts, history.
+        (trainable tensors), target_mean/std (T lists), feature_scaling (the head's writing-feature
+        standardisation as JSON, fitted on the training rows; None without features), targets,
+        epochs (list of per-epoch log dicts), best_epoch, prompts, history.
         """
         import torch
         from transformers import get_linear_schedule_with_warmup
@@ -227,13 +298,14 @@ class Trainer:
         y = target_matrix(cv, targets)  # (n, T)
         mean, std = y[train_rows].mean(axis=0), y[train_rows].std(axis=0)
         std = np.where(std > 1e-8, std, 1.0)
+        scaling = self.feature_scaling(data, train_rows)
         prompts = sorted(cv["prompt"].iloc[train_rows].unique())
         group_of = {p: g for g, p in enumerate(prompts)}
         group = cv["prompt"].map(group_of).fillna(-1).to_numpy(dtype=np.int64)
         sizes = [int((group[train_rows] == g).sum()) for g in range(len(prompts))]
 
         seed_everything(run_seed(seed, k))
-        model = self.start_model(init_head, mean, std)
+        model = self.start_model(init_head, mean, std, scaling)
         objective = make_objective(self.objective_name, self.params, sizes, self.hidden_size, k, ft["target_weights"])
         optimizer = self.optimizer(model, objective)
         per_epoch = math.ceil(self.steps_per_epoch(len(train_rows)) / ft["grad_accum_steps"])
@@ -315,6 +387,7 @@ class Trainer:
             "targets": targets,
             "target_mean": [float(m) for m in mean],
             "target_std": [float(s) for s in std],
+            "feature_scaling": scaling.to_json() if scaling is not None else None,
             "epochs": epochs,
             "best_epoch": best["epoch"] if best["epoch"] is not None else ft["epochs"] - 1,
             "prompts": prompts,

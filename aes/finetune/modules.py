@@ -3,6 +3,12 @@
 Both return ``(pooled (B, H), pred_z (B, T))``, one output per target (``prepare.targets``), and
 list their layer parameter groups by depth below the top (0 = top layer) so the optimizer can
 apply layer-wise learning-rate decay.
+
+With writing features (``finetune.features``, d columns) the head reads [pooled (H), z (d)]:
+``features`` (B, d) arrive raw and are standardised inside the model with the training fold's
+mean and sd (buffers ``feature_mean``, ``feature_sd``, set from a
+:class:`aes.baseline.features.FeatureScaling`), so the model carries its own statistics.
+``pooled`` stays the text representation alone (what the GRL adversary and the prompt probe read).
 """
 
 from __future__ import annotations
@@ -30,25 +36,57 @@ def make_head(hidden_size: int, n_outputs: int) -> nn.Linear:
     return head
 
 
-class TopLayersRegressor(nn.Module):
-    """Top encoder layers + mean pooling + linear head over cached hidden states.
+class FeatureHead(nn.Module):
+    """The regression head and, with writing features, their standardisation: the part both regressors share.
 
-    forward(hidden_states (B, L, H), attention_mask (B, L)) -> (pooled (B, H), pred_z (B, n_outputs)).
+    ``head`` is a linear map (H + d -> n_outputs); d = 0 without features (then exactly the
+    text-only head, same initialisation draws). scaling: a FeatureScaling (d columns) or None.
     """
 
-    def __init__(self, layers, hidden_size: int, n_outputs: int = 1):
+    def _init_head(self, hidden_size: int, n_outputs: int, scaling) -> None:
+        d = 0 if scaling is None else len(scaling.names)
+        self.n_features = d
+        self.feature_groups = () if scaling is None else tuple(scaling.groups)
+        self.head = make_head(hidden_size + d, n_outputs)
+        if d:
+            self.register_buffer("feature_mean", torch.as_tensor(scaling.mean, dtype=torch.float32))
+            self.register_buffer("feature_sd", torch.as_tensor(scaling.sd, dtype=torch.float32))
+
+    def predict_head(self, pooled, features=None):
+        """pred_z (B, n_outputs) from pooled (B, H) and raw features (B, d) (required iff the head reads features)."""
+        if not self.n_features:
+            if features is not None:
+                raise AESError(f"the model has a text-only head but got {features.shape[-1]} writing-feature columns "
+                               "(finetune.features); build it with the fold's feature scaling")
+            return self.head(pooled)
+        if features is None or features.shape[-1] != self.n_features:
+            got = "none" if features is None else features.shape[-1]
+            raise AESError(f"the head reads {self.n_features} writing-feature columns {list(self.feature_groups)} "
+                           f"(finetune.features) but got {got}")
+        # elementwise in float32 (autocast leaves it alone); the head's matmul then runs in the autocast dtype
+        z = (features.float() - self.feature_mean) / self.feature_sd
+        return self.head(torch.cat([pooled, z.to(pooled.dtype)], dim=-1))
+
+
+class TopLayersRegressor(FeatureHead):
+    """Top encoder layers + mean pooling + linear head over cached hidden states.
+
+    forward(hidden_states (B, L, H), attention_mask (B, L)[, features (B, d) raw]) -> (pooled (B, H), pred_z (B, n_outputs)).
+    """
+
+    def __init__(self, layers, hidden_size: int, n_outputs: int = 1, scaling=None):
         super().__init__()
         self.layers = nn.ModuleList(layers)
-        self.head = make_head(hidden_size, n_outputs)
+        self._init_head(hidden_size, n_outputs, scaling)
 
-    def forward(self, hidden_states, attention_mask):
+    def forward(self, hidden_states, attention_mask, features=None):
         hidden = hidden_states
         additive = (1.0 - attention_mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
         for layer in self.layers:
             out = layer(hidden, additive)
             hidden = out[0] if isinstance(out, tuple) else out
         pooled = mean_pool(hidden, attention_mask)
-        return pooled, self.head(pooled)
+        return pooled, self.predict_head(pooled, features)
 
     def layer_groups(self):
         """[(lr depth below the top, params)]: 0 for the top layer, 1 the one below, ..."""
@@ -56,21 +94,21 @@ class TopLayersRegressor(nn.Module):
         return [(k - 1 - i, list(layer.parameters())) for i, layer in enumerate(self.layers)]
 
 
-class EncoderRegressor(nn.Module):
+class EncoderRegressor(FeatureHead):
     """Whole encoder + mean pooling + linear head from tokens.
 
-    forward(input_ids (B, L), attention_mask (B, L)) -> (pooled (B, H), pred_z (B, n_outputs)).
+    forward(input_ids (B, L), attention_mask (B, L)[, features (B, d) raw]) -> (pooled (B, H), pred_z (B, n_outputs)).
     """
 
-    def __init__(self, encoder, hidden_size: int, n_outputs: int = 1):
+    def __init__(self, encoder, hidden_size: int, n_outputs: int = 1, scaling=None):
         super().__init__()
         self.encoder = encoder
-        self.head = make_head(hidden_size, n_outputs)
+        self._init_head(hidden_size, n_outputs, scaling)
 
-    def forward(self, input_ids, attention_mask):
+    def forward(self, input_ids, attention_mask, features=None):
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         pooled = mean_pool(hidden, attention_mask)
-        return pooled, self.head(pooled)
+        return pooled, self.predict_head(pooled, features)
 
     def layer_groups(self):
         layers = getattr(getattr(self.encoder, "encoder", None), "layer", None)

@@ -109,6 +109,14 @@ class GradientReversal(Objective):
 
     The adversary sees ``pooled`` through a gradient-reversal layer, so it learns to classify the
     prompt while the encoder is pushed to make prompts indistinguishable.
+
+    With writing features (``finetune.features``) the adversary still reads ``pooled`` only, the
+    text representation, never the features beside it: the features are fixed inputs with no
+    trainable weights upstream, so reversed gradients through them would change nothing, while
+    letting the adversary read them would let it name the prompt from cues the encoder cannot
+    remove (essay length and vocabulary vary by prompt): its loss would fall for reasons the encoder
+    cannot act on, and the reversed gradient that reaches the encoder would weaken. The regression
+    head still reads both.
     """
 
     name = "grl"

@@ -97,22 +97,25 @@ def fit_predict_frozen(stage: str, train: pd.DataFrame, test: pd.DataFrame, para
     essays here with the same ``embed`` params; lp_cv runs the fine-tune's frozen pass over both.
     Hyperparameters are chosen on inner prompt-grouped splits of the CV essays, as in CV.
     """
-    from aes.baseline.linear import fit_ridge
+    from aes.baseline.linear import fit_probe, fit_ridge
 
-    if stage == LP_STAGE:
+    if stage == LP_STAGE:  # as in CV: the probe on [pooled, writing features (finetune.features)], scaled on the training essays
         from aes.finetune.frozen_pass import compute_frozen_pass
 
         texts = pd.concat([train["text"], test["text"]]).tolist()
-        pooled = compute_frozen_pass({**params["finetune"], "trainable_layers": -1}, texts, np.arange(len(texts)), LP_STAGE)[0].pooled
-        x_train, x_test = pooled[: len(train)], pooled[len(train) :]
-    else:
-        from aes.encoders.embedding import embed_texts, load_embeddings
+        frozen = compute_frozen_pass({**params["finetune"], "trainable_layers": -1}, texts, np.arange(len(texts)), LP_STAGE)[0]
+        lin, n = params["linear"], len(train)
+        writing = frozen.features
+        probe = fit_probe(frozen.pooled[:n], target_matrix(train), train["prompt"].astype(str).to_numpy(), lin["alphas"], lin["inner_folds"],
+                          None if writing is None else writing[:n], frozen.feature_groups, lin["feature_weights"])
+        return probe.predict_essays(frozen.pooled[n:], None if writing is None else writing[n:])[None, :, :]
+    from aes.encoders.embedding import embed_texts, load_embeddings
 
-        emb = params["embed"]
-        x_train = load_embeddings(EMBEDDINGS, train["record_id"])
-        x_test = embed_texts(test["text"].tolist(), emb["model"], emb["max_length"], emb["batch_size"], device="auto",
-                              bf16=emb["mixed_precision"] == "bf16")
-    if stage in (LINEAR_STAGE, LP_STAGE):
+    emb = params["embed"]
+    x_train = load_embeddings(EMBEDDINGS, train["record_id"])
+    x_test = embed_texts(test["text"].tolist(), emb["model"], emb["max_length"], emb["batch_size"], device="auto",
+                         bf16=emb["mixed_precision"] == "bf16")
+    if stage == LINEAR_STAGE:
         lin = params["linear"]
         probe = fit_ridge(x_train, target_matrix(train), train["prompt"].astype(str).to_numpy(), lin["alphas"], lin["inner_folds"])
         return probe.predict(x_test)[None, :, :]
@@ -131,9 +134,10 @@ def fit_predict_finetune(train: pd.DataFrame, test: pd.DataFrame, params: dict, 
     Reuses the CV training loop (:meth:`aes.finetune.loop.Trainer.train_fold`) on one frame where the
     CV essays are the training fold and the test essays the validation fold (fold -1). The test
     scores are blanked (NaN) before the frame reaches the trainer, so they cannot be used. With
-    ``finetune.lp_ft`` the head starts from a ridge probe fitted on the CV essays' pooled features.
+    ``finetune.lp_ft`` the head starts from a ridge probe fitted on the CV essays' pooled features
+    (and, with ``finetune.features``, their writing features, standardised on the CV essays).
     """
-    from aes.baseline.linear import fit_ridge
+    from aes.baseline.linear import fit_probe
     from aes.finetune.loop import Trainer, make_accelerator, predict_batches
 
     targets = declared_targets(train)
@@ -150,7 +154,9 @@ def fit_predict_finetune(train: pd.DataFrame, test: pd.DataFrame, params: dict, 
     if ft["lp_ft"]:
         rows = np.arange(len(train))
         _, pooled = predict_batches(trainer.backbone.pristine_model(), trainer.backbone, data, rows, ft["eval_batch_size"], trainer.accelerator)
-        probe = fit_ridge(pooled, target_matrix(train), train["prompt"].astype(str).to_numpy(), lin["alphas"], lin["inner_folds"])
+        writing = None if data.features is None else data.features[rows]
+        probe = fit_probe(pooled, target_matrix(train), train["prompt"].astype(str).to_numpy(), lin["alphas"], lin["inner_folds"],
+                          writing, ft["features"], lin["feature_weights"])
     return np.stack([np.asarray(trainer.train_fold(frame, data, -1, seed, init_head=probe)["pred_raw"], dtype=float) for seed in ft["seeds"]])
 
 

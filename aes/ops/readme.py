@@ -17,7 +17,7 @@ from pathlib import Path
 
 from aes.core.errors import AESError, stage_main
 from aes.core.registry import DECISION_MD, REPORT_JSON
-from aes.report.markdown import results_table_md, traits_table_md
+from aes.report.markdown import finetune_phrase, results_table_md, traits_table_md
 
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 
@@ -28,7 +28,7 @@ def results_block(report: dict) -> str:
     q2_text = "; ".join(f"{o.upper()} vs ERM **{q['verdict']}**" for o, q in q2.items())
     traits = traits_table_md(report)
     traits_text = f"\n\nPooled QWK per target (mean over seeds; mean trait QWK ± sd over seeds):\n\n{traits}" if traits else ""
-    return (f"\n{results_table_md(report)}{traits_text}\n\nQ1, fine-tuning (ERM) vs the strongest frozen model (`{q1['reference']}`), "
+    return (f"\n{results_table_md(report)}{traits_text}\n\nQ1, {finetune_phrase(report)} vs the strongest frozen model (`{q1['reference']}`), "
             f"on {', '.join(report['rule']['q1_metrics'])}: **{q1['verdict']}**. Q2, on {', '.join(report['rule']['q2_metrics'])}: "
             f"{q2_text}. Every number is the mean ± sd over seeds; verdicts use the 95% prompt x seed bootstrap CI and the "
             f"seed spread. Details: [{DECISION_MD}]({DECISION_MD}).\n")

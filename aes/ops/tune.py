@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from aes.baseline.linear import fit_ridge
+from aes.baseline.linear import fit_probe
 from aes.core.metrics import headline_qwk, scored_rows
 from aes.core.params import load_params
 from aes.data.corpus import target_matrix
@@ -61,7 +61,7 @@ CHECKS = [
 def subset(data: Prepared, rows: np.ndarray) -> Prepared:
     """The essays ``rows`` of a prepared set, as a prepared set of their own (row order kept)."""
     pick = lambda a: None if a is None else a[rows]  # noqa: E731
-    return Prepared(pick(data.input_ids), pick(data.attention_mask), data.lengths[rows], pick(data.hidden))
+    return Prepared(pick(data.input_ids), pick(data.attention_mask), data.lengths[rows], pick(data.hidden), pick(data.features))
 
 
 def evaluate(params: dict, cv, data: Prepared, pooled: np.ndarray, cand: dict, folds, seed: int) -> dict:
@@ -76,10 +76,13 @@ def evaluate(params: dict, cv, data: Prepared, pooled: np.ndarray, cand: dict, f
         inner = part.assign(fold=0)
         inner.loc[held_pos, "fold"] = 1  # the loop trains on fold != 1 and predicts fold == 1
         # the probe and the fine-tune predict every declared target; candidates are scored on the primary (column 0)
-        probe = fit_ridge(pooled[train_rows][fit_pos], target_matrix(part)[fit_pos], part["prompt"].to_numpy()[fit_pos],
-                          params["linear"]["alphas"], params["linear"]["inner_folds"])
+        writing = None if data.features is None else data.features[train_rows]  # finetune.features, beside the pooled text
+        probe = fit_probe(pooled[train_rows][fit_pos], target_matrix(part)[fit_pos], part["prompt"].to_numpy()[fit_pos],
+                          params["linear"]["alphas"], params["linear"]["inner_folds"],
+                          None if writing is None else writing[fit_pos], params["finetune"]["features"],
+                          params["linear"]["feature_weights"])
         if trainer is None:
-            pred = probe.predict(pooled[train_rows][held_pos])[:, 0]
+            pred = probe.predict_essays(pooled[train_rows][held_pos], None if writing is None else writing[held_pos])[:, 0]
         else:
             result = trainer.train_fold(inner, subset(data, train_rows), 1, seed, init_head=probe if ft["lp_ft"] else None)
             pred = result["pred_raw"][:, 0]

@@ -43,7 +43,7 @@ from aes.core.registry import (
 from aes.data.splits import load_splits
 from aes.report.bootstrap import prompt_bootstrap
 from aes.report.calibration import calibrated_metrics
-from aes.report.markdown import decision_md, model_labels
+from aes.report.markdown import decision_md, report_labels
 from aes.report.probe import read_probes
 from aes.report.verdicts import BETTER, check_metrics, judge
 
@@ -271,6 +271,8 @@ def build_report(params: dict, root: Path = Path(".")) -> tuple[dict, dict]:
                     values = [c[block][k] for c in per_seed if c[block][k] is not None]
                     calibration[s][name] = round(float(np.mean(values)), 6) if values else None
     traits = {s: outputs[s]["metrics"]["traits"] for s in MODEL_STAGES if outputs[s]["metrics"].get("traits")}
+    # the writing-feature groups each feature-aware model read (finetune.features, as its stage recorded it): names the models
+    features = {s: outputs[s]["metrics"]["features"] for s in MODEL_STAGES if "features" in outputs[s]["metrics"]}
     report = {
         "objective": objective,
         "targets": list(params.get("prepare", {}).get("targets", ["primary"])),  # primary first: labels the per-target table
@@ -281,6 +283,7 @@ def build_report(params: dict, root: Path = Path(".")) -> tuple[dict, dict]:
         "decision": answers["decision"],
         "models": models,
         **({"traits": traits} if traits else {}),
+        **({"features": features} if features else {}),
         "rule": {
             "q1_metrics": rp["q1_metrics"], "q2_metrics": rp["q2_metrics"], "min_gain": rp["min_gain"], "min_prompt_n": rp["min_prompt_n"],
             "text": ("per metric: inconclusive if the 95% prompt x seed bootstrap CI of the gain spans 0 or |gain| <= the "
@@ -336,7 +339,7 @@ def write_report(report: dict, tables: dict, root: Path = Path(".")) -> list[Pat
         path = pdir / f"{name}.csv"
         table.to_csv(path, index=False, float_format="%.6f")
         written.append(path)
-    labels = model_labels(report["objective"])
+    labels = report_labels(report)
     models = list(MODEL_STAGES)
     written.append(rplots.plot_per_prompt_qwk(tables["per_prompt_qwk"], models, labels, png / "per_prompt_qwk.png"))
     written.append(rplots.plot_residual(tables["residual_by_band"], "band", models, labels, png / "residual_by_band.png", "true score band"))

@@ -4,15 +4,32 @@ from __future__ import annotations
 
 import numpy as np
 
-from aes.core.registry import MODEL_LABELS, stage_for_objective
+from aes.core.registry import ERM_STAGE, MODEL_LABELS, model_label, stage_for_objective
 
 
-def model_labels(objective: str) -> dict[str, str]:
-    """Readable names of the stages, marking the candidate."""
-    labels = {**MODEL_LABELS, "frozen_embeddings": "frozen embeddings (embed stage)"}
+def model_labels(objective: str, features: dict | None = None) -> dict[str, str]:
+    """Readable names of the stages, marking the candidate.
+
+    features: {stage: writing-feature groups its model reads} as the report records them from the
+    stages' metrics (``finetune.features``); lp_cv and the fine-tunes are named "with writing
+    features" when theirs is non-empty. None (a report from before the features): text-only names.
+    """
+    features = features or {}
+    labels = {stage: model_label(stage, features.get(stage, ())) for stage in MODEL_LABELS}
+    labels["frozen_embeddings"] = "frozen embeddings (embed stage)"
     cand = stage_for_objective(objective)
     labels[cand] += " [candidate]"
     return labels
+
+
+def report_labels(report: dict) -> dict[str, str]:
+    """:func:`model_labels` for a report document (metrics/report.json)."""
+    return model_labels(report["objective"], report.get("features"))
+
+
+def finetune_phrase(report: dict) -> str:
+    """How Q1's fine-tune is named in prose: 'fine-tuning with the writing features (ERM)' when ERM's head reads them."""
+    return "fine-tuning with the writing features (ERM)" if (report.get("features") or {}).get(ERM_STAGE) else "fine-tuning (ERM)"
 
 
 def _cell(x, digits: int = 3) -> str:
@@ -25,7 +42,7 @@ def _pm(mean, sd) -> str:
 
 def results_table_md(report: dict) -> str:
     """Markdown table of every model's headline metrics, mean ± sd over seeds (README and decision.md)."""
-    labels = model_labels(report["objective"])
+    labels = report_labels(report)
     lines = ["| model | seeds | QWK pooled | worst-quarter QWK | within-prompt QWK | prompt offset (noise) | QWK fold mean ± sd over folds "
              "| worst-prompt QWK | RMSE |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -40,7 +57,7 @@ def results_table_md(report: dict) -> str:
 
 def offset_md(report: dict) -> list[str]:
     """decision.md: each model's per-prompt offset and within-prompt QWK with their own 95% intervals."""
-    labels = model_labels(report["objective"])
+    labels = report_labels(report)
     lines = ["## Two parts of an unseen-prompt error", "",
              "Prompt offset: for each unseen prompt, the mean of prediction - truth; the essay-weighted root mean square over "
              f"prompts ({report.get('error_unit') or 'score points'}). Noise: the offset expected if each fold's residuals were shuffled across its prompts "
@@ -66,7 +83,7 @@ def traits_table_md(report: dict) -> str | None:
     first = next((t for t in traits.values() if t), None)
     if first is None:
         return None
-    labels = model_labels(report["objective"])
+    labels = report_labels(report)
     names = [k for k in first if not k.startswith("mean_")]
     primary = report.get("targets", ["primary"])[0]
     lines = [f"| model | {primary} (primary) | " + " | ".join(names) + " | mean trait QWK |", "|---" * (len(names) + 3) + "|"]
@@ -88,11 +105,11 @@ def _verdict_rows(name: str, judged: dict, models: dict, a: str, b: str) -> list
 
 def verdicts_md(report: dict) -> list[str]:
     """The Q1 and Q2 sections of decision.md."""
-    labels, models = model_labels(report["objective"]), report["models"]
+    labels, models = report_labels(report), report["models"]
     q1, stages = report["q1"], report["stages"]
     head = [f"| comparison | metric | model | reference | gain | 95% CI of gain ({report['bootstrap']['unit']}) | seed sd | verdict | why |",
             "|---|---|---|---|---|---|---|---|---|"]
-    lines = [f"## Q1: does fine-tuning (ERM) beat the strongest frozen model? **{q1['verdict'].upper()}**", "",
+    lines = [f"## Q1: does {finetune_phrase(report)} beat the strongest frozen model? **{q1['verdict'].upper()}**", "",
              f"Strongest frozen model (best {report['rule']['q1_metrics'][0]} among {', '.join(f'`{s}`' for s in stages['frozen'])}): "
              f"`{q1['reference']}`, {labels[q1['reference']]}.", "", *head,
              *_verdict_rows("ERM vs " + q1["reference"], q1, models, stages["erm"], q1["reference"]), "",
@@ -144,7 +161,7 @@ def per_prompt_md(report: dict, max_prompts: int = 12) -> list[str]:
 
 def decision_md(report: dict) -> str:
     """The readable decision document (reports/decision.md)."""
-    d, rule, labels = report["decision"], report["rule"], model_labels(report["objective"])
+    d, rule, labels = report["decision"], report["rule"], report_labels(report)
     b = report["bootstrap"]
     lines = [
         "# Fine-tuning vs frozen baselines on unseen prompts: two questions, two verdicts",

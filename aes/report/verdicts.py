@@ -1,7 +1,8 @@
 """The two questions' verdicts: better / not better / inconclusive, from a gain, its CI and the seed spread.
 
-Q1: does fine-tuning (ERM) beat the strongest frozen model (the best pooled QWK among the frozen
-stages: the choice that favours the baseline)? Q2: does each invariance objective (GRL, DRO)
+Q1: does fine-tuning (ERM; its head reads the writing features beside the text when
+``finetune.features`` names groups) beat the strongest frozen model (the best pooled QWK among the
+frozen stages: the choice that favours the baseline)? Q2: does each invariance objective (GRL, DRO)
 beat ERM? Each is judged on every metric the params list (``report.q1_metrics`` /
 ``report.q2_metrics``), from the paired prompt x seed bootstrap (:mod:`aes.report.bootstrap`).
 
