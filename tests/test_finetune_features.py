@@ -22,6 +22,7 @@ from aes.finetune.loop import Trainer, make_accelerator
 from tests.committed import committed_text, with_param
 from tests.training_fixtures import make_training_repo, one_torch_thread
 
+N_WRITING = sum(len(columns) for columns in FEATURE_GROUPS.values())  # every group's columns
 ALL_GROUPS = list(FEATURE_GROUPS)
 FAST = dict(epochs=1, seeds=[7], mixed_precision="no")
 
@@ -72,7 +73,7 @@ def test_the_heads_feature_statistics_are_the_training_essays_and_never_a_valida
         stats = result["feature_scaling"]
         train_rows, inner_rows, val_rows = trainer.fold_rows(cv, k, 7)
         assert not set(train_rows) & set(val_rows) and not set(train_rows) & set(inner_rows)
-        assert stats["groups"] == ALL_GROUPS and len(stats["names"]) == x.shape[1] == 32
+        assert stats["groups"] == ALL_GROUPS and len(stats["names"]) == x.shape[1] == N_WRITING
         np.testing.assert_allclose(stats["mean"], x[train_rows].mean(axis=0), rtol=1e-12, atol=1e-12)
         sd = x[train_rows].std(axis=0)
         np.testing.assert_allclose(stats["sd"], np.where(sd > 1e-12, sd, 1.0), rtol=1e-12, atol=1e-12)
@@ -155,8 +156,8 @@ def test_the_grl_adversary_reads_the_pooled_text_only(lp_runs, monkeypatch):
 
     monkeypatch.setattr(objectives.GradientReversal, "loss", spy)
     result = trainer.train_fold(cv, trainer.prepare(cv["text"].tolist(), frozen), 0, seed=7)
-    assert widths and set(widths) == {(32, 32)}  # pooled text (H = 32), not H + 32 writing features
-    assert result["state"]["head.weight"].shape == (7, 32 + 32)  # while the head reads both
+    assert widths and set(widths) == {(32, 32)}  # pooled text (H = 32), not H + the writing features
+    assert result["state"]["head.weight"].shape == (7, 32 + N_WRITING)  # while the head reads both
     assert np.isfinite(result["pred_raw"]).all()
 
 
@@ -226,7 +227,7 @@ def test_a_probe_without_features_never_reaches_torch_as_a_shape_error(lp_runs):
     root, base = lp_runs["none"]
     text_probe = fits_from_json(json.loads((root / "models/lp_cv/probes.json").read_text()), "probes.json")[0]
     trainer = Trainer(_variant(base, features=ALL_GROUPS), "erm", make_accelerator(base["finetune"]))
-    scaling = FeatureScaling.fit(np.random.default_rng(0).normal(size=(10, 32)), ALL_GROUPS)
+    scaling = FeatureScaling.fit(np.random.default_rng(0).normal(size=(10, N_WRITING)), ALL_GROUPS)
     with pytest.raises(AESError, match=r"finetune_cv: the linear probe of stage lp_cv: made with no writing features but "
                                        r"finetune.features asks for \['length'.*re-run `dvc repro lp_cv`"):
         trainer.start_model(text_probe, np.full(7, 3.0), np.full(7, 0.5), scaling)

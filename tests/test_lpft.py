@@ -22,7 +22,7 @@ from tests.training_fixtures import make_training_repo
 POINT = 1.0 / (HALF_BANDS_SCALE.high - HALF_BANDS_SCALE.low)
 
 ALL_GROUPS = list(FEATURE_GROUPS)
-N_WRITING = sum(len(columns) for columns in FEATURE_GROUPS.values())  # 32 columns
+N_WRITING = sum(len(columns) for columns in FEATURE_GROUPS.values())  # every group's columns
 
 
 @pytest.fixture(scope="module", params=[[], ALL_GROUPS], ids=["text_only", "with_features"])

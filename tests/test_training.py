@@ -133,7 +133,7 @@ def test_stage_writes_the_contract_and_is_bit_identical_on_rerun(repo, tmp_path)
             assert (folder / "weights.safetensors").exists()
             config = json.loads((folder / "config.json").read_text())
             assert config["objective"] == "grl" and config["seed"] == seed and config["lp_ft"] is True
-            assert config["features"] == base["finetune"]["features"] and len(config["feature_scaling"]["mean"]) == 32
+            assert config["features"] == base["finetune"]["features"] and len(config["feature_scaling"]["mean"]) == sum(len(FEATURE_GROUPS[g]) for g in config["features"])
     assert not list((root / "models/grl_cv").glob("fold_*"))  # no folder of the old one-seed layout
     assert (root / "dvclive/grl_cv/plots/metrics/fold0/adversary_acc.tsv").exists()
     assert not (root / ".checkpoints/grl_cv").exists()  # removed once the outputs are written

@@ -35,7 +35,7 @@ MODEL_LABELS = {
 # The handcrafted writing-feature groups (aes/baseline/features.py FEATURE_GROUPS, same names and
 # order; a test holds the two together). Named here so params validation (aes/core/params.py) can
 # check `finetune.features` without importing the feature code into every stage.
-WRITING_FEATURE_GROUPS = ("length", "lexical", "sophistication", "spelling", "readability", "complexity", "punctuation")
+WRITING_FEATURE_GROUPS = ("length", "lexical", "sophistication", "spelling", "readability", "complexity", "punctuation", "syntax")
 # Stages whose model reads the writing features beside the text when `finetune.features` is set.
 FEATURE_AWARE_STAGES = (LP_STAGE, *OBJECTIVE_STAGES.values())
 _WITH_FEATURES_LABELS = {

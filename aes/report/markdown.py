@@ -161,7 +161,7 @@ def per_prompt_md(report: dict, max_prompts: int = 12) -> list[str]:
 
 def decision_md(report: dict) -> str:
     """The readable decision document (reports/decision.md)."""
-    d, rule, labels = report["decision"], report["rule"], report_labels(report)
+    rule, labels = report["rule"], report_labels(report)
     b = report["bootstrap"]
     lines = [
         "# Fine-tuning vs frozen baselines on unseen prompts: two questions, two verdicts",
