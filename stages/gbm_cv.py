@@ -5,6 +5,7 @@ import time
 from aes.baseline.gbm import build_features, cross_validate, save_models
 from aes.core.artifacts import make_oof_frame, stack_seeds, write_model_outputs
 from aes.core.errors import stage_main
+from aes.core.metrics import headline_text
 from aes.core.params import load_params
 from aes.core.registry import BASELINE_STAGE, EMBEDDINGS, models_dir
 from aes.data.corpus import load_essays
@@ -27,8 +28,7 @@ def main() -> None:
     save_models(models, models_dir(BASELINE_STAGE))
     extra = {"n_features": len(names), "features": gbm["features"], "choices": choices}
     metrics = write_model_outputs(BASELINE_STAGE, stack_seeds(frames), time.perf_counter() - started, params["report"]["min_prompt_n"], extra=extra)
-    print(f"{BASELINE_STAGE}: QWK pooled {metrics['qwk']['pooled']:.3f} (seed sd {metrics['seed_sd']['qwk.pooled']:.3f}), "
-          f"RMSE {metrics['rmse']:.3f}, {len(names)} features")
+    print(f"{BASELINE_STAGE}: {headline_text(metrics)}, {len(names)} features")
 
 
 if __name__ == "__main__":

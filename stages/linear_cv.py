@@ -6,6 +6,7 @@ from aes.baseline.linear import cross_validate, fits_to_json
 from aes.core.artifacts import make_oof_frame, write_model_outputs
 from aes.core.errors import stage_main
 from aes.core.io import write_json
+from aes.core.metrics import headline_text
 from aes.core.params import load_params
 from aes.core.registry import EMBEDDINGS, LINEAR_STAGE, models_dir
 from aes.data.corpus import load_essays
@@ -24,7 +25,7 @@ def main() -> None:
     extra = {"alpha": {str(k): f.alpha for k, f in fits.items()}}
     metrics = write_model_outputs(LINEAR_STAGE, make_oof_frame(cv, cv["fold"], oof_pred), time.perf_counter() - started,
                                   params["report"]["min_prompt_n"], extra=extra)
-    print(f"{LINEAR_STAGE}: QWK pooled {metrics['qwk']['pooled']:.3f}, RMSE {metrics['rmse']:.3f}, alpha per fold {list(extra['alpha'].values())}")
+    print(f"{LINEAR_STAGE}: {headline_text(metrics)}, alpha per fold {list(extra['alpha'].values())}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ with the same model and input length as the fine-tune.
 """
 
 from aes.core.errors import stage_main
+from aes.core.metrics import headline_text
 from aes.core.params import load_params
 from aes.core.registry import LP_STAGE
 from aes.finetune.cv import run_lp_cv
@@ -15,7 +16,7 @@ from aes.finetune.cv import run_lp_cv
 @stage_main
 def main() -> None:
     metrics = run_lp_cv(load_params())
-    print(f"{LP_STAGE}: QWK pooled {metrics['qwk']['pooled']:.3f}, RMSE {metrics['rmse']:.3f}, alpha per fold {list(metrics['alpha'].values())}")
+    print(f"{LP_STAGE}: {headline_text(metrics)}, alpha per fold {list(metrics['alpha'].values())}")
 
 
 if __name__ == "__main__":

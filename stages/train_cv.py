@@ -9,6 +9,7 @@ data/representations/<stage>.npy + <stage>_ids.csv and DVCLive curves at dvclive
 import argparse
 
 from aes.core.errors import stage_main
+from aes.core.metrics import headline_text
 from aes.core.params import load_params
 from aes.core.registry import stage_for_objective
 from aes.finetune.cv import run_cv
@@ -22,9 +23,7 @@ def main() -> None:
     args = parser.parse_args()
     stage = stage_for_objective(args.objective)  # AESError for an unknown objective
     metrics = run_cv(load_params(args.params), args.objective)
-    print(f"{stage}: QWK pooled {metrics['qwk']['pooled']:.3f} (sd over {metrics['n']['seeds']} seeds "
-          f"{metrics['seed_sd']['qwk.pooled']:.3f}), RMSE {metrics['rmse']:.3f}, "
-          f"runtime {metrics['runtime_s']:.0f}s")
+    print(f"{stage}: {headline_text(metrics)}, runtime {metrics['runtime_s']:.0f}s")
 
 
 if __name__ == "__main__":

@@ -40,7 +40,11 @@ def build_features(embeddings: np.ndarray, texts, switches: list[str]) -> tuple[
     ``embeddings`` adds the (n, H) frozen embeddings (first), every other name a group of
     handcrafted writing features computed from ``texts`` (n,), in ``FEATURE_GROUPS`` order.
     """
-    from aes.baseline.features import EMBEDDINGS, check_feature_switches, writing_features
+    from aes.baseline.features import (
+        EMBEDDINGS,
+        check_feature_switches,
+        writing_features,
+    )
 
     switches = check_feature_switches(switches, "gbm.features")
     blocks, names = [], []

@@ -24,7 +24,15 @@ import pandas as pd
 
 from aes.core.errors import AESError
 from aes.core.io import write_json
-from aes.core.metrics import diagnostics, finite_or_none, is_single_scale, metric_value, rounded, summarize, summarize_seeds
+from aes.core.metrics import (
+    diagnostics,
+    finite_or_none,
+    is_single_scale,
+    metric_value,
+    rounded,
+    summarize,
+    summarize_seeds,
+)
 from aes.core.registry import metrics_path, plots_dir, predictions_path
 from aes.core.scale import SCALE_COLUMNS, from_unit, scale_arrays, to_unit
 

@@ -284,6 +284,20 @@ def diagnostics(oof: pd.DataFrame, by: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def headline_text(metrics: dict) -> str:
+    """One line for a stage's log: the QWK that heads its dataset (pooled on one scale, else the
+    mean per-prompt QWK), its seed sd where there are seeds, and the RMSE in its error unit."""
+    key = "qwk.pooled" if metric_value(metrics, "qwk.pooled") is not None else "qwk.within_prompt"
+    name = "QWK pooled" if key == "qwk.pooled" else "mean per-prompt QWK"
+
+    def fmt(x):
+        return "n/a" if x is None else f"{x:.3f}"
+
+    sd = (metrics.get("seed_sd") or {}).get(key)
+    seeds = f" (sd over {metrics['n'].get('seeds', 1)} seed(s) {fmt(sd)})" if sd is not None else ""
+    return f"{name} {fmt(metric_value(metrics, key))}{seeds}, RMSE {fmt(metrics.get('rmse'))} ({metrics.get('error_unit', POINTS)})"
+
+
 def metric_value(metrics: dict, key: str):
     """Value of a dotted key ('qwk.pooled') in a (nested) metrics dict, or None when absent."""
     value = metrics

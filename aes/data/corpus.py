@@ -373,7 +373,9 @@ def declared_targets(essays: pd.DataFrame) -> list[str]:
 
     A frame without any (a hand-made table with only ``y``) has the single target ``y``.
     """
-    from aes.data.datasets import known_scores  # here: the dataset modules import this one
+    from aes.data.datasets import (
+        known_scores,  # here: the dataset modules import this one
+    )
 
     scores = known_scores()  # every score name some dataset declares
     return [c for c in essays.columns if c in scores] or ["y"]

@@ -48,7 +48,9 @@ def resolve_model(spec: str) -> Path | str:
             raise AESError(f"model '{spec}': folder has no config.json (expected a Hugging Face model folder)")
         return path.resolve()
     if spec == MPNET_SPEC:
-        from aes.encoders.mpnet import assemble_mpnet  # local import: only GPU users need it
+        from aes.encoders.mpnet import (
+            assemble_mpnet,  # local import: only GPU users need it
+        )
 
         return assemble_mpnet()
     pkg_dir = _package_model_dir(spec)

@@ -43,8 +43,19 @@ from aes.data.corpus import declared_targets, load_essays
 from aes.data.splits import cv_essays, load_splits
 from aes.encoders.embedding import resolve_device
 from aes.finetune.callbacks import DVCLiveCurves, ProgressCallback
-from aes.finetune.checkpoints import config_hash, read_checkpoint, remove_checkpoints, run_name, save_fold, write_checkpoint
-from aes.finetune.frozen_pass import compute_frozen_pass, load_frozen_pass, save_frozen_pass
+from aes.finetune.checkpoints import (
+    config_hash,
+    read_checkpoint,
+    remove_checkpoints,
+    run_name,
+    save_fold,
+    write_checkpoint,
+)
+from aes.finetune.frozen_pass import (
+    compute_frozen_pass,
+    load_frozen_pass,
+    save_frozen_pass,
+)
 from aes.finetune.loop import Trainer, cap_training_rows, make_accelerator
 
 PROBES_FILE = "probes.json"

@@ -17,7 +17,9 @@ import torch
 from torch import nn
 
 from aes.core.errors import AESError
-from aes.encoders.embedding import mean_pool  # the same pooling as the frozen-embedding baseline
+from aes.encoders.embedding import (
+    mean_pool,  # the same pooling as the frozen-embedding baseline
+)
 
 
 def make_head(hidden_size: int, n_outputs: int) -> nn.Linear:

@@ -20,7 +20,18 @@ import pandas as pd
 
 from aes.core.errors import AESError
 from aes.core.io import write_json
-from aes.core.metrics import error_unit, finite_or_none, mae, per_group_qwk, residuals, rmse, scored_rows, table_qwk, within_one_step, worst_share_mean
+from aes.core.metrics import (
+    error_unit,
+    finite_or_none,
+    mae,
+    per_group_qwk,
+    residuals,
+    rmse,
+    scored_rows,
+    table_qwk,
+    within_one_step,
+    worst_share_mean,
+)
 from aes.core.registry import (
     BASELINE_STAGE,
     EMBEDDINGS,

@@ -25,8 +25,8 @@ import pandas as pd
 from sklearn.metrics import cohen_kappa_score
 
 from aes.core.errors import AESError, stage_main
-from aes.data.corpus import resolve_data_path
 from aes.core.scale import from_unit, to_grid, to_unit
+from aes.data.corpus import resolve_data_path
 
 DEFAULT_ROOT = "../shared/asap"  # beside the checkout, like params.yaml's ../shared/ellipse
 # Score ranges of ASAP's prompts as the cross-prompt papers normalise with (DATA.md).

@@ -200,9 +200,9 @@ def run(args) -> dict:
         check_gpu()
     import torch
 
+    from aes.core.machine import machine
     from aes.core.params import validate
     from aes.finetune.cv import run_cv, run_lp_cv
-    from aes.core.machine import machine
 
     params["finetune"]["model"] = str((prep_dir / "model").resolve())
     params["finetune"]["device"] = "cpu" if args.cpu else "cuda"

@@ -155,9 +155,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     import torch
 
+    from aes.core.machine import machine
     from aes.finetune.cv import load_cv
     from aes.finetune.loop import fold_rows
-    from aes.core.machine import machine
 
     if args.threads:
         torch.set_num_threads(args.threads)

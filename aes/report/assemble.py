@@ -22,10 +22,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from aes.core.artifacts import read_metrics, read_predictions
+from aes.core.artifacts import read_metrics, read_predictions, with_band
 from aes.core.errors import AESError
-from aes.core.artifacts import with_band
-from aes.core.metrics import POOLED_METRICS, is_single_scale, metric_value, residuals, rounded, table_qwk, table_scale
+from aes.core.metrics import (
+    POOLED_METRICS,
+    is_single_scale,
+    metric_value,
+    residuals,
+    rounded,
+    table_qwk,
+    table_scale,
+)
 from aes.core.registry import (
     DECISION_MD,
     DVCLIVE,

@@ -18,7 +18,15 @@ import numpy as np
 import pandas as pd
 
 from aes.core.errors import AESError
-from aes.core.metrics import METRIC_DIRECTION, WORST_SHARE, finite_or_none, is_single_scale, qwk_from_confusion, residuals, rounded
+from aes.core.metrics import (
+    METRIC_DIRECTION,
+    WORST_SHARE,
+    finite_or_none,
+    is_single_scale,
+    qwk_from_confusion,
+    residuals,
+    rounded,
+)
 from aes.core.scale import grid_labels, scale_arrays
 
 UNITS = {"prompt": "prompt x seed", "essay_within_prompt": "essay within prompt x seed"}

@@ -13,7 +13,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-
 # DVCLive metric names (file stems, aes/finetune/callbacks.py's step-level curves) for each figure.
 CURVE_PATTERNS = {
     "training_curves": ("train_loss",),
