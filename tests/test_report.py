@@ -755,3 +755,23 @@ def test_scale_rules_reject_pooled_metrics_and_calibration_on_several_scales():
     # one scale for every prompt (ELLIPSE): pooled metrics and calibration are fine
     ellipse = _oof(make_cv_essays(n_prompts=6, per_prompt=25, seed=2), 0.5, 3)
     assert rep.check_scale_rules(ellipse, {"q1_metrics": ["qwk.pooled"], "q2_metrics": ["qwk.fold_mean"], "calibration": True}) is None
+
+
+def test_a_seeded_model_run_with_one_seed_leaves_the_seed_spread_unmeasured():
+    """XGBoost and the fine-tunes depend on their seed; with one seed their seed sd of 0 measures
+    nothing, so the pair says so and the verdict cannot be better or not better from the CI alone."""
+    from tests.report_fixtures import make_cv_essays, seeded_oof
+
+    essays, rng = make_cv_essays(n_prompts=10, per_prompt=30), np.random.default_rng(4)
+    oofs = {"one_seed": seeded_oof(essays, 0.3, [7], rng), "three_seeds": seeded_oof(essays, 0.9, [7, 8, 9], rng),
+            "probe": seeded_oof(essays, 0.9, [0], rng)}
+    pairs = [("a_vs_b", "one_seed", "three_seeds"), ("b_vs_probe", "three_seeds", "probe"), ("a_vs_probe", "one_seed", "probe")]
+    boot = bootstrap.prompt_bootstrap(oofs, pairs, 200, 1, 5, seeded={"one_seed", "three_seeds"})
+    assert boot["pairs"]["a_vs_b"]["qwk.pooled"]["spread_unmeasured"] is True
+    assert boot["pairs"]["a_vs_probe"]["qwk.pooled"]["spread_unmeasured"] is True
+    assert boot["pairs"]["b_vs_probe"]["qwk.pooled"]["spread_unmeasured"] is False  # the probe is deterministic: one seed is all it has
+    judged = rep.judge(boot["pairs"]["a_vs_b"], ["qwk.pooled"], 0.01)
+    assert judged["metrics"]["qwk.pooled"]["ci_low"] > 0  # a clear gain on the resamples ...
+    assert judged["verdict"] == INCONCLUSIVE and "unmeasured" in judged["metrics"]["qwk.pooled"]["why"]  # ... from one seed
+    unseeded = bootstrap.prompt_bootstrap(oofs, pairs, 200, 1, 5)
+    assert unseeded["pairs"]["a_vs_b"]["qwk.pooled"]["spread_unmeasured"] is False

@@ -96,8 +96,11 @@ def test_bad_seed_lists_name_the_key(tmp_path, section, seeds, message):
     ("a loss exactly the seed sd is inside the seed noise too", dict(gain=-0.03, ci_low=-0.05, ci_high=-0.01, seed_spread=0.03), INCONCLUSIVE),
     ("a CI that ends exactly at 0 (below) spans it", dict(gain=0.03, ci_low=0.0, ci_high=0.05, seed_spread=0.001), INCONCLUSIVE),
     ("a CI that ends exactly at 0 (above) spans it", dict(gain=-0.03, ci_low=-0.05, ci_high=0.0, seed_spread=0.001), INCONCLUSIVE),
-    ("no seed sd (one seed): only the CI and min_gain decide", dict(gain=0.02, ci_low=0.005, ci_high=0.04, seed_spread=None), BETTER),
+    ("no seed sd (a deterministic model): only the CI and min_gain decide", dict(gain=0.02, ci_low=0.005, ci_high=0.04, seed_spread=None), BETTER),
     ("no seed sd and a loss", dict(gain=-0.02, ci_low=-0.04, ci_high=-0.005, seed_spread=None), NOT_BETTER),
+    ("a seeded model with one seed: a gain off 0 may be its seed", dict(gain=0.05, ci_low=0.03, ci_high=0.07, seed_spread=0.0, spread_unmeasured=True), INCONCLUSIVE),
+    ("a seeded model with one seed: a loss off 0 too", dict(gain=-0.05, ci_low=-0.07, ci_high=-0.03, seed_spread=0.0, spread_unmeasured=True), INCONCLUSIVE),
+    ("one seed and a CI spanning 0 says so first", dict(gain=0.01, ci_low=-0.01, ci_high=0.03, seed_spread=0.0, spread_unmeasured=True), INCONCLUSIVE),
 ])
 def test_the_rule_at_its_edges(case, kwargs, outcome):
     assert verdict(min_gain=0.01, **kwargs)["outcome"] == outcome, case

@@ -21,6 +21,9 @@ FROZEN_STAGES = (BASELINE_STAGE, LINEAR_STAGE, LP_STAGE)
 OBJECTIVE_STAGES = {"erm": "finetune_cv", "grl": "grl_cv", "dro": "dro_cv"}
 OBJECTIVES = tuple(OBJECTIVE_STAGES)
 ERM_STAGE = OBJECTIVE_STAGES["erm"]
+# Stages whose result depends on the training seed (subsampling, initialisation, batch order);
+# the ridge probes are deterministic.
+SEEDED_STAGES = (BASELINE_STAGE, *OBJECTIVE_STAGES.values())
 # Stages that write the model artifact contract (aes.core.artifacts), frozen models first.
 MODEL_STAGES = (*FROZEN_STAGES, *OBJECTIVE_STAGES.values())
 STAGES = (FETCH, PREPARE, EMBED, BASELINE_STAGE, LINEAR_STAGE, LP_STAGE, *OBJECTIVE_STAGES.values(), PROBE_STAGE, REPORT, FINAL_TEST)

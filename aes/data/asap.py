@@ -41,6 +41,18 @@ SCALES = {
     "8": Scale(0, 60, 1),
 }
 
+# Published holistic QWK under the same protocol (leave one prompt out, mean of the 8 per-prompt
+# QWKs), as tabulated in Li & Pan (2025), KAES, Table 2 (DATA.md): (system, mean QWK, inputs).
+PUBLISHED = (
+    ("Hi-att (Dong & Zhang 2016)", 0.453, "word embeddings, no features"),
+    ("fine-tuned BERT (as reported by Li & Pan 2025)", 0.578, "fine-tuned encoder alone"),
+    ("PAES (Ridley et al. 2020)", 0.657, "POS-tag sequence + handcrafted features"),
+    ("CTS (Ridley et al. 2021)", 0.670, "POS-tag sequence + handcrafted features, trait attention"),
+    ("PMAES (Chen & Li 2023)", 0.671, "same family; also sees the target prompt's essays, unscored"),
+    ("PLAES (Chen & Li 2024)", 0.673, "same family, meta-learning"),
+    ("KAES (Li & Pan 2025)", 0.695, "POS encoder + handcrafted features + cluster descriptions"),
+)
+
 COLUMNS = ["essay_id", "essay_set", "essay", "domain1_score"]  # of 28; the rest is rater detail, unused
 # DATA.md says latin-1, but the pinned files are strict UTF-8: all eight decode as UTF-8, with
 # ~15,000 U+FFFD replacement characters (apostrophes lost before the files were published), curly

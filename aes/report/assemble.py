@@ -42,6 +42,7 @@ from aes.core.registry import (
     OBJECTIVE_STAGES,
     REPORT_JSON,
     REPORT_PLOTS,
+    SEEDED_STAGES,
     SPLITS,
     metrics_path,
     predictions_path,
@@ -259,7 +260,8 @@ def build_report(params: dict, root: Path = Path(".")) -> tuple[dict, dict]:
     headline = rp["q1_metrics"][0]
     point = {s: {headline: metric_value(outputs[s]["metrics"], headline)} for s in MODEL_STAGES}
     pairs = comparison_pairs(strongest_frozen(point, headline))
-    boot = prompt_bootstrap(oofs, pairs, rp["bootstrap_resamples"], rp["bootstrap_seed"], rp["min_prompt_n"], rp["bootstrap_unit"])
+    boot = prompt_bootstrap(oofs, pairs, rp["bootstrap_resamples"], rp["bootstrap_seed"], rp["min_prompt_n"], rp["bootstrap_unit"],
+                            seeded=SEEDED_STAGES)
     for s in MODEL_STAGES:
         check_consistency(s, outputs[s]["metrics"], boot["point"][s], root)
     answers = answer_questions(boot, rp, objective)

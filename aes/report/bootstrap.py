@@ -227,7 +227,8 @@ def _interval(values: np.ndarray) -> tuple[float, float]:
     return tuple(np.percentile(valid, [2.5, 97.5])) if len(valid) else (np.nan, np.nan)
 
 
-def prompt_bootstrap(oofs: dict[str, pd.DataFrame], pairs, n_resamples: int, seed: int, min_prompt_n: int, unit: str = "prompt") -> dict:
+def prompt_bootstrap(oofs: dict[str, pd.DataFrame], pairs, n_resamples: int, seed: int, min_prompt_n: int, unit: str = "prompt",
+                     seeded=()) -> dict:
     """Paired bootstrap over prompts (or essays within prompts) and seeds of the gain of model A over model B.
 
     oofs: {model: prediction table with a ``seed`` column} on the same essays. pairs: [(name, A, B),
@@ -236,6 +237,8 @@ def prompt_bootstrap(oofs: dict[str, pd.DataFrame], pairs, n_resamples: int, see
     every prompt is kept and its essays are resampled, the same draws for every model; the
     interval then covers essay sampling and seeds given THESE prompts, not which prompts were
     sampled. Each model's seeds are resampled independently (:func:`seed_resample_index`).
+    seeded: the models whose result depends on the training seed; a pair with one of them run
+    with a single seed gets ``spread_unmeasured`` (its seed sd of 0 measures nothing).
 
     Returns
     - "point": {model: {metric: mean over seeds of the metric on the original data}};
@@ -297,6 +300,7 @@ def prompt_bootstrap(oofs: dict[str, pd.DataFrame], pairs, n_resamples: int, see
                 "p_not_better": finite_or_none(float(np.mean(valid <= 0)) if len(valid) else np.nan),
                 "n_valid": int(len(valid)),
                 "seed_spread": finite_or_none(max(seed_sd[a][metric], seed_sd[b][metric])),
+                "spread_unmeasured": any(m in seeded and n_seeds[m] < 2 for m in (a, b)),
             }
     intervals = {}  # each model on its own: comparable across experiments that score different essays
     for model in oofs:

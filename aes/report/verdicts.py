@@ -9,7 +9,8 @@ beat ERM? Each is judged on every metric the params list (``report.q1_metrics`` 
 The rule, for a gain signed so that positive is better:
 
 1. the 95% CI spans 0                                  -> inconclusive (by CI)
-2. else |gain| <= the seed-to-seed sd (seed_spread)    -> inconclusive (by seed spread)
+2. else |gain| <= the seed-to-seed sd (seed_spread)    -> inconclusive (by seed spread);
+   a seeded model (XGBoost, a fine-tune) run with ONE seed has no measured sd -> inconclusive
 3. else gain > 0 and gain >= min_gain                  -> better
 4. else                                                -> not better (worse, or a real gain below min_gain)
 
@@ -34,8 +35,10 @@ def check_metrics(keys, param: str) -> list[str]:
     return list(keys)
 
 
-def verdict(gain, ci_low, ci_high, seed_spread, min_gain: float) -> dict:
+def verdict(gain, ci_low, ci_high, seed_spread, min_gain: float, spread_unmeasured: bool = False) -> dict:
     """One metric's verdict. All inputs in the metric's units; None when undefined.
+    spread_unmeasured: a model of the pair depends on its seed but was run with one seed, so a
+    gain outside the CI may still be a lucky seed.
 
     Returns {"outcome", "why", "gain", "ci_low", "ci_high", "seed_spread"}.
     """
@@ -47,6 +50,9 @@ def verdict(gain, ci_low, ci_high, seed_spread, min_gain: float) -> dict:
         why, outcome = f"95% CI [{ci_low:+.4f}, {ci_high:+.4f}] spans 0", INCONCLUSIVE
     elif abs(gain) <= spread:
         why, outcome = f"|gain| {abs(gain):.4f} is within the seed-to-seed sd {spread:.4f}", INCONCLUSIVE
+    elif spread_unmeasured:
+        why, outcome = (f"gain {gain:+.4f} with CI [{ci_low:+.4f}, {ci_high:+.4f}] off 0, but a seeded model ran one seed: "
+                        "the seed-to-seed sd is unmeasured"), INCONCLUSIVE
     elif gain > 0 and gain >= min_gain - 1e-12:
         why, outcome = f"gain {gain:+.4f} >= min_gain {min_gain:g}, CI above 0, beyond the seed sd {spread:.4f}", BETTER
     elif gain > 0:
@@ -71,5 +77,6 @@ def judge(pair: dict, metrics, min_gain: float) -> dict:
 
     Returns {"verdict": combined outcome, "metrics": {metric: :func:`verdict` dict}}.
     """
-    per_metric = {m: verdict(pair[m]["gain"], pair[m]["ci_low"], pair[m]["ci_high"], pair[m]["seed_spread"], min_gain) for m in metrics}
+    per_metric = {m: verdict(pair[m]["gain"], pair[m]["ci_low"], pair[m]["ci_high"], pair[m]["seed_spread"], min_gain,
+                             pair[m].get("spread_unmeasured", False)) for m in metrics}
     return {"verdict": combine(v["outcome"] for v in per_metric.values()), "metrics": per_metric}
