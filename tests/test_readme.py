@@ -73,3 +73,41 @@ def test_readme_without_markers_is_left_alone(tmp_path):
 def test_command_names_a_missing_report(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "aes.ops.readme", "--report", "nope.json"], cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 2 and "nope.json: not found; run `dvc repro report` first" in proc.stderr
+
+
+def test_committed_asap_block_matches_committed_asap_report():
+    """The README's ASAP table is the committed ASAP experiment's report (reports/asap/report.json)."""
+    from aes.ops.readme import asap_block
+
+    report = json.loads(committed_text("reports/asap/report.json"))
+    assert current_block(committed_text("README.md"), "asap") == asap_block(report), \
+        "run the ASAP experiment, copy its metrics/report.json to reports/asap/report.json, `aes-readme --block asap --report ...`, commit"
+
+
+def test_asap_block_lists_every_prompt_model_and_published_row(tmp_path):
+    from aes.core.registry import MODEL_STAGES
+    from aes.data.asap import PUBLISHED
+    from aes.ops.readme import asap_block
+
+    report = _fresh_report(tmp_path / "ws")  # 8 prompts, like ASAP
+    readme = tmp_path / "README.md"
+    readme.write_text("x\n<!-- asap:start -->\nOLD\n<!-- asap:end -->\n<!-- results:start -->\nR\n<!-- results:end -->\n")
+    assert update_readme(readme, report, "asap")
+    text = readme.read_text()
+    block = current_block(text, "asap")
+    assert block == asap_block(report) and current_block(text) == "\nR\n"  # the other block is untouched
+    rows = [line for line in block.splitlines() if line.startswith("| ")]
+    assert len(rows) == 1 + len(MODEL_STAGES) + len(PUBLISHED)
+    assert all(line.count("|") == 8 + 4 for line in rows)  # system, 8 prompts, mean, worst
+    for stage in MODEL_STAGES:
+        per_prompt = report["per_prompt_qwk"][stage]
+        row = next(line for line in rows if line.startswith(f"| {report_row_label(report, stage)}"))
+        assert [c.strip() for c in row.split("|")[2:10]] == [f"{v:.3f}" for v in per_prompt.values()]
+    assert "| published: KAES (Li & Pan 2025)" in block and "0.695" in block
+    assert f"**{report['q1']['verdict']}**" in block
+
+
+def report_row_label(report: dict, stage: str) -> str:
+    from aes.report.markdown import report_labels
+
+    return report_labels(report)[stage]

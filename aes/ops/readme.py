@@ -6,6 +6,11 @@ Run by hand after `dvc repro` (no stage writes outside what DVC declares):
 
 It reads metrics/report.json only. `tests/test_readme.py` fails when the committed README
 table and metrics/report.json disagree.
+
+The ASAP block (between ``<!-- asap:start -->`` and ``<!-- asap:end -->``) comes from the ASAP
+experiment's report, kept as ``reports/asap/report.json`` (copy it there after the experiment):
+
+    aes-readme --block asap --report reports/asap/report.json
 """
 
 from __future__ import annotations
@@ -17,9 +22,44 @@ from pathlib import Path
 
 from aes.core.errors import AESError, stage_main
 from aes.core.registry import DECISION_MD, REPORT_JSON
-from aes.report.markdown import finetune_phrase, results_table_md, traits_table_md
+from aes.report.markdown import (
+    _cell,
+    _pm,
+    finetune_phrase,
+    report_labels,
+    results_table_md,
+    traits_table_md,
+)
 
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
+ASAP_REPORT = Path("reports/asap/report.json")  # the ASAP experiment's report, committed (aggregates only)
+
+
+def markers(block: str) -> tuple[str, str]:
+    """The (start, end) markers of a README block: 'results' (the default run) or 'asap'."""
+    return (README_START, README_END) if block == "results" else (f"<!-- {block}:start -->", f"<!-- {block}:end -->")
+
+
+def asap_block(report: dict) -> str:
+    """ASAP's table: every model's QWK on each unseen prompt, their mean (the literature's headline)
+    and worst, then the published systems' means under the same protocol, and both verdicts."""
+    from aes.data.asap import PUBLISHED
+
+    labels, per_prompt = report_labels(report), report["per_prompt_qwk"]
+    prompts = list(next(iter(per_prompt.values())))
+    lines = ["| system | " + " | ".join(f"P{p}" for p in prompts) + " | mean QWK | worst prompt |", "|---" * (len(prompts) + 3) + "|"]
+    for stage, q in per_prompt.items():
+        m = report["models"][stage]
+        lines.append(f"| {labels[stage]} ({m['n_seeds']} seed{'s' if m['n_seeds'] > 1 else ''}) | "
+                     + " | ".join(_cell(q.get(p)) for p in prompts)
+                     + f" | {_pm(m.get('qwk_within_prompt'), m.get('qwk_within_prompt_seed_sd'))} | {_cell(m.get('qwk_worst_prompt'))} |")
+    for system, mean, inputs in PUBLISHED:
+        lines.append(f"| published: {system}; {inputs} | " + " | ".join("" for _ in prompts) + f" | {mean:.3f} | |")
+    q1, q2 = report["q1"], report["q2"]
+    q2_text = "; ".join(f"{o.upper()} vs ERM **{q['verdict']}**" for o, q in q2.items())
+    return ("\n" + "\n".join(lines) + f"\n\nQ1, {finetune_phrase(report)} vs the strongest frozen model (`{q1['reference']}`), on "
+            f"{', '.join(report['rule']['q1_metrics'])}: **{q1['verdict']}**. Q2, on {', '.join(report['rule']['q2_metrics'])}: {q2_text}. "
+            f"CIs: {report['bootstrap']['unit']} bootstrap. Details: [reports/asap/decision.md](reports/asap/decision.md).\n")
 
 
 def results_block(report: dict) -> str:
@@ -34,29 +74,33 @@ def results_block(report: dict) -> str:
             f"seed spread. Details: [{DECISION_MD}]({DECISION_MD}).\n")
 
 
-def _block_span(text: str) -> tuple[int, int] | None:
-    """(start, end) of the text between the markers, or None when they are absent."""
-    start, end = text.find(README_START), text.find(README_END)
-    return None if start < 0 or end < start else (start + len(README_START), end)
+def _block_span(text: str, block: str = "results") -> tuple[int, int] | None:
+    """(start, end) of the text between the block's markers, or None when they are absent."""
+    start_marker, end_marker = markers(block)
+    start, end = text.find(start_marker), text.find(end_marker)
+    return None if start < 0 or end < start else (start + len(start_marker), end)
 
 
-def current_block(text: str) -> str | None:
-    """The text between the markers, or None when they are absent."""
-    span = _block_span(text)
+def current_block(text: str, block: str = "results") -> str | None:
+    """The text between the block's markers, or None when they are absent."""
+    span = _block_span(text, block)
     return None if span is None else text[span[0] : span[1]]
 
 
-def update_readme(readme: Path, report: dict) -> bool:
-    """Replace the text between the results markers of README.md; False (with a warning) if absent."""
+BLOCKS = {"results": results_block, "asap": asap_block}
+
+
+def update_readme(readme: Path, report: dict, block: str = "results") -> bool:
+    """Replace the text between the block's markers of README.md; False (with a warning) if absent."""
     if not readme.exists():
         warnings.warn(f"{readme} not found; results table not written there", stacklevel=2)
         return False
     text = readme.read_text()
-    span = _block_span(text)
+    span = _block_span(text, block)
     if span is None:
-        warnings.warn(f"{readme} lacks the markers {README_START} ... {README_END}; left unchanged", stacklevel=2)
+        warnings.warn(f"{readme} lacks the markers {' ... '.join(markers(block))}; left unchanged", stacklevel=2)
         return False
-    readme.write_text(text[: span[0]] + results_block(report) + text[span[1] :])
+    readme.write_text(text[: span[0]] + BLOCKS[block](report) + text[span[1] :])
     return True
 
 
@@ -65,11 +109,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="aes-readme", description="Write metrics/report.json's results table into README.md.")
     parser.add_argument("--readme", default="README.md", type=Path)
     parser.add_argument("--report", default=str(REPORT_JSON), type=Path)
+    parser.add_argument("--block", default="results", choices=tuple(BLOCKS), help="results (the default run) or asap")
     args = parser.parse_args()
     if not args.report.exists():
-        raise AESError(f"{args.report}: not found; run `dvc repro report` first")
-    if update_readme(args.readme, json.loads(args.report.read_text())):
-        print(f"{args.readme}: results table updated from {args.report}")
+        raise AESError(f"{args.report}: not found; run `dvc repro report` first (for --block asap: the ASAP experiment, "
+                       f"then copy its metrics/report.json to {ASAP_REPORT})")
+    if update_readme(args.readme, json.loads(args.report.read_text()), args.block):
+        print(f"{args.readme}: {args.block} table updated from {args.report}")
 
 
 if __name__ == "__main__":
