@@ -1,9 +1,9 @@
-"""lp_cv: the frozen pass shared by the fine-tuning stages, and its linear probe per fold (LP-FT's first phase).
+"""lp_cv: the linear probe per fold on the fine-tune's frozen pass (LP-FT's first phase).
 
-Runs the frozen part of ``finetune.model`` once over the CV essays at ``finetune.max_length``
-(data/frozen_pass/), fits the ridge probe per fold on the pretrained model's pooled output
-(models/lp_cv/probes.json) and writes the model artifact contract for it: the frozen reference
-with the same model and input length as the fine-tune.
+Reads the frozen pass of stage embed (data/frozen_pass), fits the ridge probe per fold on the
+pretrained model's pooled output and the writing features (models/lp_cv/probes.json) and writes
+the model artifact contract for it: the frozen reference with the same model, input length and
+features as the fine-tune.
 """
 
 from aes.core.errors import stage_main

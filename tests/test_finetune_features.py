@@ -16,11 +16,11 @@ from aes.core.params import load_params
 from aes.core.registry import FROZEN_PASS, MODEL_LABELS, WRITING_FEATURE_GROUPS
 from aes.data.corpus import target_matrix
 from aes.finetune import objectives
-from aes.finetune.cv import load_cv, run_cv, run_lp_cv
+from aes.finetune.cv import load_cv, run_cv
 from aes.finetune.frozen_pass import load_frozen_pass
 from aes.finetune.loop import Trainer, make_accelerator
 from tests.committed import committed_text, with_param
-from tests.training_fixtures import make_training_repo, one_torch_thread
+from tests.training_fixtures import make_training_repo, one_torch_thread, run_frozen_stages
 
 N_WRITING = sum(len(columns) for columns in FEATURE_GROUPS.values())  # every group's columns
 ALL_GROUPS = list(FEATURE_GROUPS)
@@ -40,7 +40,7 @@ def lp_runs(tmp_path_factory, tiny_encoder):
     for name, groups in (("none", []), ("length", ["length"]), ("all", ALL_GROUPS)):
         root = tmp_path_factory.mktemp(f"ftfeat_{name}")
         params = make_training_repo(root, tiny_encoder, features=groups, **FAST)
-        run_lp_cv(params, root)
+        run_frozen_stages(params, root)
         runs[name] = (root, params)
     return runs
 
@@ -195,26 +195,32 @@ def _never_train(monkeypatch):
     monkeypatch.setattr(Trainer, "train_fold", never)
 
 
-@pytest.mark.parametrize("stored, asked, lp_ft, file, made", [
-    ("none", ALL_GROUPS, True, r"models/lp_cv/probes.json: the probe of fold 0", r"no writing features"),
-    ("none", ALL_GROUPS, False, r"frozen_pass: the stored frozen pass", r"no writing features"),
-    ("length", ALL_GROUPS, True, r"models/lp_cv/probes.json: the probe of fold 0", r"writing features \['length'\]"),
-    ("length", ALL_GROUPS, False, r"frozen_pass: the stored frozen pass", r"writing features \['length'\]"),
-    ("all", [], True, r"models/lp_cv/probes.json: the probe of fold 0", r"writing features \['length', 'lexical'"),
+PROBES = r"models/lp_cv/probes.json: the probe of fold 0"
+PASS = r"frozen_pass: the stored frozen pass"
+
+
+@pytest.mark.parametrize("stored, asked, lp_ft, file, made, rerun", [
+    ("none", ALL_GROUPS, True, PROBES, r"no writing features", "lp_cv"),
+    ("none", ALL_GROUPS, False, PASS, r"no writing features", "embed"),
+    ("length", ALL_GROUPS, True, PROBES, r"writing features \['length'\]", "lp_cv"),
+    ("length", ALL_GROUPS, False, PASS, r"writing features \['length'\]", "embed"),
+    ("all", [], True, PROBES, r"writing features \['length', 'lexical'", "lp_cv"),
 ])
-def test_a_stale_probe_or_frozen_pass_names_the_key_and_the_stage_to_rerun(lp_runs, monkeypatch, stored, asked, lp_ft, file, made):
+def test_a_stale_probe_or_frozen_pass_names_the_key_and_the_stage_to_rerun(lp_runs, monkeypatch, stored, asked, lp_ft, file, made, rerun):
+    """The probes are lp_cv's (re-run lp_cv); the writing features are stored with embed's frozen pass (re-run embed)."""
     root, base = lp_runs[stored]
     params = _variant(base, features=asked, lp_ft=lp_ft)
     _never_train(monkeypatch)
     wanted = r"\[\] \(the text only\)" if not asked else r"\['length', 'lexical', 'sophistication'"
-    with pytest.raises(AESError, match=rf"{file}: made with {made}.* but finetune.features asks for {wanted}.*; re-run `dvc repro lp_cv`"):
+    with pytest.raises(AESError, match=rf"{file}: made with {made}.* but finetune.features asks for {wanted}.*; re-run `dvc repro {rerun}`"):
         run_cv(params, "erm", root)
 
 
-def test_the_whole_encoder_profile_reads_lp_cvs_features_and_names_stale_ones(lp_runs, monkeypatch):
+def test_the_whole_encoder_profile_reads_the_stored_features_and_names_stale_ones(lp_runs, monkeypatch):
     root, base = lp_runs["none"]
     _never_train(monkeypatch)
-    with pytest.raises(AESError, match=r"frozen_pass: the stored frozen pass: made with no writing features but finetune.features asks for"):
+    with pytest.raises(AESError, match=r"frozen_pass: the stored frozen pass: made with no writing features but finetune.features asks for"
+                                       r".*re-run `dvc repro embed`"):
         run_cv(_variant(base, trainable_layers=-1, lp_ft=False, features=["length"]), "erm", root)
 
 

@@ -212,6 +212,8 @@ def workspace(tmp_path_factory, tiny_encoder):
     params = committed_params()
     params["prepare"]["ellipse"].update(n_folds=3, test_candidates=50)
     params["embed"].update(model=str(tiny_encoder), max_length=64, batch_size=8)
+    # the fine-tune's frozen pass comes from embed's own forward pass (same model and length)
+    params["finetune"].update(model=str(tiny_encoder), max_length=64, eval_batch_size=16, mixed_precision="no")
     params["gbm"].update(n_estimators=40, early_stopping_rounds=5, n_jobs=1, max_depth=[1, 2], seeds=[3, 5],
                          features=["embeddings", "length", "lexical"])
     params["report"].update(min_prompt_n=3)
@@ -243,6 +245,9 @@ def test_embed_stage_writes_only_cv_essays(workspace):
     metrics = json.loads((root / "metrics" / "embed.json").read_text())
     assert metrics["n_essays"] == len(cv) and metrics["dim"] == 32 and metrics["max_length"] == 64
     assert {"model", "runtime_s", "essays_per_s"} <= set(metrics)
+    assert metrics["frozen_pass"]["shared_with_embeddings"] and metrics["frozen_pass"]["trainable_layers"] == 1
+    np.testing.assert_array_equal(np.load(root / "data" / "frozen_pass" / "pooled.npy"), emb)  # one pass, both outputs
+    assert np.load(root / "data" / "frozen_pass" / "hidden.npy").shape[:1] == (len(cv),)
 
 
 def test_gbm_cv_stage_writes_the_contract_files(workspace):

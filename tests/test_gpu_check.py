@@ -101,7 +101,7 @@ def test_cpu_dry_run_of_the_whole_path_imports_no_dvc_or_xgboost(tmp_path, tiny_
     assert "dvclive is not installed: training curves are not written" in proc.stderr  # the stages' fallback
     doc = json.loads((bench / "gpu_cpu_dry_run.json").read_text())
     assert (tmp_path / "out" / "gpu_cpu_dry_run.json").exists()
-    assert set(doc["stages"]) == {"lp_cv", "erm", "dro"}
+    assert set(doc["stages"]) == {"embed", "lp_cv", "erm", "dro"} and doc["stages"]["embed"]["frozen_pass_shared"]
     assert doc["finetune"]["trainable_layers"] == -1 and doc["finetune"]["lp_ft"] and doc["finetune"]["seeds"] == [7]
     for name in ("erm", "dro"):
         stage = doc["stages"][name]

@@ -15,11 +15,11 @@ from aes.core.errors import AESError
 from aes.core.registry import FROZEN_PASS
 from aes.encoders import embedding
 from aes.encoders.resolve import load_encoder
-from aes.finetune.cv import load_cv, run_cv, run_lp_cv
+from aes.finetune.cv import load_cv, run_cv
 from aes.finetune.loop import Trainer, make_accelerator
 from aes.finetune.modules import enable_gradient_checkpointing
 from tests.tiny_model import make_tiny_encoder
-from tests.training_fixtures import make_training_repo, one_torch_thread
+from tests.training_fixtures import make_training_repo, one_torch_thread, run_frozen_stages
 
 PROFILE = dict(trainable_layers=-1, lp_ft=True, layer_lr_decay=0.9, inner_val_fraction=0.3, epochs=2,
                encoder_lr=1e-3, head_lr=1e-2, warmup_ratio=0.1)
@@ -35,7 +35,7 @@ def _one_thread():
 def profile_repo(tmp_path_factory, tiny_encoder):
     root = tmp_path_factory.mktemp("gpu_profile_repo")
     params = make_training_repo(root, tiny_encoder, max_train_essays=16, **PROFILE)
-    run_lp_cv(params, root)
+    run_frozen_stages(params, root)
     return root, params
 
 

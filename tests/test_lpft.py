@@ -11,11 +11,11 @@ import torch
 from aes.baseline.features import FEATURE_GROUPS, FeatureScaling
 from aes.baseline.linear import fits_from_json
 from aes.core.registry import FROZEN_PASS, models_dir
-from aes.finetune.cv import load_cv, run_lp_cv
+from aes.finetune.cv import load_cv
 from aes.finetune.frozen_pass import load_frozen_pass
 from aes.finetune.loop import Trainer, make_accelerator
 from tests.report_fixtures import HALF_BANDS_SCALE
-from tests.training_fixtures import make_training_repo
+from tests.training_fixtures import make_training_repo, run_frozen_stages
 
 # Probes and the trainer predict on the unit range of the 1-5 scale (aes.data.corpus.target_matrix):
 # a tolerance of 0.05 score points is 0.05 * POINT there.
@@ -30,7 +30,7 @@ def lp_repo(request, tmp_path_factory, tiny_encoder):
     root = tmp_path_factory.mktemp("lpft_repo")
     params = make_training_repo(root, tiny_encoder, seeds=[1, 2], mixed_precision="no", lp_ft=True, epochs=1, features=request.param)
     params["linear"].update(inner_folds=2)
-    run_lp_cv(params, root)
+    run_frozen_stages(params, root)
     cv = load_cv(root)
     probes = fits_from_json(json.loads((models_dir("lp_cv", root) / "probes.json").read_text()), "probes.json")
     frozen = load_frozen_pass(root / FROZEN_PASS, cv["record_id"], need_hidden=True, feature_groups=request.param)

@@ -48,14 +48,15 @@ def test_every_stage_writes_the_contract(repo):
     assert "Running stage 'final_test'" not in first.stdout  # frozen: the locked test is never scored by repro
 
 
-def test_the_frozen_pass_runs_once_and_every_fine_tune_reads_it(repo):
+def test_one_forward_pass_serves_the_embeddings_and_every_fine_tune(repo):
     root, first = repo
     log = first.stdout + first.stderr
-    assert log.count("frozen pass over") == 1  # stage lp_cv, once per DAG run
-    assert log.count("frozen layers") >= 1 and all(f"{s} frozen layers" not in log for s in OBJECTIVE_STAGES.values())
+    # stage embed, once per DAG run: the embeddings and the fine-tune's trunk from the same pass
+    assert log.count("the fine-tune's frozen pass came from the same forward pass") == 1
+    assert "frozen layers" not in log  # no stage ran the bottom layers on their own
     shared = sha256_file(root / FROZEN_PASS / "hidden.npy")
     for stage in OBJECTIVE_STAGES.values():
-        assert f"{stage}: read the frozen pass of lp_cv" in log
+        assert f"{stage}: read the frozen pass of stage embed" in log
         assert json.loads((root / "metrics" / f"{stage}.json").read_text())["frozen_pass_sha256"] == shared
 
 

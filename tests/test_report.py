@@ -775,3 +775,13 @@ def test_a_seeded_model_run_with_one_seed_leaves_the_seed_spread_unmeasured():
     assert judged["verdict"] == INCONCLUSIVE and "unmeasured" in judged["metrics"]["qwk.pooled"]["why"]  # ... from one seed
     unseeded = bootstrap.prompt_bootstrap(oofs, pairs, 200, 1, 5)
     assert unseeded["pairs"]["a_vs_b"]["qwk.pooled"]["spread_unmeasured"] is False
+
+
+def test_adversary_summary_sets_grls_last_epoch_accuracy_beside_chance():
+    from aes.report.assemble import adversary_summary
+
+    train = {"adversary_acc": {"7/0": 0.5, "7/1": 0.3, "8/0": None}, "adversary_chance": {"7/0": 0.06, "7/1": 0.08, "8/0": 0.06}}
+    summary = adversary_summary({"grl_cv": {"metrics": {"train": train}}})
+    assert summary == {"accuracy_mean": 0.4, "accuracy_min": 0.3, "accuracy_max": 0.5, "chance_mean": pytest.approx(0.0667, abs=1e-4), "runs": 2}
+    assert adversary_summary({"grl_cv": {"metrics": {"train": {"adversary_acc": {"7/0": 0.5}}}}}) is None  # no chance recorded
+    assert adversary_summary({}) is None

@@ -22,11 +22,11 @@ from aes.core.scale import from_unit, scale_arrays
 from aes.data.corpus import load_essays
 from aes.data.splits import cv_essays, load_splits
 from aes.finetune.checkpoints import read_checkpoint, run_name, write_checkpoint
-from aes.finetune.cv import run_cv, run_lp_cv
+from aes.finetune.cv import run_cv
 from aes.finetune.frozen_pass import load_frozen_pass
 from aes.finetune.loop import Trainer, make_accelerator
 from aes.finetune.objectives import Objective
-from tests.training_fixtures import ROOT, make_training_repo, one_torch_thread
+from tests.training_fixtures import ROOT, make_training_repo, one_torch_thread, run_frozen_stages
 
 TRAITS = ["Cohesion", "Syntax", "Vocabulary", "Phraseology", "Grammar", "Conventions"]
 CONTRACT_COLUMNS = PREDICTION_COLUMNS + [f"y_{kind}_{t}" for t in TRAITS for kind in ("true", "pred_raw")]  # params.yaml's seven targets
@@ -44,7 +44,7 @@ def repo(tmp_path_factory, tiny_encoder):
     root = tmp_path_factory.mktemp("train_repo")
     params = make_training_repo(root, tiny_encoder, features=list(FEATURE_GROUPS))  # the head reads every writing-feature group
     assert params["finetune"]["lp_ft"] and params["finetune"]["seeds"] == [7]
-    run_lp_cv(params, root)
+    run_frozen_stages(params, root)
     return root, params
 
 
@@ -68,12 +68,15 @@ def _trainer(root, params, objective="erm"):
     return trainer, cv, trainer.prepare(cv["text"].tolist(), frozen)
 
 
-def test_lp_cv_writes_the_frozen_pass_the_probes_and_the_contract(repo):
+def test_embed_writes_the_frozen_pass_and_lp_cv_the_probes_and_the_contract(repo):
     root, params = repo
     cv = _cv(root)
     groups = params["finetune"]["features"]
     frozen = load_frozen_pass(root / FROZEN_PASS, cv["record_id"], need_hidden=True, feature_groups=groups)
     assert frozen.pooled.shape == (len(cv), 32) and frozen.pooled.dtype == np.float32
+    # embed and finetune share model and length: the frozen baselines' embeddings ARE the pass's pooled output
+    np.testing.assert_array_equal(frozen.pooled, np.load(root / "data/embeddings/embeddings.npy"))
+    assert json.loads((root / "metrics/embed.json").read_text())["frozen_pass"]["shared_with_embeddings"] is True
     assert frozen.hidden.dtype == np.float16 and frozen.hidden.shape[0] == len(cv) and frozen.hidden.shape[2] == 32
     assert frozen.hidden.shape[1] == frozen.lengths.max() <= 64
     d = len(feature_names(groups))
@@ -123,7 +126,9 @@ def test_stage_writes_the_contract_and_is_bit_identical_on_rerun(repo, tmp_path)
     ids = pd.read_csv(root / "data/representations/grl_cv_ids.csv", dtype={"record_id": str})
     assert reps.shape == (len(cv), 32) and reps.dtype == np.float32 and ids["record_id"].tolist() == cv["record_id"].tolist()
     runs = {f"{s}/{k}" for s in (7, 8) for k in range(3)}
-    assert set(metrics["train"]["adversary_acc"]) == set(metrics["train"]["train_loss"]) == runs
+    assert set(metrics["train"]["adversary_acc"]) == set(metrics["train"]["train_loss"]) == set(metrics["train"]["adversary_chance"]) == runs
+    for k in range(3):  # the adversary's chance level: the share of fold k's largest training prompt
+        assert metrics["train"]["adversary_chance"][f"7/{k}"] == pytest.approx(cv.loc[cv["fold"] != k, "prompt"].value_counts(normalize=True).max())
     assert metrics["n"]["seeds"] == 2 and set(metrics["seeds"]) == {"7", "8"} and metrics["seed_sd"]["qwk.pooled"] is not None
     assert metrics["resumed_runs"] == [] and metrics["lp_ft"] is True
     assert metrics["frozen_pass_sha256"] == sha256_file(root / "data/frozen_pass/hidden.npy")
@@ -139,13 +144,13 @@ def test_stage_writes_the_contract_and_is_bit_identical_on_rerun(repo, tmp_path)
     assert not (root / ".checkpoints/grl_cv").exists()  # removed once the outputs are written
 
 
-def test_fine_tuning_needs_the_outputs_of_lp_cv(repo, tmp_path):
+def test_fine_tuning_needs_the_outputs_of_embed_and_lp_cv(repo, tmp_path):
     root, params = repo
     bare = tmp_path / "bare"
     shutil.copytree(root / "data/prepared", bare / "data/prepared")
     with pytest.raises(AESError, match=r"lp_cv/probes.json: not found; finetune.lp_ft .*run `dvc repro lp_cv`"):
         run_cv(params, "erm", bare)
-    with pytest.raises(AESError, match=r"frozen_pass/record_ids.csv: not found; .*run `dvc repro lp_cv`"):
+    with pytest.raises(AESError, match=r"frozen_pass/record_ids.csv: not found; .*stage embed: run `dvc repro embed`"):
         run_cv(_variant(params, lp_ft=False), "erm", bare)
     assert not (bare / "data/predictions").exists()
 
@@ -265,7 +270,7 @@ def test_kill_minus_9_after_the_first_run_then_resume(tmp_path, tiny_encoder):
     killed, clean = tmp_path / "killed", tmp_path / "clean"
     # 2 seeds x 3 folds: five runs are left after the first, so the kill lands between the first run and the end
     params = make_training_repo(killed, tiny_encoder, epochs=4, seeds=[7, 8])
-    run_lp_cv(params, killed)
+    run_frozen_stages(params, killed)
     shutil.copytree(killed, clean)
     cmd = [sys.executable, str(ROOT / "stages/train_cv.py"), "--objective", "dro"]
     env = os.environ | {"OMP_NUM_THREADS": str(torch.get_num_threads())}

@@ -24,8 +24,9 @@ def make_training_repo(root: Path, model: Path, n_prompts: int = 8, per_prompt: 
     CV: 3 prompt-grouped folds over the non-test prompts; the finetune section is shrunk to the
     tiny encoder (64 tokens, 2 epochs, one seed, full precision: bf16 autocast on a CPU is slow
     and not what these tests check) and updated with ``finetune``. The ridge probes of lp_cv
-    use 2 inner folds. Stage lp_cv has not run: call :func:`aes.finetune.cv.run_lp_cv` before
-    :func:`aes.finetune.cv.run_cv` (the fine-tuning stages read its frozen pass and probes).
+    use 2 inner folds. ``embed`` names the same tiny encoder and length, so stage embed's one forward
+    pass is also the fine-tune's frozen pass. No stage has run: call :func:`run_frozen_stages` before
+    :func:`aes.finetune.cv.run_cv` (the fine-tuning stages read embed's frozen pass and lp_cv's probes).
     """
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -35,6 +36,7 @@ def make_training_repo(root: Path, model: Path, n_prompts: int = 8, per_prompt: 
                               trainable_layers=1, encoder_lr=1e-3, head_lr=1e-2, warmup_ratio=0.0,
                               seeds=[7], mixed_precision="no")
     params["finetune"].update(finetune)
+    params["embed"].update(model=str(model), max_length=params["finetune"]["max_length"], batch_size=16, mixed_precision="no")
     params["linear"].update(inner_folds=2)
     params["report"].update(min_prompt_n=3)
     (root / "params.yaml").write_text(dump_yaml(params))
@@ -47,6 +49,14 @@ def make_training_repo(root: Path, model: Path, n_prompts: int = 8, per_prompt: 
     essays.to_csv(prepared / "essays.csv", index=False)
     write_json(prepared / "splits.json", build_splits(essays, settings, sha256_file(prepared / "essays.csv")))
     return load_params(root / "params.yaml")
+
+
+def run_frozen_stages(params: dict, root: Path) -> dict:
+    """Stages embed (embeddings + the frozen pass) and lp_cv (the probes) in ``root``; lp_cv's metrics."""
+    from aes.finetune.cv import run_embed, run_lp_cv
+
+    run_embed(params, root)
+    return run_lp_cv(params, root)
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ FETCH, PREPARE, EMBED, REPORT, FINAL_TEST = "fetch", "prepare", "embed", "report
 PROBE_STAGE = "prompt_probe"  # prompt-leakage probe of every representation (read by report)
 BASELINE_STAGE = "gbm_cv"  # frozen embeddings + writing features -> XGBoost
 LINEAR_STAGE = "linear_cv"  # linear probe on the same frozen embeddings
-LP_STAGE = "lp_cv"  # the fine-tune's shared frozen pass + its linear-probe phase (same model and length)
+LP_STAGE = "lp_cv"  # the fine-tune's linear-probe phase on the frozen pass (same model and length)
 FROZEN_STAGES = (BASELINE_STAGE, LINEAR_STAGE, LP_STAGE)
 # The fine-tuning objectives and the stage that trains each (one loop, three stages).
 OBJECTIVE_STAGES = {"erm": "finetune_cv", "grl": "grl_cv", "dro": "dro_cv"}
@@ -70,7 +70,7 @@ SPLITS = Path("data/prepared/splits.json")
 PREPARE_METRICS = Path("metrics/prepare.json")
 EMBEDDINGS = Path("data/embeddings")  # embed -> gbm_cv, report, final_test
 EMBED_METRICS = Path("metrics/embed.json")
-FROZEN_PASS = Path("data/frozen_pass")  # lp_cv -> the three fine-tuning stages
+FROZEN_PASS = Path("data/frozen_pass")  # embed -> lp_cv and the three fine-tuning stages
 PROBE_JSON = Path("metrics/prompt_probe.json")  # prompt_probe -> report
 REPORT_JSON = Path("metrics/report.json")  # report -> final_test
 DECISION_MD = Path("reports/decision.md")

@@ -92,11 +92,15 @@ def tokenize_texts(texts: list[str], tokenizer, max_length: int):
 
 
 def encode(texts: list[str], tokenizer, model, max_length: int, batch_size: int, device: str = "cpu", desc: str = "embed",
-           bf16: bool = False) -> np.ndarray:
+           bf16: bool = False, keep_layer: int | None = None):
     """Mean-pooled embeddings (n, H) float32 of ``texts`` in the input order, with a loaded encoder.
 
     bf16: run the encoder under bfloat16 autocast (about 2x faster on CPUs with AVX512-BF16 or
     AMX, and on GPUs); pooling is done in float32.
+    keep_layer: also return, from the same forward pass, the hidden states after that many layers
+    (0 = the embedding layer's output): ``(embeddings, hidden (n, T, H) float16, lengths (n,) int)``
+    with T the longest essay in tokens and zeros past each essay's length. The fine-tune's frozen
+    trunk is exactly this (:mod:`aes.finetune.frozen_pass`), so one pass serves both.
     """
     import torch
     from tqdm.auto import tqdm
@@ -109,12 +113,14 @@ def encode(texts: list[str], tokenizer, model, max_length: int, batch_size: int,
     hidden = model.config.hidden_size
     out = np.zeros((len(texts), hidden), dtype=np.float32)
     if not texts:
-        return out
+        return out if keep_layer is None else (out, np.zeros((0, 0, hidden), dtype=np.float16), np.zeros(0, dtype=int))
 
     dataset = tokenize_texts(texts, tokenizer, max_length)
+    lengths = np.asarray(dataset["length"], dtype=int)
     # Longest first (stable): a batch too big for memory fails at once, not at the end.
-    order = np.argsort(-np.asarray(dataset["length"]), kind="stable")
+    order = np.argsort(-lengths, kind="stable")
     dataset = dataset.remove_columns(["length"])
+    kept = None if keep_layer is None else np.zeros((len(texts), int(lengths.max()), hidden), dtype=np.float16)
     model = model.to(device).eval()
 
     started, last_report = time.perf_counter(), 0.0
@@ -125,16 +131,19 @@ def encode(texts: list[str], tokenizer, model, max_length: int, batch_size: int,
             # Pad to the longest text of this batch only.
             batch = tokenizer.pad(dataset[rows.tolist()], padding="longest", return_tensors="pt")
             batch = {k: v.to(device) for k, v in batch.items()}
-            hidden_states = model(**batch).last_hidden_state
-            pooled = mean_pool(hidden_states.float(), batch["attention_mask"])
+            outputs = model(**batch, output_hidden_states=keep_layer is not None)
+            pooled = mean_pool(outputs.last_hidden_state.float(), batch["attention_mask"])
             out[rows] = pooled.cpu().numpy()
+            if kept is not None:
+                layer = outputs.hidden_states[keep_layer] * batch["attention_mask"].unsqueeze(-1)  # zeros past each essay
+                kept[rows, : layer.shape[1]] = layer.float().cpu().numpy().astype(np.float16)
             bar.update(len(rows))
             now = time.perf_counter() - started
             if now - last_report > 5.0 or start + batch_size >= len(texts):
                 last_report = now
                 done = min(start + batch_size, len(texts))
                 update_progress(stage=desc, step=done, total_steps=len(texts), eta_s=round(now / done * (len(texts) - done), 1))
-    return out
+    return out if kept is None else (out, kept, lengths)
 
 
 def embed_texts(texts: list[str], model_spec: str, max_length: int, batch_size: int, device: str = "cpu", bf16: bool = False) -> np.ndarray:

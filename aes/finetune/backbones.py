@@ -2,7 +2,7 @@
 
 - :class:`CachedTopLayers` (``k >= 0``, the CPU profile): the embeddings and the bottom
   ``num_layers - k`` layers are frozen, so they run ONCE per DAG run over all CV essays (stage
-  ``lp_cv``, :mod:`aes.finetune.frozen_pass`; ``torch.inference_mode``, batches sorted by length)
+  ``embed``, :mod:`aes.finetune.frozen_pass`; ``torch.inference_mode``, batches sorted by length)
   and the three fine-tuning stages read their hidden states (n, T, H); each fold and seed trains a
   fresh copy of the pretrained top ``k`` layers + head on them. BERT-like encoders only
   (``encoder.layer`` of self-contained layers).
@@ -51,6 +51,7 @@ class Backbone:
     def __init__(self, ft: dict, tokenizer, encoder, n_trainable_layers: int):
         self.ft, self.tokenizer = ft, tokenizer
         self.config = encoder.config
+        self.encoder = encoder  # the whole pretrained encoder as loaded (stage embed's shared pass runs it)
         self.hidden_size = int(encoder.config.hidden_size)
         if ft["reinit_top_layers"] > max(n_trainable_layers, 0):
             raise AESError(
@@ -130,10 +131,10 @@ class CachedTopLayers(Backbone):
         if frozen is not None:
             if frozen.hidden is None:
                 raise AESError(f"{self.stage}: the stored frozen pass has no hidden states (it was computed for trainable_layers=-1); "
-                               "re-run `dvc repro lp_cv`")
+                               "re-run `dvc repro embed`")
             if frozen.hidden.shape[-1] != self.hidden_size:
                 raise AESError(f"{self.stage}: the stored frozen pass has width {frozen.hidden.shape[-1]}, model '{self.ft['model']}' "
-                               f"{self.hidden_size}; re-run `dvc repro lp_cv`")
+                               f"{self.hidden_size}; re-run `dvc repro embed`")
             width = frozen.hidden.shape[1]
             mask = (torch.arange(width)[None, :] < torch.as_tensor(frozen.lengths)[:, None]).long()
             return Prepared(None, mask, np.asarray(frozen.lengths), torch.from_numpy(frozen.hidden))

@@ -1,9 +1,11 @@
-"""The stage drivers: lp_cv (frozen pass + linear-probe phase) and finetune_cv | grl_cv | dro_cv.
+"""The stage drivers: embed (embeddings + the frozen pass), lp_cv (linear-probe phase) and finetune_cv | grl_cv | dro_cv.
 
-``run_lp_cv`` computes the frozen pass once (:mod:`aes.finetune.frozen_pass`), with the essays'
-writing features when ``finetune.features`` names groups, fits the linear probe per fold on its
-pooled output (and the standardised writing features, scaled on that fold's training essays) and
-writes the artifact contract for stage lp_cv.
+``run_embed`` computes the frozen baselines' embeddings and the fine-tune's frozen pass, in one
+forward pass when they share model and length (:mod:`aes.finetune.frozen_pass`), with the essays'
+writing features when ``finetune.features`` names groups.
+``run_lp_cv`` reads that pass, fits the linear probe per fold on its pooled output (and the
+standardised writing features, scaled on that fold's training essays) and writes the artifact
+contract for stage lp_cv.
 ``run_cv`` trains every fold once per seed in ``finetune.seeds`` (resumable), starting from the
 fold's probe when ``finetune.lp_ft`` is on, and writes metrics/<stage>.json,
 data/predictions/<stage>.csv (one row per essay and seed) and plots/<stage>/ (aes.core.artifacts),
@@ -30,6 +32,9 @@ from aes.core.io import sha256_file, write_json
 from aes.core.machine import compute_fingerprint
 from aes.core.registry import (
     CHECKPOINTS,
+    EMBED,
+    EMBED_METRICS,
+    EMBEDDINGS,
     ESSAYS,
     FROZEN_PASS,
     LP_STAGE,
@@ -41,7 +46,7 @@ from aes.core.registry import (
 )
 from aes.data.corpus import declared_targets, load_essays
 from aes.data.splits import cv_essays, load_splits
-from aes.encoders.embedding import resolve_device
+from aes.encoders.embedding import resolve_device, save_embeddings
 from aes.finetune.callbacks import DVCLiveCurves, ProgressCallback
 from aes.finetune.checkpoints import (
     config_hash,
@@ -51,11 +56,7 @@ from aes.finetune.checkpoints import (
     save_fold,
     write_checkpoint,
 )
-from aes.finetune.frozen_pass import (
-    compute_frozen_pass,
-    load_frozen_pass,
-    save_frozen_pass,
-)
+from aes.finetune.frozen_pass import embed_and_freeze, load_frozen_pass, save_frozen_pass
 from aes.finetune.loop import Trainer, cap_training_rows, make_accelerator
 
 PROBES_FILE = "probes.json"
@@ -65,37 +66,64 @@ def load_cv(root: Path) -> pd.DataFrame:
     return cv_essays(load_essays(root / ESSAYS), load_splits(root / SPLITS))
 
 
+def run_embed(params: dict, root: Path = Path(".")) -> dict:
+    """Stage embed: the frozen baselines' embeddings (data/embeddings) and the fine-tune's frozen pass
+    (data/frozen_pass) over the CV essays, one forward pass when they share model and length; returns
+    the metrics (metrics/embed.json). The locked test is never read."""
+    embed, ft = params["embed"], params["finetune"]
+    cv = load_cv(root)
+    started = time.perf_counter()
+    embeddings, frozen, info = embed_and_freeze(embed, ft, cv["text"].tolist(), cv["record_id"], EMBED)
+    runtime_s = time.perf_counter() - started  # includes loading the encoder(s) and the writing features
+    save_embeddings(root / EMBEDDINGS, embeddings, cv["record_id"])
+    save_frozen_pass(root / FROZEN_PASS, frozen)
+    metrics = {
+        "n_essays": int(len(cv)), "dim": int(embeddings.shape[1]), "model": embed["model"],
+        "max_length": embed["max_length"], "mixed_precision": embed["mixed_precision"], "runtime_s": round(runtime_s, 1),
+        "essays_per_s": round(len(cv) / runtime_s, 2), "compute": compute_fingerprint(embed["mixed_precision"], resolve_device("auto")),
+        "frozen_pass": {"shared_with_embeddings": info["shared"], "own_pass_s": info["frozen_pass_s"], "max_length": ft["max_length"],
+                        "trainable_layers": ft["trainable_layers"], "mean_tokens": round(float(np.mean(frozen.lengths)), 1),
+                        "features": list(frozen.feature_groups),
+                        "n_writing_features": 0 if frozen.features is None else int(frozen.features.shape[1])},
+    }
+    write_json(root / EMBED_METRICS, metrics)
+    return metrics
+
+
 def run_lp_cv(params: dict, root: Path = Path(".")) -> dict:
-    """Stage lp_cv: the frozen pass over the CV essays (stored for the fine-tuning stages), then the
-    linear probe on its pooled features per fold; returns the metrics."""
+    """Stage lp_cv: the linear probe per fold on the frozen pass's pooled output (and the writing
+    features) of stage embed; returns the metrics."""
     ft, lin = params["finetune"], params["linear"]
     started = time.perf_counter()
     cv = load_cv(root)
-    frozen, pass_s = compute_frozen_pass(ft, cv["text"].tolist(), cv["record_id"], LP_STAGE)
-    print(f"{LP_STAGE}: frozen pass over {len(cv)} essays at max_length {ft['max_length']} in {pass_s:.0f}s "
-          f"(stored in {FROZEN_PASS} for the fine-tuning stages)", flush=True)
-    save_frozen_pass(root / FROZEN_PASS, frozen)
+    frozen = load_frozen_pass(root / FROZEN_PASS, cv["record_id"], need_hidden=False, feature_groups=ft["features"])
     # With finetune.features the probe reads [pooled, writing features], each fold's features
     # standardised on its own training essays, so LP-FT starts from the best linear use of both.
     oof, fits = probe_cross_validate(cv, frozen.pooled, lin["alphas"], lin["inner_folds"], frozen.features, frozen.feature_groups,
                                      lin["feature_weights"])
     write_json(models_dir(LP_STAGE, root) / PROBES_FILE, fits_to_json(fits))
-    extra = {"alpha": {str(k): f.alpha for k, f in fits.items()}, "frozen_pass_s": round(pass_s, 1),
+    extra = {"alpha": {str(k): f.alpha for k, f in fits.items()},
              "feature_weight": {str(k): f.feature_weight for k, f in fits.items()},
              "max_length": ft["max_length"], "model": ft["model"], "mean_tokens": round(float(np.mean(frozen.lengths)), 1),
-             "features": list(frozen.feature_groups), "n_writing_features": 0 if frozen.features is None else int(frozen.features.shape[1]),
-             "compute": compute_fingerprint(ft["mixed_precision"], resolve_device(ft["device"]))}
+             "features": list(frozen.feature_groups), "n_writing_features": 0 if frozen.features is None else int(frozen.features.shape[1])}
     return write_model_outputs(LP_STAGE, make_oof_frame(cv, cv["fold"], oof), time.perf_counter() - started,
                                params["report"]["min_prompt_n"], extra=extra, root=root)
 
 
-def train_summary(objective: str, results: dict) -> dict:
-    """Per-(seed, fold) last-epoch training diagnostics for metrics/<stage>.json, keyed 'seed/fold'."""
+def train_summary(objective: str, results: dict, cv: pd.DataFrame | None = None) -> dict:
+    """Per-(seed, fold) last-epoch training diagnostics for metrics/<stage>.json, keyed 'seed/fold'.
+
+    GRL: the adversary's accuracy on the last epoch's training batches, and beside it its chance
+    level, the share of the fold's largest training prompt (``cv``: the CV essays with fold, prompt).
+    """
     keys = {"erm": [], "grl": ["adversary_acc"], "dro": ["dro_max_weight", "dro_worst_group_loss"]}[objective]
     names = {r: f"{r[0]}/{r[1]}" for r in sorted(results)}
     summary = {"train_loss": {names[r]: results[r]["epochs"][-1]["train_mse"] for r in names}}
     for key in keys:
         summary[key] = {names[r]: results[r]["epochs"][-1].get(key) for r in names}
+    if objective == "grl" and cv is not None:
+        summary["adversary_chance"] = {names[r]: round(float(cv.loc[cv["fold"] != r[1], "prompt"].value_counts(normalize=True).max()), 6)
+                                       for r in names}
     summary["best_epoch"] = {names[r]: results[r]["best_epoch"] for r in names}
     if any("inner_qwk" in e for r in results.values() for e in r["epochs"]):
         summary["inner_qwk"] = {names[r]: float(np.nanmax([e.get("inner_qwk", np.nan) for e in results[r]["epochs"]] + [-np.inf]))
@@ -131,9 +159,9 @@ def train_runs(params: dict, objective: str, cv: pd.DataFrame, probes: dict | No
     frozen, features = None, None
     if ft["trainable_layers"] >= 0:
         frozen = load_frozen_pass(root / FROZEN_PASS, cv["record_id"], need_hidden=True, feature_groups=ft["features"])
-        print(f"{stage}: read the frozen pass of {LP_STAGE} from {root / FROZEN_PASS} ({frozen.hidden.shape[0]} essays, "
+        print(f"{stage}: read the frozen pass of stage {EMBED} from {root / FROZEN_PASS} ({frozen.hidden.shape[0]} essays, "
               f"{frozen.hidden.shape[1]} tokens)", flush=True)
-    elif ft["features"]:  # the whole encoder trains from tokens, but the writing features are lp_cv's, not recomputed
+    elif ft["features"]:  # the whole encoder trains from tokens, but the writing features are stage embed's, not recomputed
         features = load_frozen_pass(root / FROZEN_PASS, cv["record_id"], need_hidden=False, feature_groups=ft["features"]).features
     data = trainer.prepare(cv["text"].tolist(), frozen, features)
     if ft["max_train_essays"]:
@@ -203,7 +231,7 @@ def load_probes(root: Path, folds: list[int], feature_groups=()) -> tuple[dict |
         raise AESError(f"{path}: no probe for fold(s) {missing}; re-run `dvc repro {LP_STAGE}`")
     for k in folds:
         check_feature_groups(probes[k].scaling.groups if probes[k].scaling is not None else (), feature_groups,
-                             f"{path}: the probe of fold {k}")
+                             f"{path}: the probe of fold {k}", rerun=LP_STAGE)
     return probes, path.read_bytes()
 
 
@@ -247,7 +275,7 @@ def run_cv(params: dict, objective: str, root: Path = Path(".")) -> dict:
         reps[fold_of == k] = results[(first, k)]["pooled"]
     write_fold_models(models_dir(stage, root), results, params, objective, chash)
     write_representations(stage, cv, reps, root)
-    extra = {"train": train_summary(objective, results), "lp_ft": ft["lp_ft"], "features": list(ft["features"]),
+    extra = {"train": train_summary(objective, results, cv), "lp_ft": ft["lp_ft"], "features": list(ft["features"]),
              "resumed_runs": [run_name(*r) for r in sorted(results) if r not in todo],
              "compute": compute_fingerprint(ft["mixed_precision"], resolve_device(ft["device"]))}
     if ft["trainable_layers"] >= 0:

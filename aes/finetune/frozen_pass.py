@@ -1,12 +1,18 @@
-"""The frozen pass, computed once per DAG run (stage ``lp_cv``) and shared by the fine-tuning stages.
+"""The frozen pass, computed once per DAG run (stage ``embed``) and shared by the fine-tuning stages.
 
 With ``finetune.trainable_layers = k >= 0`` the embeddings and the bottom layers never change, so
-stage ``lp_cv`` runs them once over every CV essay at ``finetune.max_length`` and stores their
-hidden states; ``finetune_cv``, ``grl_cv`` and ``dro_cv`` read them instead of recomputing them.
-The same pass gives the pooled output of the untouched pretrained model, the features of the
-linear-probe phase of LP-FT: ``lp_cv`` fits a ridge probe on them per fold
-(:mod:`aes.baseline.linear`), reports it as its own frozen model, and the fine-tuning stages start
-from that probe's head when ``finetune.lp_ft`` is on.
+their hidden states over every CV essay at ``finetune.max_length`` are computed once and stored;
+``finetune_cv``, ``grl_cv`` and ``dro_cv`` read them instead of recomputing them. The same pass gives
+the pooled output of the untouched pretrained model, the features of the linear-probe phase of LP-FT:
+``lp_cv`` fits a ridge probe on them per fold (:mod:`aes.baseline.linear`), reports it as its own
+frozen model, and the fine-tuning stages start from that probe's head when ``finetune.lp_ft`` is on.
+
+Stage ``embed`` computes it together with the frozen baselines' embeddings: when ``embed`` and
+``finetune`` name the same model and max_length (the default), ONE forward pass gives both: the
+embeddings are its pooled output and the trunk is its hidden states after the bottom ``L - k``
+layers (:func:`embed_and_freeze`), at ``embed.mixed_precision`` (fp32 by default, so the trunk, like
+the embeddings, is the same on every AVX-512 CPU). Otherwise the fine-tune's pass runs on its own at
+``finetune.mixed_precision`` (:func:`compute_frozen_pass`).
 
 Files in ``data/frozen_pass/`` (a DVC out, derived from essays, never committed):
 ``record_ids.csv`` (n rows: record_id, length in tokens), ``pooled.npy`` (n, H) float32 and,
@@ -50,15 +56,15 @@ def stored_groups_text(groups) -> str:
     return f"writing features {list(groups)}" if groups else "no writing features"
 
 
-def check_feature_groups(stored, wanted, source: str) -> None:
-    """AESError naming ``finetune.features`` and the stage to re-run when what ``source`` was fitted or
-    computed with (``stored`` groups) is not what ``finetune.features`` asks for (``wanted``)."""
+def check_feature_groups(stored, wanted, source: str, rerun: str = "embed") -> None:
+    """AESError naming ``finetune.features`` and the stage to re-run (``rerun``) when what ``source`` was
+    fitted or computed with (``stored`` groups) is not what ``finetune.features`` asks for (``wanted``)."""
     from aes.baseline.features import canonical_groups
 
     stored, wanted = canonical_groups(stored), canonical_groups(wanted)
     if stored != wanted:
         raise AESError(f"{source}: made with {stored_groups_text(stored)} but finetune.features asks for "
-                       f"{wanted if wanted else '[] (the text only)'}; re-run `dvc repro lp_cv`")
+                       f"{wanted if wanted else '[] (the text only)'}; re-run `dvc repro {rerun}`")
 
 
 def compute_frozen_pass(ft: dict, texts: list[str], record_ids, stage: str) -> tuple[FrozenPass, float]:
@@ -82,14 +88,59 @@ def compute_frozen_pass(ft: dict, texts: list[str], record_ids, stage: str) -> t
     _, pooled = predict_batches(backbone.pristine_model().to(accelerator.device), backbone, data, rows,
                                 ft["eval_batch_size"], accelerator)
     hidden = None if data.hidden is None else data.hidden.numpy().astype(np.float16)
-    features, groups = None, ()
+    frozen = with_writing_features(FrozenPass(np.asarray(record_ids, dtype=str), np.asarray(data.lengths), pooled, hidden), ft, texts)
+    return frozen, time.perf_counter() - started
+
+
+def shares_embed_pass(embed: dict, ft: dict) -> bool:
+    """True when one forward pass serves ``embed`` and the fine-tune's frozen pass: same model, same max_length."""
+    return embed["model"] == ft["model"] and embed["max_length"] == ft["max_length"]
+
+
+def with_writing_features(frozen: FrozenPass, ft: dict, texts: list[str]) -> FrozenPass:
+    """``frozen`` plus the raw writing features of ``finetune.features`` (the gbm_cv baseline's own functions)."""
     if ft["features"]:
         from aes.baseline.features import canonical_groups, writing_features
 
-        groups = tuple(canonical_groups(ft["features"]))
-        features, _ = writing_features(list(texts), groups)
-    return (FrozenPass(np.asarray(record_ids, dtype=str), np.asarray(data.lengths), pooled, hidden, features, groups),
-            time.perf_counter() - started)
+        frozen.feature_groups = tuple(canonical_groups(ft["features"]))
+        frozen.features, _ = writing_features(list(texts), frozen.feature_groups)
+    return frozen
+
+
+def embed_and_freeze(embed: dict, ft: dict, texts: list[str], record_ids, stage: str) -> tuple[np.ndarray, FrozenPass, dict]:
+    """The frozen baselines' embeddings (n, H) float32 and the fine-tune's frozen pass over ``texts`` (n,).
+
+    One forward pass when :func:`shares_embed_pass`: the embeddings are the pretrained model's
+    mean-pooled output (bit-identical to :func:`aes.encoders.embedding.embed_texts`), the pass's
+    pooled output is the same array and, for cached training (k >= 0), its trunk is the hidden
+    states after the bottom ``L - k`` layers of that same pass. Otherwise two passes. Returns
+    (embeddings, pass, info) with info {shared, frozen_pass_s (0.0 when shared), embed_s}.
+    """
+    from aes.encoders.embedding import check_bf16, embed_texts, encode, resolve_device
+
+    started = time.perf_counter()
+    bf16 = embed["mixed_precision"] == "bf16"
+    if not shares_embed_pass(embed, ft):
+        embeddings = embed_texts(list(texts), embed["model"], embed["max_length"], embed["batch_size"], device="auto", bf16=bf16)
+        embed_s = time.perf_counter() - started
+        frozen, pass_s = compute_frozen_pass(ft, texts, record_ids, stage)
+        return embeddings, frozen, {"shared": False, "frozen_pass_s": round(pass_s, 1), "embed_s": round(embed_s, 1)}
+    from aes.finetune.backbones import make_backbone
+
+    device = resolve_device("auto")
+    if bf16:
+        check_bf16("embed.mixed_precision", "cuda" if device.startswith("cuda") else "cpu")
+    backbone = make_backbone(ft, stage)  # the fine-tune's own checks (BERT-like, k <= layers) before the pass
+    keep = None if ft["trainable_layers"] < 0 else backbone.n_bottom
+    out = encode(list(texts), backbone.tokenizer, backbone.encoder, embed["max_length"], embed["batch_size"], device, desc=stage,
+                 bf16=bf16, keep_layer=keep)
+    embeddings, hidden, lengths = out if keep is not None else (out, None, None)
+    if lengths is None:
+        from aes.encoders.embedding import tokenize_texts
+
+        lengths = np.asarray(tokenize_texts(list(texts), backbone.tokenizer, embed["max_length"])["length"], dtype=int)
+    frozen = with_writing_features(FrozenPass(np.asarray(record_ids, dtype=str), lengths, embeddings, hidden), ft, texts)
+    return embeddings, frozen, {"shared": True, "frozen_pass_s": 0.0, "embed_s": round(time.perf_counter() - started, 1)}
 
 
 def save_frozen_pass(folder: Path, frozen: FrozenPass) -> None:
@@ -125,7 +176,7 @@ def load_frozen_pass(folder: Path, record_ids, need_hidden: bool, feature_groups
     files = [IDS_FILE, POOLED_FILE] + ([HIDDEN_FILE] if need_hidden else [])
     for name in files:
         if not (folder / name).exists():
-            raise AESError(f"{folder / name}: not found; the fine-tuning stages read the frozen pass of stage lp_cv: run `dvc repro lp_cv`")
+            raise AESError(f"{folder / name}: not found; lp_cv and the fine-tuning stages read the frozen pass of stage embed: run `dvc repro embed`")
     ids = pd.read_csv(folder / IDS_FILE, dtype={"record_id": str}, keep_default_na=False)
     if list(ids.columns) != ["record_id", "length"]:
         raise AESError(f"{folder / IDS_FILE}: expected columns record_id, length; got {list(ids.columns)}")
@@ -138,18 +189,18 @@ def load_frozen_pass(folder: Path, record_ids, need_hidden: bool, feature_groups
         stored = json.loads((folder / FEATURES_INFO).read_text())["groups"] if (folder / FEATURES_INFO).exists() else []
         check_feature_groups(stored, feature_groups, f"{folder}: the stored frozen pass")
         if not (folder / FEATURES_FILE).exists():
-            raise AESError(f"{folder / FEATURES_FILE}: not found; finetune.features reads the writing features stored by stage lp_cv: "
-                           "run `dvc repro lp_cv`")
+            raise AESError(f"{folder / FEATURES_FILE}: not found; finetune.features reads the writing features stored by stage embed: "
+                           "run `dvc repro embed`")
         features = np.load(folder / FEATURES_FILE)
     for name, array in ((POOLED_FILE, pooled), (HIDDEN_FILE, hidden), (FEATURES_FILE, features)):
         if array is not None and len(array) != len(ids):
-            raise AESError(f"{folder / name}: {len(array)} rows but {folder / IDS_FILE} lists {len(ids)} essays; re-run `dvc repro lp_cv`")
+            raise AESError(f"{folder / name}: {len(array)} rows but {folder / IDS_FILE} lists {len(ids)} essays; re-run `dvc repro embed`")
     row_of = pd.Series(np.arange(len(ids)), index=ids["record_id"].to_numpy())
     wanted = pd.Series(record_ids, dtype=str)
     missing = wanted[~wanted.isin(row_of.index)]
     if len(missing):
         raise AESError(f"{folder / IDS_FILE}: no row for {len(missing)} CV essay(s) (e.g. {missing.iloc[0]!r}); "
-                       "the frozen pass is stale: re-run `dvc repro lp_cv`")
+                       "the frozen pass is stale: re-run `dvc repro embed`")
     rows = row_of.loc[wanted.to_numpy()].to_numpy()
     identity = np.array_equal(rows, np.arange(len(ids)))
     groups = ()

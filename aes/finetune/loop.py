@@ -161,7 +161,7 @@ def head_from_probe(probe, hidden_size: int, mean: np.ndarray, std: np.ndarray, 
     from aes.finetune.frozen_pass import check_feature_groups
 
     check_feature_groups(probe.scaling.groups if probe.scaling is not None else (), scaling.groups if scaling is not None else (),
-                         "the linear probe of stage lp_cv")
+                         "the linear probe of stage lp_cv", rerun="lp_cv")
     weight = np.asarray(probe.weight, dtype=np.float64).reshape(len(probe.weight), -1)  # (H + d, T)
     bias = np.atleast_1d(np.asarray(probe.bias, dtype=np.float64)).copy()
     d = 0 if scaling is None else len(scaling.names)

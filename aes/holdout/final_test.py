@@ -105,16 +105,17 @@ def fit_predict_frozen(stage: str, train: pd.DataFrame, test: pd.DataFrame, para
     """A frozen model on the locked test, fitted on ALL CV essays -> (n_seeds, n_test, T) predictions (T declared targets).
 
     gbm_cv and linear_cv use the embed stage's embeddings of the CV essays and embed the test
-    essays here with the same ``embed`` params; lp_cv runs the fine-tune's frozen pass over both.
+    essays here with the same ``embed`` params; lp_cv's pooled features come from the same pass as
+    stage embed's (:func:`aes.finetune.frozen_pass.embed_and_freeze`), over both.
     Hyperparameters are chosen on inner prompt-grouped splits of the CV essays, as in CV.
     """
     from aes.baseline.linear import fit_probe, fit_ridge
 
     if stage == LP_STAGE:  # as in CV: the probe on [pooled, writing features (finetune.features)], scaled on the training essays
-        from aes.finetune.frozen_pass import compute_frozen_pass
+        from aes.finetune.frozen_pass import embed_and_freeze
 
-        texts = pd.concat([train["text"], test["text"]]).tolist()
-        frozen = compute_frozen_pass({**params["finetune"], "trainable_layers": -1}, texts, np.arange(len(texts)), LP_STAGE)[0]
+        texts = pd.concat([train["text"], test["text"]]).tolist()  # the pooled output only: no trunk to keep
+        frozen = embed_and_freeze(params["embed"], {**params["finetune"], "trainable_layers": -1}, texts, np.arange(len(texts)), LP_STAGE)[1]
         lin, n = params["linear"], len(train)
         writing = frozen.features
         probe = fit_probe(frozen.pooled[:n], target_matrix(train), train["prompt"].astype(str).to_numpy(), lin["alphas"], lin["inner_folds"],

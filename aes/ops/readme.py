@@ -7,15 +7,19 @@ Run by hand after `dvc repro` (no stage writes outside what DVC declares):
 It reads metrics/report.json only. `tests/test_readme.py` fails when the committed README
 table and metrics/report.json disagree.
 
-The ASAP block (between ``<!-- asap:start -->`` and ``<!-- asap:end -->``) comes from the ASAP
-experiment's report, kept as ``reports/asap/report.json`` (copy it there after the experiment):
+The other blocks (between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``) come from documented
+experiments, each report kept as ``reports/NAME/report.json`` (copy the experiment's
+metrics/report.json and reports/decision.md there after it ran):
 
-    aes-readme --block asap --report reports/asap/report.json
+    aes-readme --block asap --report reports/asap/report.json                    # profiles/asap.args
+    aes-readme --block whole_encoder --report reports/whole_encoder/report.json  # profiles/whole_encoder.args
+    aes-readme --block whole_encoder_text --report reports/whole_encoder_text/report.json
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import warnings
 from pathlib import Path
@@ -62,8 +66,8 @@ def asap_block(report: dict) -> str:
             f"CIs: {report['bootstrap']['unit']} bootstrap. Details: [reports/asap/decision.md](reports/asap/decision.md).\n")
 
 
-def results_block(report: dict) -> str:
-    """The text that belongs between the markers for this report."""
+def results_block(report: dict, details: str = str(DECISION_MD)) -> str:
+    """The text that belongs between the markers for this report (``details``: its decision.md)."""
     q1, q2 = report["q1"], report["q2"]
     q2_text = "; ".join(f"{o.upper()} vs ERM **{q['verdict']}**" for o, q in q2.items())
     traits = traits_table_md(report)
@@ -71,7 +75,7 @@ def results_block(report: dict) -> str:
     return (f"\n{results_table_md(report)}{traits_text}\n\nQ1, {finetune_phrase(report)} vs the strongest frozen model (`{q1['reference']}`), "
             f"on {', '.join(report['rule']['q1_metrics'])}: **{q1['verdict']}**. Q2, on {', '.join(report['rule']['q2_metrics'])}: "
             f"{q2_text}. Every number is the mean ± sd over seeds; verdicts use the 95% prompt x seed bootstrap CI and the "
-            f"seed spread. Details: [{DECISION_MD}]({DECISION_MD}).\n")
+            f"seed spread. Details: [{details}]({details}).\n")
 
 
 def _block_span(text: str, block: str = "results") -> tuple[int, int] | None:
@@ -87,7 +91,9 @@ def current_block(text: str, block: str = "results") -> str | None:
     return None if span is None else text[span[0] : span[1]]
 
 
-BLOCKS = {"results": results_block, "asap": asap_block}
+EXPERIMENTS = ("whole_encoder", "whole_encoder_text")  # results tables of experiments beside the default
+BLOCKS = {"results": results_block, "asap": asap_block,
+          **{name: functools.partial(results_block, details=f"reports/{name}/decision.md") for name in EXPERIMENTS}}
 
 
 def update_readme(readme: Path, report: dict, block: str = "results") -> bool:
@@ -109,11 +115,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="aes-readme", description="Write metrics/report.json's results table into README.md.")
     parser.add_argument("--readme", default="README.md", type=Path)
     parser.add_argument("--report", default=str(REPORT_JSON), type=Path)
-    parser.add_argument("--block", default="results", choices=tuple(BLOCKS), help="results (the default run) or asap")
+    parser.add_argument("--block", default="results", choices=tuple(BLOCKS), help="results (the default run) or an experiment's block")
     args = parser.parse_args()
     if not args.report.exists():
-        raise AESError(f"{args.report}: not found; run `dvc repro report` first (for --block asap: the ASAP experiment, "
-                       f"then copy its metrics/report.json to {ASAP_REPORT})")
+        raise AESError(f"{args.report}: not found; run `dvc repro report` first (for an experiment's block: run the experiment, "
+                       f"then copy its metrics/report.json to reports/<block>/report.json, e.g. {ASAP_REPORT})")
     if update_readme(args.readme, json.loads(args.report.read_text()), args.block):
         print(f"{args.readme}: {args.block} table updated from {args.report}")
 

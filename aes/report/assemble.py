@@ -306,6 +306,7 @@ def build_report(params: dict, root: Path = Path(".")) -> tuple[dict, dict]:
         "bootstrap": {"unit": boot["unit"], "resamples": rp["bootstrap_resamples"], "seed": rp["bootstrap_seed"],
                       "n_prompts": boot["n_prompts"], "n_seeds": boot["n_seeds"]},
         "probe": read_probes(root),
+        "adversary": adversary_summary(outputs),
         "calibration": calibration,
         "n": outputs[cand]["metrics"].get("n", {}),
     }
@@ -322,6 +323,22 @@ def build_report(params: dict, root: Path = Path(".")) -> tuple[dict, dict]:
     if cut_rows:  # the fitted half-band cut-points per model and scored fold (plain rounding: 1.25, 1.75, ...)
         tables["calibration_cut_points"] = pd.DataFrame(cut_rows)
     return report, tables
+
+
+def adversary_summary(outputs: dict) -> dict | None:
+    """GRL's adversary on the last epoch's training batches: mean accuracy over (seed, fold) runs and
+    the mean chance level (largest training prompt's share); None when grl_cv recorded neither.
+
+    Accuracy well above chance means the reversal did not make the prompt unreadable from the
+    pooled text (the adversary keeps learning it); it is measured on training prompts only."""
+    train = outputs.get("grl_cv", {}).get("metrics", {}).get("train", {})
+    accuracy, chance = train.get("adversary_acc") or {}, train.get("adversary_chance") or {}
+    values = [v for v in accuracy.values() if v is not None]
+    if not values or not chance:
+        return None
+    return {"accuracy_mean": round(float(np.mean(values)), 4), "accuracy_min": round(float(np.min(values)), 4),
+            "accuracy_max": round(float(np.max(values)), 4), "chance_mean": round(float(np.mean(list(chance.values()))), 4),
+            "runs": len(values)}
 
 
 def holdout_groups(root: Path = Path(".")) -> dict:

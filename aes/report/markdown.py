@@ -217,6 +217,11 @@ def decision_md(report: dict) -> str:
     lines += ["", "Within-fold: the probe runs inside each CV fold (one fine-tuned model per fold; first seed), the comparable figure. "
               "All-CV-essays: one probe over every CV essay; for fine-tuned models the vectors come from a different "
               "model per fold, which a probe can tell apart, so read that column for the frozen embeddings only."]
+    adversary = report.get("adversary")
+    if adversary:  # what the reversal did to the prompt's readability on the training prompts
+        lines += ["", f"GRL's adversary on the last epoch's training batches ({adversary['runs']} seed x fold runs): prompt accuracy "
+                  f"{_cell(adversary['accuracy_mean'])} (range {_cell(adversary['accuracy_min'])}-{_cell(adversary['accuracy_max'])}) "
+                  f"against a chance level of {_cell(adversary['chance_mean'])} (the largest training prompt's share)."]
     if report["calibration"]:
         lines += ["", "## Calibration (monotone half-band cut-points)", "",
                   "Cut-points maximise QWK on the out-of-fold predictions of the *other* folds and are applied to the "
