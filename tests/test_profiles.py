@@ -8,7 +8,7 @@ import pytest
 
 from aes.core.errors import AESError
 from aes.core.params import read_overrides, validate, with_overrides
-from tests.committed import committed_params
+from tests.committed import committed_params, committed_text
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,3 +37,17 @@ def test_asap_profile_is_valid():
     checked = with_overrides(validate(committed_params()), overrides, "profiles/asap.args")
     assert checked["data"]["dataset"] == "asap" and checked["prepare"]["targets"] == ["Overall"]
     assert checked["finetune"]["target_weights"] == [1.0]
+
+
+def test_whole_encoder_profile_is_valid_and_keeps_the_frozen_references():
+    """profiles/whole_encoder.args trains the whole encoder (issue 16's Q2 experiment) at the strengths
+    chosen on inner splits (bench/tune_strength.json), and leaves `embed` (so gbm_cv, linear_cv) alone."""
+    import json
+
+    overrides = read_overrides(ROOT / "profiles" / "whole_encoder.args")
+    checked = with_overrides(validate(committed_params()), overrides, "profiles/whole_encoder.args")
+    assert checked["finetune"]["trainable_layers"] == -1 and not any(key.startswith(("embed.", "gbm.", "linear.")) for key in overrides)
+    tuned = json.loads(committed_text("bench/tune_strength.json"))  # what the inner splits chose, as committed
+    chosen = tuned["chosen"]
+    assert checked["grl"]["max_weight"] == chosen["grl"]["grl.max_weight"] and checked["dro"]["eta"] == chosen["dro"]["dro.eta"]
+    assert checked["finetune"]["max_length"] == tuned["results"][0]["max_length"]
