@@ -111,3 +111,17 @@ def report_row_label(report: dict, stage: str) -> str:
     from aes.report.markdown import report_labels
 
     return report_labels(report)[stage]
+
+
+@pytest.mark.parametrize("name", ["whole_encoder", "whole_encoder_text"])
+def test_committed_experiment_blocks_match_their_committed_reports(name):
+    """The whole-encoder experiments' tables are their committed reports (reports/<name>/report.json),
+    each linking its own decision.md."""
+    from aes.ops.readme import BLOCKS, EXPERIMENTS
+
+    assert name in EXPERIMENTS
+    report = json.loads(committed_text(f"reports/{name}/report.json"))
+    block = current_block(committed_text("README.md"), name)
+    assert block == BLOCKS[name](report), f"copy the experiment's report to reports/{name}/, `aes-readme --block {name} --report ...`, commit"
+    assert f"(reports/{name}/decision.md)" in block
+    committed_text(f"reports/{name}/decision.md")  # the link resolves in the commit
