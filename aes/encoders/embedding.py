@@ -92,15 +92,23 @@ def tokenize_texts(texts: list[str], tokenizer, max_length: int):
 
 
 def encode(texts: list[str], tokenizer, model, max_length: int, batch_size: int, device: str = "cpu", desc: str = "embed",
-           bf16: bool = False, keep_layer: int | None = None):
+           bf16: bool = False) -> np.ndarray:
     """Mean-pooled embeddings (n, H) float32 of ``texts`` in the input order, with a loaded encoder.
 
     bf16: run the encoder under bfloat16 autocast (about 2x faster on CPUs with AVX512-BF16 or
     AMX, and on GPUs); pooling is done in float32.
-    keep_layer: also return, from the same forward pass, the hidden states after that many layers
-    (0 = the embedding layer's output): ``(embeddings, hidden (n, T, H) float16, lengths (n,) int)``
-    with T the longest essay in tokens and zeros past each essay's length. The fine-tune's frozen
-    trunk is exactly this (:mod:`aes.finetune.frozen_pass`), so one pass serves both.
+    """
+    return encode_pass(texts, tokenizer, model, max_length, batch_size, device, desc, bf16)[0]
+
+
+def encode_pass(texts: list[str], tokenizer, model, max_length: int, batch_size: int, device: str = "cpu", desc: str = "embed",
+                bf16: bool = False, keep_layer: int | None = None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """:func:`encode`'s forward pass, returning ``(embeddings (n, H) float32, hidden, lengths (n,) int tokens)``.
+
+    keep_layer: also keep, from the same pass, the hidden states after that many layers (0 = the
+    embedding layer's output) as ``hidden`` (n, T, H) float16, T the longest essay in tokens, zeros
+    past each essay's length; None keeps none (``hidden`` is None). The fine-tune's frozen trunk is
+    exactly this (:mod:`aes.finetune.frozen_pass`), so one pass serves both.
     """
     import torch
     from tqdm.auto import tqdm
@@ -113,7 +121,7 @@ def encode(texts: list[str], tokenizer, model, max_length: int, batch_size: int,
     hidden = model.config.hidden_size
     out = np.zeros((len(texts), hidden), dtype=np.float32)
     if not texts:
-        return out if keep_layer is None else (out, np.zeros((0, 0, hidden), dtype=np.float16), np.zeros(0, dtype=int))
+        return out, None if keep_layer is None else np.zeros((0, 0, hidden), dtype=np.float16), np.zeros(0, dtype=int)
 
     dataset = tokenize_texts(texts, tokenizer, max_length)
     lengths = np.asarray(dataset["length"], dtype=int)
@@ -143,7 +151,7 @@ def encode(texts: list[str], tokenizer, model, max_length: int, batch_size: int,
                 last_report = now
                 done = min(start + batch_size, len(texts))
                 update_progress(stage=desc, step=done, total_steps=len(texts), eta_s=round(now / done * (len(texts) - done), 1))
-    return out if kept is None else (out, kept, lengths)
+    return out, kept, lengths
 
 
 def embed_texts(texts: list[str], model_spec: str, max_length: int, batch_size: int, device: str = "cpu", bf16: bool = False) -> np.ndarray:

@@ -114,17 +114,20 @@ def embed_and_freeze(embed: dict, ft: dict, texts: list[str], record_ids, stage:
     mean-pooled output (bit-identical to :func:`aes.encoders.embedding.embed_texts`), the pass's
     pooled output is the same array and, for cached training (k >= 0), its trunk is the hidden
     states after the bottom ``L - k`` layers of that same pass. Otherwise two passes. Returns
-    (embeddings, pass, info) with info {shared, frozen_pass_s (0.0 when shared), embed_s}.
+    (embeddings, pass, info) with info {shared, frozen_pass_s (the second pass's seconds; 0.0 when shared)}.
     """
-    from aes.encoders.embedding import check_bf16, embed_texts, encode, resolve_device
+    from aes.encoders.embedding import (
+        check_bf16,
+        embed_texts,
+        encode_pass,
+        resolve_device,
+    )
 
-    started = time.perf_counter()
     bf16 = embed["mixed_precision"] == "bf16"
     if not shares_embed_pass(embed, ft):
         embeddings = embed_texts(list(texts), embed["model"], embed["max_length"], embed["batch_size"], device="auto", bf16=bf16)
-        embed_s = time.perf_counter() - started
         frozen, pass_s = compute_frozen_pass(ft, texts, record_ids, stage)
-        return embeddings, frozen, {"shared": False, "frozen_pass_s": round(pass_s, 1), "embed_s": round(embed_s, 1)}
+        return embeddings, frozen, {"shared": False, "frozen_pass_s": round(pass_s, 1)}
     from aes.finetune.backbones import make_backbone
 
     device = resolve_device("auto")
@@ -132,15 +135,10 @@ def embed_and_freeze(embed: dict, ft: dict, texts: list[str], record_ids, stage:
         check_bf16("embed.mixed_precision", "cuda" if device.startswith("cuda") else "cpu")
     backbone = make_backbone(ft, stage)  # the fine-tune's own checks (BERT-like, k <= layers) before the pass
     keep = None if ft["trainable_layers"] < 0 else backbone.n_bottom
-    out = encode(list(texts), backbone.tokenizer, backbone.encoder, embed["max_length"], embed["batch_size"], device, desc=stage,
-                 bf16=bf16, keep_layer=keep)
-    embeddings, hidden, lengths = out if keep is not None else (out, None, None)
-    if lengths is None:
-        from aes.encoders.embedding import tokenize_texts
-
-        lengths = np.asarray(tokenize_texts(list(texts), backbone.tokenizer, embed["max_length"])["length"], dtype=int)
+    embeddings, hidden, lengths = encode_pass(list(texts), backbone.tokenizer, backbone.encoder, embed["max_length"],
+                                              embed["batch_size"], device, desc=stage, bf16=bf16, keep_layer=keep)
     frozen = with_writing_features(FrozenPass(np.asarray(record_ids, dtype=str), lengths, embeddings, hidden), ft, texts)
-    return embeddings, frozen, {"shared": True, "frozen_pass_s": 0.0, "embed_s": round(time.perf_counter() - started, 1)}
+    return embeddings, frozen, {"shared": True, "frozen_pass_s": 0.0}
 
 
 def save_frozen_pass(folder: Path, frozen: FrozenPass) -> None:

@@ -27,9 +27,8 @@ from pathlib import Path
 from aes.core.errors import AESError, stage_main
 from aes.core.registry import DECISION_MD, REPORT_JSON
 from aes.report.markdown import (
-    _cell,
-    _pm,
     finetune_phrase,
+    per_prompt_rows,
     report_labels,
     results_table_md,
     traits_table_md,
@@ -51,12 +50,8 @@ def asap_block(report: dict) -> str:
 
     labels, per_prompt = report_labels(report), report["per_prompt_qwk"]
     prompts = list(next(iter(per_prompt.values())))
-    lines = ["| system | " + " | ".join(f"P{p}" for p in prompts) + " | mean QWK | worst prompt |", "|---" * (len(prompts) + 3) + "|"]
-    for stage, q in per_prompt.items():
-        m = report["models"][stage]
-        lines.append(f"| {labels[stage]} ({m['n_seeds']} seed{'s' if m['n_seeds'] > 1 else ''}) | "
-                     + " | ".join(_cell(q.get(p)) for p in prompts)
-                     + f" | {_pm(m.get('qwk_within_prompt'), m.get('qwk_within_prompt_seed_sd'))} | {_cell(m.get('qwk_worst_prompt'))} |")
+    lines = ["| system | " + " | ".join(f"P{p}" for p in prompts) + " | mean QWK | worst prompt |", "|---" * (len(prompts) + 3) + "|",
+             *per_prompt_rows(report, labels, with_seeds=True)]
     for system, mean, inputs in PUBLISHED:
         lines.append(f"| published: {system}; {inputs} | " + " | ".join("" for _ in prompts) + f" | {mean:.3f} | |")
     q1, q2 = report["q1"], report["q2"]

@@ -149,14 +149,25 @@ def per_prompt_md(report: dict, max_prompts: int = 12) -> list[str]:
     first = next(iter(per_prompt.values()), {})
     if not first or len(first) > max_prompts:
         return []
-    labels, prompts = model_labels(report["objective"]), list(first)
+    prompts = list(first)
     lines = ["## QWK per unseen prompt, mean over seeds (each prompt on its own scale)", "",
              "| model | " + " | ".join(prompts) + " | mean | worst |", "|---" * (len(prompts) + 3) + "|"]
+    return [*lines, *per_prompt_rows(report, model_labels(report["objective"])), ""]
+
+
+def per_prompt_rows(report: dict, labels: dict, with_seeds: bool = False) -> list[str]:
+    """One Markdown row per model of ``report["per_prompt_qwk"]``: its QWK on each prompt (mean over
+    seeds), the mean over prompts ± sd over seeds, and the worst prompt; ``with_seeds`` adds the
+    number of seeds to the label."""
+    per_prompt = report["per_prompt_qwk"]
+    prompts = list(next(iter(per_prompt.values()), {}))
+    rows = []
     for stage, q in per_prompt.items():
         m = report["models"][stage]
-        lines.append(f"| {labels[stage]} | " + " | ".join(_cell(q.get(p)) for p in prompts)
-                     + f" | {_pm(m.get('qwk_within_prompt'), m.get('qwk_within_prompt_seed_sd'))} | {_cell(m.get('qwk_worst_prompt'))} |")
-    return [*lines, ""]
+        label = labels[stage] + (f" ({m['n_seeds']} seed{'s' if m['n_seeds'] > 1 else ''})" if with_seeds else "")
+        rows.append(f"| {label} | " + " | ".join(_cell(q.get(p)) for p in prompts)
+                    + f" | {_pm(m.get('qwk_within_prompt'), m.get('qwk_within_prompt_seed_sd'))} | {_cell(m.get('qwk_worst_prompt'))} |")
+    return rows
 
 
 def decision_md(report: dict) -> str:
