@@ -62,6 +62,14 @@ def test_own_csv_sha_recorded(tmp_path):
         fetch(ELLIPSE, {"source": "csv", "local_dir": "", "csv_path": str(tmp_path / "missing.csv"), "zip_password": ""})
 
 
+def test_header_only_csv_names_the_file_and_says_it_has_no_essays(tmp_path):
+    path = tmp_path / "header_only.csv"
+    make_ellipse_frame(n_prompts=3, per_prompt=4).head(0).to_csv(path, index=False)
+    assert path.read_text().count("\n") == 1  # the header row and nothing else
+    with pytest.raises(AESError, match=r"header_only\.csv: has no essays \(a header row and no data rows\)"):
+        fetch(ELLIPSE, {"source": "csv", "local_dir": "", "csv_path": str(path), "zip_password": ""})
+
+
 def test_missing_column():
     with pytest.raises(AESError, match=r"missing column\(s\) \['prompt'\]"):
         validate_and_clean(_corpus().drop(columns="prompt"), PREP, ELLIPSE)

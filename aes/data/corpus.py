@@ -156,6 +156,8 @@ def _own_csv(settings: dict, dataset: Dataset) -> tuple[pd.DataFrame, dict]:
     if not settings["csv_path"] or not path.is_file():
         raise AESError(f"{key}: file '{path}' not found (expected an {dataset.title}-shaped CSV for data.source: csv)")
     frame = read_csv_as_written(io.BytesIO(path.read_bytes()), str(path))
+    if frame.empty:  # caught here, where the file is known; later checks see only an empty table
+        raise AESError(f"{path}: has no essays (a header row and no data rows); expected an {dataset.title}-shaped CSV with one essay per row")
     frame["source_file"] = path.name
     frame["source_row"] = np.arange(1, len(frame) + 1)
     return frame, {"release": "own", "file": settings["csv_path"], "sha256": sha256_file(path), "rows": int(len(frame)), "pinned": False}
