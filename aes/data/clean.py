@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 
 from aes.core.errors import AESError
-from aes.core.prepared import PREPARED_COLUMNS
 from aes.core.scale import SCALE_COLUMNS
 from aes.data.corpus import NO_GRADE
 from aes.data.dataset import Dataset
@@ -85,7 +84,7 @@ def validate_and_clean(corpus: pd.DataFrame, settings: dict, dataset: Dataset, o
     ``on_invalid="drop"`` are dropped and counted by reason. With ``min_words``/``max_words`` in
     ``settings`` (ELLIPSE's own 200-1,000-word criterion), rows outside the window are always
     dropped and counted; a dataset without them (ASAP) keeps every length. Returns the prepared
-    essays (``PREPARED_COLUMNS``, one column per target, ``SCALE_COLUMNS``) and the report
+    essays (:data:`aes.core.prepared.PREPARED_COLUMNS`, one column per target, ``SCALE_COLUMNS``) and the report
     {rows_in, rows_kept, dropped: {reason: n}}.
     """
     targets = list(settings["targets"])
