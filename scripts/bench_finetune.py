@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from aes.core.metrics import qwk
-from aes.core.params import load_params
 from aes.data.corpus import load_essays
+from aes.data.params import load_params
 from aes.data.splits import cv_essays, load_splits
 from aes.finetune.loop import Trainer, make_accelerator
 

@@ -2,10 +2,10 @@
 
 from aes.core.errors import stage_main
 from aes.core.io import write_json
-from aes.core.params import load_params
 from aes.core.registry import PROVENANCE, RAW_CSV
-from aes.data.corpus import fetch
-from aes.data.datasets import data_settings, dataset_of
+from aes.data.fetch import fetch
+from aes.data.params import load_params
+from aes.data.registry import data_settings, dataset_of
 
 
 @stage_main

@@ -5,8 +5,8 @@ Writes metrics/final_test.json, which no other stage reads.
 """
 
 from aes.core.errors import stage_main
-from aes.core.params import load_params
 from aes.data.corpus import load_essays
+from aes.data.params import load_params
 from aes.data.splits import load_splits
 from aes.holdout.final_test import check_has_locked_test, chosen_model, run_final_test
 

@@ -6,9 +6,9 @@ from aes.baseline.gbm import build_features, cross_validate, save_models
 from aes.core.artifacts import make_oof_frame, stack_seeds, write_model_outputs
 from aes.core.errors import stage_main
 from aes.core.metrics import headline_text
-from aes.core.params import load_params
 from aes.core.registry import BASELINE_STAGE, EMBEDDINGS, models_dir
 from aes.data.corpus import load_essays
+from aes.data.params import load_params
 from aes.data.splits import cv_essays, load_splits
 from aes.encoders.embedding import load_embeddings
 

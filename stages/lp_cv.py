@@ -8,8 +8,8 @@ features as the fine-tune.
 
 from aes.core.errors import stage_main
 from aes.core.metrics import headline_text
-from aes.core.params import load_params
 from aes.core.registry import LP_STAGE
+from aes.data.params import load_params
 from aes.finetune.cv import run_lp_cv
 
 

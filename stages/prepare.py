@@ -1,25 +1,24 @@
 """prepare: validate and clean the essays, then split them by the dataset's protocol (locked test + CV folds, or leave one prompt out)."""
 
-from aes.core.errors import AESError, stage_main
+from aes.core.errors import stage_main
 from aes.core.io import sha256_file, write_json
-from aes.core.params import load_params
-from aes.core.registry import ESSAYS, PREPARE_METRICS, RAW_CSV, SPLITS
-from aes.data.corpus import read_csv_as_written, validate_and_clean
-from aes.data.datasets import dataset_of, prepare_settings
-from aes.data.protocols import split_essays
+from aes.core.registry import ESSAYS, PREPARE_METRICS, SPLITS, TOPICS_JSON
+from aes.data.clean import validate_and_clean
+from aes.data.fetch import read_fetched
+from aes.data.params import load_params
+from aes.data.registry import dataset_of, prepare_settings
+from aes.data.topics import holdout_topics
 
 
 @stage_main
 def main() -> None:
     params = load_params()
     dataset, settings = dataset_of(params), prepare_settings(params)
-    if not RAW_CSV.exists():
-        raise AESError(f"{RAW_CSV}: not found; run `dvc repro fetch` first")
-    corpus = read_csv_as_written(RAW_CSV, str(RAW_CSV), dtype={dataset.id_column: str})
-    essays, report = validate_and_clean(corpus, settings, dataset, on_invalid=settings["invalid_rows"])
+    essays, report = validate_and_clean(read_fetched(dataset), settings, dataset, on_invalid=settings["invalid_rows"])
     ESSAYS.parent.mkdir(parents=True, exist_ok=True)
     essays.to_csv(ESSAYS, index=False)
-    splits = split_essays(essays, dataset, settings, sha256_file(ESSAYS))
+    topics = holdout_topics(TOPICS_JSON, settings, essays["prompt"])  # None: the splits keep prompts whole
+    splits = dataset.split(essays, settings, sha256_file(ESSAYS), topics)
     write_json(SPLITS, splits)
     n_prompts = int(essays["prompt"].nunique())
     report.update(

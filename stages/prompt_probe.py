@@ -5,8 +5,8 @@ metrics/prompt_probe.json, which report reads.
 """
 
 from aes.core.errors import stage_main
-from aes.core.params import load_params
 from aes.core.registry import PROBE_JSON
+from aes.data.params import load_params
 from aes.report.probe import write_probes
 
 

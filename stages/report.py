@@ -4,7 +4,7 @@ Writes metrics/report.json, reports/decision.md, plots/report/ and README.md's r
 """
 
 from aes.core.errors import stage_main
-from aes.core.params import load_params
+from aes.data.params import load_params
 from aes.report.assemble import run_report
 
 

@@ -10,8 +10,8 @@ import argparse
 
 from aes.core.errors import stage_main
 from aes.core.metrics import headline_text
-from aes.core.params import load_params
 from aes.core.registry import stage_for_objective
+from aes.data.params import load_params
 from aes.finetune.cv import run_cv
 
 

@@ -12,12 +12,15 @@ import pytest
 
 from aes.core.errors import AESError
 from aes.core.io import sha256_file
-from aes.core.params import load_params
 from aes.data.asap import ASAP, SCALES
-from aes.data.corpus import decode_text, fetch, read_tsv, validate_and_clean
-from aes.data.datasets import Release, data_settings, prepare_settings
-from aes.data.protocols import split_essays
-from aes.data.splits import cv_essays, has_locked_test, inner_split
+from aes.data.clean import validate_and_clean
+from aes.data.dataset import Release
+from aes.data.fetch import fetch
+from aes.data.params import load_params
+from aes.data.protocols import has_locked_test
+from aes.data.readers import decode_text, read_tsv
+from aes.data.registry import data_settings, prepare_settings
+from aes.data.splits import cv_essays, inner_split
 from tests.committed import committed_text, with_param
 
 HEADER = "essay_id\tessay_set\tessay\trater1_domain1\tdomain1_score\n"
@@ -156,7 +159,7 @@ def test_an_ellipse_trait_is_not_an_asap_target(tmp_path):
 def _lopo(tmp_path):
     corpus, _, dataset = _fetch(tmp_path, EIGHT)
     essays, _ = validate_and_clean(corpus, SETTINGS, dataset)
-    return essays, split_essays(essays, dataset, SETTINGS, "sha")
+    return essays, dataset.split(essays, SETTINGS, "sha")
 
 
 def test_leave_one_prompt_out_fold_k_is_prompt_k_and_there_is_no_locked_test(tmp_path):
@@ -190,7 +193,7 @@ def test_leave_one_prompt_out_needs_two_prompts(tmp_path):
     corpus, _, dataset = _fetch(tmp_path, {4: [0, 1, 2]})
     essays, _ = validate_and_clean(corpus, SETTINGS, dataset)
     with pytest.raises(AESError, match="leave one prompt out needs at least 2 prompts; the asap essays have 1"):
-        split_essays(essays, dataset, SETTINGS, "sha")
+        dataset.split(essays, SETTINGS, "sha")
 
 
 # ------------------------------------------------------------------ the data.dataset param
@@ -230,8 +233,55 @@ def test_bad_dataset_params_are_named(tmp_path, changes, message):
         _params(tmp_path, *changes)
 
 
+def _validated(params: dict) -> dict:
+    from aes.data.params import check_cross_keys, validate
+
+    return check_cross_keys(validate(params))
+
+
+def test_sections_of_the_datasets_not_chosen_are_optional():
+    from tests.committed import committed_params
+
+    ellipse = committed_params()
+    for section in ("data", "prepare"):
+        del ellipse[section]["asap"]
+    assert prepare_settings(_validated(ellipse))["n_folds"] == committed_params()["prepare"]["ellipse"]["n_folds"]
+    asap = committed_params()
+    asap["data"]["dataset"], asap["prepare"]["targets"], asap["finetune"]["target_weights"] = "asap", ["Overall"], [1.0]
+    for section in ("data", "prepare"):
+        del asap[section]["ellipse"]
+    del asap["prepare"]["asap"]  # ASAP's prepare section declares no keys: it may go too
+    checked = _validated(asap)
+    assert data_settings(checked) == {"source": "local", "local_dir": "../shared/asap"}
+    assert prepare_settings(checked) == {"targets": ["Overall"], "invalid_rows": "error", "seed": asap["prepare"]["seed"]}
+    missing = committed_params()
+    del missing["prepare"]["ellipse"]
+    with pytest.raises(AESError, match=r"missing key 'prepare.ellipse' \(the settings of data.dataset=ellipse: min_words, max_words, test_fraction"):
+        _validated(missing)
+
+
+def test_source_kinds_are_declared_once():
+    from aes.data.dataset import SOURCES
+    from aes.data.params import SCHEMA
+    from aes.data.registry import DATASETS
+
+    assert SCHEMA["data"]["source"].choices == SOURCES and all(set(d.sources) <= set(SOURCES) for d in DATASETS)
+    assert set(SCHEMA["data"]) - {"dataset", "source"} == set(SCHEMA["prepare"]) - {"targets", "invalid_rows", "seed"} == {d.name for d in DATASETS}
+    with pytest.raises(AESError, match=r"sources \['ftp'\] are not data sources; expected among local, upstream, csv"):
+        dataclasses.replace(ASAP, sources=("local", "ftp"))
+
+
+def test_a_protocol_owns_its_settings_and_the_locked_test_rule():
+    from aes.data.ellipse import ELLIPSE
+    from aes.data.protocols import LEAVE_ONE_PROMPT_OUT, LOCKED_TEST
+
+    assert ELLIPSE.protocol is LOCKED_TEST and ASAP.protocol is LEAVE_ONE_PROMPT_OUT
+    assert list(ELLIPSE.prepare_schema) == ["min_words", "max_words", *LOCKED_TEST.settings] and ASAP.prepare_schema == {}
+    assert has_locked_test({"test": {"n_essays": 5}}) and not has_locked_test({"protocol": "leave_one_prompt_out", "locked_test": False})
+
+
 def test_unknown_dataset_name_is_named_where_it_is_looked_up():
-    from aes.data.datasets import get_dataset
+    from aes.data.registry import get_dataset
 
     with pytest.raises(AESError, match="params key 'data.dataset' must be one of ellipse, asap; got 'toefl'"):
         get_dataset("toefl")

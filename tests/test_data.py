@@ -4,10 +4,12 @@ from pathlib import Path
 import pytest
 
 from aes.core.errors import AESError
-from aes.core.params import load_params
+from aes.core.io import sha256_file
 from aes.data import corpus as data
-from aes.data.corpus import fetch, validate_and_clean
+from aes.data.clean import validate_and_clean
 from aes.data.ellipse import ELLIPSE
+from aes.data.fetch import fetch
+from aes.data.params import load_params
 from tests.committed import committed_params, committed_text, with_param
 from tests.synthetic import make_ellipse_frame
 
@@ -57,7 +59,7 @@ def test_own_csv_sha_recorded(tmp_path):
     path = tmp_path / "own.csv"
     make_ellipse_frame(n_prompts=3, per_prompt=4).to_csv(path, index=False)
     corpus, prov = fetch(ELLIPSE, {"source": "csv", "local_dir": "", "csv_path": str(path), "zip_password": ""})
-    assert len(corpus) == 12 and prov["files"][0]["sha256"] == data.sha256_file(path)
+    assert len(corpus) == 12 and prov["files"][0]["sha256"] == sha256_file(path)
     with pytest.raises(AESError, match="data.ellipse.csv_path"):
         fetch(ELLIPSE, {"source": "csv", "local_dir": "", "csv_path": str(tmp_path / "missing.csv"), "zip_password": ""})
 
@@ -252,8 +254,8 @@ def test_ellipse_essays_carry_the_half_band_scale():
 def test_ellipse_settings_keep_the_key_order_splits_json_records():
     """splits.json records the flat prepare settings: the order of the one prepare section before
     datasets had sections, so the same params give a byte-identical splits.json."""
-    from aes.core.params import validate
-    from aes.data.datasets import data_settings, prepare_settings
+    from aes.data.params import validate
+    from aes.data.registry import data_settings, prepare_settings
 
     params = validate(committed_params())
     assert params["data"]["dataset"] == "ellipse"  # the default

@@ -12,9 +12,9 @@ import pytest
 from aes.baseline.features import FEATURE_GROUPS, FeatureScaling
 from aes.baseline.linear import fit_probe
 from aes.core.errors import AESError
-from aes.core.params import load_params
 from aes.core.registry import FROZEN_PASS, MODEL_LABELS, WRITING_FEATURE_GROUPS
 from aes.data.corpus import target_matrix
+from aes.data.params import load_params
 from aes.finetune import objectives
 from aes.finetune.cv import load_cv, run_cv
 from aes.finetune.frozen_pass import load_frozen_pass

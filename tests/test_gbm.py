@@ -19,9 +19,9 @@ from aes.baseline.gbm import (
 from aes.core.artifacts import PREDICTION_COLUMNS
 from aes.core.errors import AESError
 from aes.core.scale import SCALE_COLUMNS
-from aes.data.corpus import validate_and_clean
-from aes.data.datasets import prepare_settings
+from aes.data.clean import validate_and_clean
 from aes.data.ellipse import ELLIPSE
+from aes.data.registry import prepare_settings
 from aes.data.splits import build_splits, cv_essays
 from tests.committed import committed_params
 from tests.report_fixtures import HALF_BANDS_SCALE, points_to_unit, with_scale

@@ -10,7 +10,8 @@ import sys
 import pytest
 import torch
 
-from aes.core.params import read_overrides, with_overrides
+from aes.core.params import read_overrides
+from aes.data.params import with_overrides
 from aes.ops import gpu_check
 from tests.training_fixtures import ROOT, make_training_repo
 

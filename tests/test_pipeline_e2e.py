@@ -29,7 +29,7 @@ def repo(tmp_path_factory, tiny_encoder):
 
 def test_every_stage_writes_the_contract(repo):
     root, first = repo
-    for stage in ["fetch", "prepare", "embed", *MODEL_STAGES, "prompt_probe", "report"]:
+    for stage in ["fetch", "topics", "prepare", "embed", *MODEL_STAGES, "prompt_probe", "report"]:
         assert f"Running stage '{stage}'" in first.stdout
     for stage in MODEL_STAGES:
         metrics = json.loads((root / "metrics" / f"{stage}.json").read_text())
@@ -63,14 +63,14 @@ def test_one_forward_pass_serves_the_embeddings_and_every_fine_tune(repo):
 def test_editing_an_imported_module_makes_its_stages_stale(repo):
     """What tests/test_stage_deps.py guarantees statically, seen through `dvc status`."""
     root, _ = repo
-    module = root / "aes" / "encoders" / "resolve.py"  # imported lazily (inside functions) by prepare, embed, training
+    module = root / "aes" / "encoders" / "resolve.py"  # imported lazily (inside functions) by topics, embed, training
     original = module.read_text()
     try:
         module.write_text(original + "\n# edited\n")
         status = json.loads(run(["dvc", "status", "--json"], root).stdout)
         changed = {name for name, entries in status.items() if any("changed deps" in e for e in entries if isinstance(e, dict))}
-        assert {"prepare", "embed", "gbm_cv", "linear_cv", "lp_cv", "finetune_cv", "grl_cv", "dro_cv"} <= changed, status
-        assert not {"fetch", "report"} & changed, status  # neither imports aes.encoders
+        assert {"topics", "embed", "gbm_cv", "linear_cv", "lp_cv", "finetune_cv", "grl_cv", "dro_cv"} <= changed, status
+        assert not {"fetch", "prepare", "report"} & changed, status  # none imports aes.encoders: prepare reads topics' file
     finally:
         module.write_text(original)
     assert json.loads(run(["dvc", "status", "--json"], root).stdout) == {}  # __pycache__ is ignored by .dvcignore

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from aes.core.errors import AESError
-from aes.core.params import read_overrides, validate, with_overrides
+from aes.core.params import read_overrides
+from aes.data.params import validate, with_overrides
 from tests.committed import committed_params, committed_text
 
 ROOT = Path(__file__).resolve().parents[1]

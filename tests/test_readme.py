@@ -27,7 +27,7 @@ def _fresh_report(root: Path) -> dict:
     """metrics/report.json as the report stage writes it now, from constructed model outputs (all six stages)."""
     import warnings
 
-    from aes.core.params import validate
+    from aes.data.params import validate
     from aes.report.assemble import build_report
     from tests.report_fixtures import write_fake_workspace
 

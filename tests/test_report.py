@@ -15,8 +15,8 @@ import pytest
 from aes.core.artifacts import make_oof_frame, stack_seeds
 from aes.core.errors import AESError
 from aes.core.metrics import METRIC_DIRECTION, metric_value, qwk, summarize_seeds
-from aes.core.params import validate
 from aes.core.registry import FROZEN_STAGES, MODEL_STAGES, stage_for_objective
+from aes.data.params import validate
 from aes.holdout.final_test import chosen_model, run_final_test
 from aes.report import assemble as rep
 from aes.report import bootstrap, calibration, probe

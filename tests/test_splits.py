@@ -38,8 +38,8 @@ def test_splits_deterministic_from_seed():
 
 def test_too_few_prompts_for_folds():
     essays = _essays(n_prompts=4)
-    with pytest.raises(AESError, match="prepare.ellipse.n_folds=4 but only"):
-        build_splits(essays, PARAMS, "sha")
+    with pytest.raises(AESError, match="prepare.ellipse.n_folds=4 but only"):  # named as the settings' section
+        build_splits(essays, PARAMS, "sha", section="prepare.ellipse")
 
 
 def test_inner_split_grouped():

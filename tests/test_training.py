@@ -16,10 +16,10 @@ from aes.baseline.linear import fits_from_json
 from aes.core.artifacts import PREDICTION_COLUMNS
 from aes.core.errors import AESError
 from aes.core.io import sha256_file
-from aes.core.params import load_params
 from aes.core.registry import FROZEN_PASS
 from aes.core.scale import from_unit, scale_arrays
 from aes.data.corpus import load_essays
+from aes.data.params import load_params
 from aes.data.splits import cv_essays, load_splits
 from aes.finetune.checkpoints import read_checkpoint, run_name, write_checkpoint
 from aes.finetune.cv import run_cv

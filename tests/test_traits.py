@@ -119,8 +119,8 @@ def test_report_has_a_per_trait_table_for_every_model(tmp_path):
     import json
     import warnings
 
-    from aes.core.params import validate
     from aes.core.registry import MODEL_STAGES
+    from aes.data.params import validate
     from aes.ops.readme import results_block
     from aes.report.assemble import build_report
     from aes.report.markdown import decision_md

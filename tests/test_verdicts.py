@@ -3,7 +3,7 @@
 import pytest
 
 from aes.core.errors import AESError
-from aes.core.params import load_params
+from aes.data.params import load_params
 from aes.report.verdicts import (
     BETTER,
     INCONCLUSIVE,

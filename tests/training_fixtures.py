@@ -6,10 +6,10 @@ import contextlib
 from pathlib import Path
 
 from aes.core.io import sha256_file, write_json
-from aes.core.params import load_params
-from aes.data.corpus import validate_and_clean
-from aes.data.datasets import prepare_settings
+from aes.data.clean import validate_and_clean
 from aes.data.ellipse import ELLIPSE
+from aes.data.params import load_params
+from aes.data.registry import prepare_settings
 from aes.data.splits import build_splits
 from tests.committed import committed_params
 from tests.synthetic import make_ellipse_frame

@@ -33,6 +33,7 @@ from aes.core.metrics import (
     summarize,
     summarize_seeds,
 )
+from aes.core.prepared import declared_targets
 from aes.core.registry import metrics_path, plots_dir, predictions_path
 from aes.core.scale import SCALE_COLUMNS, from_unit, scale_arrays, to_unit
 
@@ -66,14 +67,12 @@ def make_oof_frame(essays: pd.DataFrame, fold: np.ndarray, y_pred_unit: np.ndarr
     """Build the prediction table of one seed from the CV essays and one model's predictions.
 
     essays: n rows with columns record_id, prompt, grade, y (the primary score), the scale columns
-    and one column per target (:func:`aes.data.corpus.declared_targets`). fold: (n,) int.
+    and one column per target (:func:`aes.core.prepared.declared_targets`). fold: (n,) int.
     y_pred_unit: (n,) for the primary target alone or (n, T) for every declared target, in
     declared order, on the unit range of each essay's scale (what models are trained on,
     :func:`aes.data.corpus.target_matrix`); the table holds them in score points of that scale.
     seed: the training seed that produced them (stack several with :func:`stack_seeds`).
     """
-    from aes.data.corpus import declared_targets
-
     low, high, step = scale_arrays(essays)
     y_pred_raw = from_unit(y_pred_unit, low, high)
     targets = declared_targets(essays)

@@ -1,8 +1,10 @@
-"""Load and validate ``params.yaml``.
+"""The machinery that validates ``params.yaml``, and the schema of its sections that no dataset owns.
 
-The schema below is the single list of known keys, their types and their allowed values or
-ranges; each dataset's own sections (``data.<name>``, ``prepare.<name>``) are declared with the
-dataset (``aes/data/<name>.py``) and composed into it. A key that is unknown, missing, of the
+:data:`BASE_SCHEMA` lists the known keys of the pipeline's sections, their types and their
+allowed values or ranges; the dataset keys (``data.dataset``, ``data.source``, ``data.<name>``,
+``prepare.<name>``) are declared with the datasets and composed into the whole schema by
+:mod:`aes.data.params` (``load_params``), which knows the dataset registry: ``aes.core`` imports
+nothing from the rest of the package. A key that is unknown, missing, of the
 wrong type or out of range stops the stage with a message naming the key (and the closest known
 key for typos). The file is read as YAML 1.2 with ruamel.yaml, the library DVC itself uses to
 read and rewrite it (``dvc exp run -S``).
@@ -17,8 +19,7 @@ from typing import Any
 from aes.core.errors import AESError
 from aes.core.metrics import METRIC_DIRECTION
 from aes.core.registry import OBJECTIVES, WRITING_FEATURE_GROUPS
-from aes.core.schema import Choice, Float, Int, Key, ListOf
-from aes.data.datasets import check_dataset_keys, known_scores, registry
+from aes.core.schema import Choice, Float, Int, Key, ListOf, OptionalSection
 
 SEEDS = ListOf(int)  # training seeds: every model is trained once per seed
 METRICS = ListOf(str, choices=tuple(METRIC_DIRECTION))  # metric keys a verdict rule reads
@@ -27,22 +28,18 @@ METRICS = ListOf(str, choices=tuple(METRIC_DIRECTION))  # metric keys a verdict 
 FRACTION = Float(gt=0, lt=1)  # a share of essays held out: strictly between 0 and 1
 RATE = Float(ge=0, lt=1)  # a probability or ratio that may be 0 (dropout, warm-up, optional split)
 
-SCHEMA: dict[str, Any] = {
+# The sections of every pipeline, whatever the dataset. The data and prepare sections' dataset
+# keys (data.dataset, data.source, data.<name>, prepare.targets' choices, prepare.<name>) are composed in
+# by aes.data.params, where the datasets are known; this package imports nothing above aes.core.
+BASE_SCHEMA: dict[str, Any] = {
     "objective": Choice(*OBJECTIVES),
-    # data.dataset picks the corpus; each dataset's own settings are its section data.<name> /
-    # prepare.<name>, declared with the dataset (aes/data/ellipse.py, aes/data/asap.py)
-    "data": {
-        "dataset": Choice(*registry()),
-        "source": Choice("local", "upstream", "csv"),  # check_cross_keys: one the dataset supports
-        **{name: dict(dataset.data_settings) for name, dataset in registry().items()},
-    },
+    "data": {},
     "prepare": {
         # score columns to predict, primary first (Q1, Q2, calibration and the locked test read the
-        # primary); check_cross_keys: scores the chosen dataset has
-        "targets": ListOf(str, choices=known_scores()),
+        # primary); the scores they may name are the datasets' (aes.data.params)
+        "targets": ListOf(str),
         "invalid_rows": Choice("error", "drop"),
         "seed": Int(ge=0),
-        **{name: dict(dataset.prepare_settings) for name, dataset in registry().items()},
     },
     "embed": {"model": Key(str), "max_length": Int(ge=2), "batch_size": Int(ge=1), "mixed_precision": Choice("no", "bf16")},
     "gbm": {
@@ -161,8 +158,12 @@ def _check_items(value: list, spec: Key, name: str, source: str) -> list:
     return [float(v) for v in value] if spec.item is float else list(value)
 
 
-def validate(params: Any, schema: dict[str, Any] = SCHEMA, where: str = "", source: str = "params.yaml") -> dict:
-    """Check ``params`` against ``schema``; return it with float keys cast to float."""
+def validate(params: Any, schema: dict[str, Any], where: str = "", source: str = "params.yaml") -> dict:
+    """Check ``params`` against ``schema``; return it with float keys cast to float.
+
+    A section declared :class:`~aes.core.schema.OptionalSection` may be left out (it is then
+    absent from the result); when present it is checked like any other.
+    """
     if not isinstance(params, dict):
         raise AESError(f"{source}: {where or 'top level'} must be a mapping, got {type(params).__name__}")
     for key in params:
@@ -174,6 +175,10 @@ def validate(params: Any, schema: dict[str, Any] = SCHEMA, where: str = "", sour
     out: dict[str, Any] = {}
     for key, spec in schema.items():
         name = f"{where}{key}"
+        if isinstance(spec, OptionalSection):
+            if key not in params:
+                continue
+            spec = spec.schema
         if key not in params:
             raise AESError(f"{source}: missing key '{name}'")
         value = params[key]
@@ -185,13 +190,12 @@ def validate(params: Any, schema: dict[str, Any] = SCHEMA, where: str = "", sour
 
 
 def check_cross_keys(params: dict, source: str = "params.yaml") -> dict:
-    """Rules that tie keys of different sections together; returns ``params`` unchanged.
+    """Rules that tie keys of different non-dataset sections together; returns ``params`` unchanged.
 
-    The chosen dataset supports ``data.source`` and has every ``prepare.targets`` score
-    (:func:`aes.data.datasets.check_dataset_keys`); finetune.target_weights has one weight (>= 0)
-    per prepare.targets entry, at least one of them > 0; every linear.feature_weights entry is > 0.
+    finetune.target_weights has one weight (>= 0) per prepare.targets entry, at least one of them
+    > 0; every linear.feature_weights entry is > 0. (The dataset's own rules:
+    :func:`aes.data.registry.check_dataset_keys`.)
     """
-    check_dataset_keys(params, source)
     targets, weights = params["prepare"]["targets"], params["finetune"]["target_weights"]
     if len(weights) != len(targets):
         raise AESError(f"{source}: key 'finetune.target_weights' has {len(weights)} weight(s) but key 'prepare.targets' "
@@ -215,12 +219,12 @@ def parse_yaml(text: str, source: str = "<string>") -> Any:
         raise AESError(f"{source}: not valid YAML: {err}") from None
 
 
-def load_params(path: str | Path = "params.yaml") -> dict:
-    """Read and validate the params file. Returns the nested dict."""
+def read_params_file(path: str | Path) -> Any:
+    """The parsed (not yet validated) params file; AESError when it is missing."""
     path = Path(path)
     if not path.exists():
         raise AESError(f"{path}: params file not found (run stages from the repository root)")
-    return check_cross_keys(validate(parse_yaml(path.read_text(), str(path)), SCHEMA, "", str(path)), str(path))
+    return parse_yaml(path.read_text(), str(path))
 
 
 def read_overrides(path: str | Path) -> dict[str, Any]:
@@ -240,8 +244,9 @@ def read_overrides(path: str | Path) -> dict[str, Any]:
     return out
 
 
-def with_overrides(params: dict, overrides: dict[str, Any], source: str = "overrides") -> dict:
-    """A validated copy of ``params`` with dotted ``overrides`` ({"finetune.epochs": 2}) applied."""
+def apply_overrides(params: dict, overrides: dict[str, Any], source: str = "overrides") -> dict:
+    """A copy of ``params`` with dotted ``overrides`` ({"finetune.epochs": 2}) applied, not yet validated
+    (:func:`aes.data.params.with_overrides` validates the result against the whole schema)."""
     import copy
 
     out = copy.deepcopy(params)
@@ -253,4 +258,4 @@ def with_overrides(params: dict, overrides: dict[str, Any], source: str = "overr
         if not isinstance(section, dict) or leaf not in section:
             raise AESError(f"{source}: '{key}' is not a params key")
         section[leaf] = value
-    return check_cross_keys(validate(out, SCHEMA, "", source), source)
+    return out

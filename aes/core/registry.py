@@ -12,6 +12,7 @@ from aes.core.errors import AESError
 
 # ------------------------------------------------------------------ stages (dvc.yaml order)
 FETCH, PREPARE, EMBED, REPORT, FINAL_TEST = "fetch", "prepare", "embed", "report", "final_test"
+TOPICS = "topics"  # the groups the splits keep whole (prompts, or topic clusters of prompts): fetch -> topics -> prepare
 PROBE_STAGE = "prompt_probe"  # prompt-leakage probe of every representation (read by report)
 BASELINE_STAGE = "gbm_cv"  # frozen embeddings + writing features -> XGBoost
 LINEAR_STAGE = "linear_cv"  # linear probe on the same frozen embeddings
@@ -26,7 +27,7 @@ ERM_STAGE = OBJECTIVE_STAGES["erm"]
 SEEDED_STAGES = (BASELINE_STAGE, *OBJECTIVE_STAGES.values())
 # Stages that write the model artifact contract (aes.core.artifacts), frozen models first.
 MODEL_STAGES = (*FROZEN_STAGES, *OBJECTIVE_STAGES.values())
-STAGES = (FETCH, PREPARE, EMBED, BASELINE_STAGE, LINEAR_STAGE, LP_STAGE, *OBJECTIVE_STAGES.values(), PROBE_STAGE, REPORT, FINAL_TEST)
+STAGES = (FETCH, TOPICS, PREPARE, EMBED, BASELINE_STAGE, LINEAR_STAGE, LP_STAGE, *OBJECTIVE_STAGES.values(), PROBE_STAGE, REPORT, FINAL_TEST)
 MODEL_LABELS = {
     BASELINE_STAGE: "frozen: embeddings + writing features -> XGBoost",
     LINEAR_STAGE: "frozen: linear probe on the embeddings",
@@ -65,6 +66,7 @@ def stage_for_objective(objective: str) -> str:
 # ------------------------------------------------------------------ files
 RAW_CSV = Path("data/raw/corpus.csv")  # fetch -> prepare: the chosen dataset's rows as published
 PROVENANCE = Path("data/provenance.json")
+TOPICS_JSON = Path("data/topics.json")  # topics -> prepare: {"groups": "prompt"} or the topic of every prompt
 ESSAYS = Path("data/prepared/essays.csv")  # prepare -> every later stage
 SPLITS = Path("data/prepared/splits.json")
 PREPARE_METRICS = Path("metrics/prepare.json")

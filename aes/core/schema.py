@@ -1,12 +1,14 @@
 """The building blocks of a params schema: one :class:`Key` per leaf param (type, choices, range).
 
-Its own module so that the datasets (``aes.data.ellipse``, ``aes.data.asap``) can declare the schema
-of their own settings without importing ``aes.core.params``, which composes them into ``SCHEMA``.
+Its own module so that the datasets (``aes.data.ellipse``, ``aes.data.asap``) and the split protocols
+(``aes.data.protocols``) can declare the schema of their own settings without importing the
+validation machinery (``aes.core.params``); ``aes.data.params`` composes them into the whole schema.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -54,3 +56,11 @@ def Choice(*values: str) -> Key:  # noqa: N802
 def ListOf(item: type, choices: tuple | None = None, unique: bool = True) -> Key:  # noqa: N802
     """A non-empty list of ``item`` values (distinct unless ``unique=False``)."""
     return Key(list, min_len=1, item=item, item_choices=choices, unique=unique)
+
+
+@dataclass(frozen=True)
+class OptionalSection:
+    """A section that may be left out of the params file (a dataset's settings when another dataset
+    is chosen); when present, its keys are checked against ``schema`` like any section's."""
+
+    schema: dict[str, Any] = field(default_factory=dict)

@@ -1,1 +1,3 @@
-"""The data contract: the datasets (datasets, ellipse, asap), fetch and validate them (corpus), split by protocol (splits, protocols)."""
+"""The data contract, bottom up: readers; one module per dataset (ellipse, asap) declaring a Dataset (dataset) and its
+split protocol (protocols, splits); the one tuple of datasets (registry) and the whole params schema (params); fetch,
+clean, the prepared essays (corpus) and prompt topic clusters (topics)."""

@@ -12,8 +12,9 @@ import pandas as pd
 
 from aes.core.scale import Scale
 from aes.core.schema import Key
-from aes.data.corpus import read_tsv
-from aes.data.datasets import LEAVE_ONE_PROMPT_OUT, Dataset, Release
+from aes.data.dataset import Dataset, Release
+from aes.data.protocols import LEAVE_ONE_PROMPT_OUT
+from aes.data.readers import read_tsv
 
 COMMIT = "981ec606f039c5b3ee163b5b474e4329d9ebbd17"
 ROWS_AND_SHA256 = {  # prompt: (essays, sha256 of PAES-data/<prompt>/test.tsv), from DATA.md
@@ -88,5 +89,5 @@ ASAP = Dataset(
     scales=SCALES,
     protocol=LEAVE_ONE_PROMPT_OUT,
     data_settings={"local_dir": Key(str)},  # the folder holding PAES-data/; $ASAP_DIR overrides
-    prepare_settings={},  # every essay length is kept; leave one prompt out has no settings
+    prepare_settings={},  # every essay length is kept (and leave one prompt out has no settings)
 )

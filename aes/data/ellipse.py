@@ -15,9 +15,10 @@ import pandas as pd
 from aes.core.errors import AESError
 from aes.core.io import sha256_bytes
 from aes.core.scale import Scale
-from aes.core.schema import Choice, Float, Int, Key
-from aes.data.corpus import read_csv_as_written
-from aes.data.datasets import LOCKED_TEST, Dataset, Release
+from aes.core.schema import Int, Key
+from aes.data.dataset import Dataset, Release
+from aes.data.protocols import LOCKED_TEST
+from aes.data.readers import read_csv_as_written
 
 RELEASES = (
     Release("train", "ELLIPSE_Final_github_train.csv", "782344e99668a3ff508d7410c0eb6e36da70f3b28f81c96e367f1ca04924b06c", 3911),
@@ -76,18 +77,12 @@ ELLIPSE = Dataset(
         "csv_path": Key(str),  # your own ELLIPSE-shaped CSV for data.source: csv
         "zip_password": Key(str),  # the published password of the test release zip
     },
-    prepare_settings={
-        "min_words": Int(ge=0),
-        "max_words": Int(ge=1),
-        "test_fraction": Float(gt=0, lt=1),
-        "test_candidates": Int(ge=1),
-        "n_folds": Int(ge=2),
-        "groups": Choice("prompt", "topic"),  # the unit the locked test and the CV folds keep whole
-        "topic_model": Key(str),
-        "topic_similarity": Float(gt=0, le=1),
-    },
+    # Essays outside [min_words, max_words] are dropped and counted (the corpus' own criterion); the
+    # locked test's settings (test_fraction ... topic_similarity) follow in prepare.ellipse.
+    prepare_settings={"min_words": Int(ge=0), "max_words": Int(ge=1)},
     # The key order of the one prepare section before datasets had sections of their own:
-    # splits.json records these settings, so the same params give a byte-identical splits.json.
+    # splits.json records these settings (its own and its protocol's), so the same params give a
+    # byte-identical splits.json.
     settings_order=("targets", "min_words", "max_words", "invalid_rows", "test_fraction", "test_candidates",
                     "n_folds", "seed", "groups", "topic_model", "topic_similarity"),
 )

@@ -19,7 +19,10 @@ from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
 from aes.core.errors import AESError
 from aes.core.registry import SPLITS
 from aes.core.scale import Scale, grid_labels, scale_arrays
-from aes.data.datasets import LEAVE_ONE_PROMPT_OUT
+
+# The names of the two split documents (and protocols, aes.data.protocols).
+LOCKED_TEST = "locked_test"
+LEAVE_ONE_PROMPT_OUT = "leave_one_prompt_out"
 
 
 def single_scale(essays: pd.DataFrame) -> Scale:
@@ -71,13 +74,16 @@ def carve_test_groups(essays: pd.DataFrame, fraction: float, n_candidates: int, 
     return best
 
 
-def make_cv_folds(cv: pd.DataFrame, n_folds: int, seed: int, scale: Scale) -> np.ndarray:
-    """Fold index (0..n_folds-1) per essay of ``cv``: grouped by column ``group``, stratified on ``scale``'s grid."""
+def make_cv_folds(cv: pd.DataFrame, n_folds: int, seed: int, scale: Scale, section: str = "prepare") -> np.ndarray:
+    """Fold index (0..n_folds-1) per essay of ``cv``: grouped by column ``group``, stratified on ``scale``'s grid.
+
+    ``section``: the params section holding ``n_folds`` (``prepare.ellipse``), named by the errors.
+    """
     n_groups = cv["group"].nunique()
     if n_groups < n_folds:
         raise AESError(
-            f"prepare.ellipse.n_folds={n_folds} but only {n_groups} groups of prompts remain for CV after the locked test; "
-            "each fold needs at least one group of its own (lower prepare.ellipse.n_folds or prepare.ellipse.test_fraction)"
+            f"{section}.n_folds={n_folds} but only {n_groups} groups of prompts remain for CV after the locked test; "
+            f"each fold needs at least one group of its own (lower {section}.n_folds or {section}.test_fraction)"
         )
     splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     fold = np.full(len(cv), -1, dtype=int)
@@ -89,17 +95,19 @@ def make_cv_folds(cv: pd.DataFrame, n_folds: int, seed: int, scale: Scale) -> np
             fold[val_idx] = k
     for k in range(n_folds):
         if not (fold == k).any():
-            raise AESError(f"fold {k} got no essays: the groups are too few or too small for prepare.ellipse.n_folds={n_folds}")
+            raise AESError(f"fold {k} got no essays: the groups are too few or too small for {section}.n_folds={n_folds}")
     return fold
 
 
-def build_splits(essays: pd.DataFrame, params: dict, dataset_sha256: str, topics: dict[str, str] | None = None) -> dict:
+def build_splits(essays: pd.DataFrame, params: dict, dataset_sha256: str, topics: dict[str, str] | None = None,
+                 section: str = "prepare") -> dict:
     """The locked-test protocol: carve the locked test and the CV folds; return the ``splits.json`` document.
 
     ``essays``: prepared essays (record_id, prompt, y and ``SCALE_COLUMNS``, one scale for all);
     ``params``: the flat prepare settings (test_fraction, test_candidates, n_folds, seed, ...).
     ``topics`` ({prompt: topic}, from :mod:`aes.data.topics`) makes the topic, not the prompt, the
-    unit that the locked test and the folds keep whole; None groups by prompt.
+    unit that the locked test and the folds keep whole; None groups by prompt. ``section``: the
+    params section of these settings (``prepare.ellipse``), named by the errors.
     """
     scale = single_scale(essays)
     essays = essays.assign(group=essays["prompt"].map(topics) if topics else essays["prompt"])
@@ -107,7 +115,7 @@ def build_splits(essays: pd.DataFrame, params: dict, dataset_sha256: str, topics
     in_test = essays["group"].isin(test_groups)
     test_prompts = sorted(essays.loc[in_test, "prompt"].unique().tolist())
     cv = essays[~in_test].reset_index(drop=True)
-    fold = make_cv_folds(cv, params["n_folds"], params["seed"], scale)
+    fold = make_cv_folds(cv, params["n_folds"], params["seed"], scale, section)
     folds = []
     for k in range(params["n_folds"]):
         val = cv[fold == k]
@@ -177,12 +185,6 @@ def leave_one_prompt_out(essays: pd.DataFrame, params: dict, dataset_sha256: str
         "test": {"prompts": [], "n_essays": 0, "share": 0.0, "record_ids": []},
         "folds": folds,
     }
-
-
-def has_locked_test(splits: dict) -> bool:
-    """Whether the splits hold a locked test (False for leave one prompt out; a splits.json without
-    the key is the locked-test protocol's, which wrote none)."""
-    return bool(splits.get("locked_test", True))
 
 
 def load_splits(path: str | Path = SPLITS) -> dict:

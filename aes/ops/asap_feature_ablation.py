@@ -1,7 +1,9 @@
 """Cheap ASAP ablation of the handcrafted feature groups: leave one prompt out, features only, no embeddings.
 
-For each of ASAP's 8 prompts k: fit a small model on the essays of the other seven (scores min-max
-normalised per prompt with the ranges the cross-prompt literature uses), predict prompt k, map the
+ASAP is read as the pipeline reads it (aes/data/asap.py: checksum-verified, UTF-8, the same
+prepared columns). For each of ASAP's 8 prompts k: fit a small model on the essays of the other
+seven (scores min-max normalised per prompt with the ranges the cross-prompt literature uses,
+declared with the dataset), predict prompt k, map the
 predictions back to k's range, round and clip to its integer scale, and take QWK on prompt k. The
 figure is the mean of the eight QWKs, as in the cross-prompt literature (ASAP's DATA.md), but on a
 seeded sample of essays per prompt and with fixed model settings (no model selection), so it ranks
@@ -25,25 +27,25 @@ import pandas as pd
 from sklearn.metrics import cohen_kappa_score
 
 from aes.core.errors import AESError, stage_main
-from aes.core.scale import from_unit, to_grid, to_unit
-from aes.data.corpus import resolve_data_path
+from aes.core.scale import SCALE_COLUMNS, from_unit, to_grid, to_unit
+from aes.data.asap import ASAP
+from aes.data.clean import validate_and_clean
+from aes.data.fetch import fetch
 
-DEFAULT_ROOT = "../shared/asap"  # beside the checkout, like params.yaml's ../shared/ellipse
-# Score ranges of ASAP's prompts as the cross-prompt papers normalise with (DATA.md).
-ASAP_RANGES = {1: (2, 12), 2: (1, 6), 3: (0, 3), 4: (0, 3), 5: (0, 4), 6: (0, 4), 7: (0, 30), 8: (0, 60)}
 EXISTING = ("length", "lexical", "sophistication", "spelling", "readability", "complexity", "punctuation")
 DEFAULT_ARMS = {"length": ("length",), "existing": EXISTING, "existing+syntax": (*EXISTING, "syntax")}
 MODELS = ("ridge", "xgboost")
+PROMPTS = tuple(ASAP.scales)  # "1" ... "8", each with its score range (aes/data/asap.py)
 
 
-def load_asap(root: Path, per_prompt: int | None, seed: int) -> pd.DataFrame:
-    """essay_set, essay, domain1_score of up to ``per_prompt`` essays per prompt (all when None), seeded sample."""
+def load_asap(local_dir: str, per_prompt: int | None, seed: int) -> pd.DataFrame:
+    """Prepared ASAP essays (prompt, text, y, the prompt's scale) of up to ``per_prompt`` per prompt (all when None),
+    a seeded sample. Read as stage ``fetch`` reads them: every file checksum-verified, UTF-8 (aes/data/asap.py)."""
+    corpus, _ = fetch(ASAP, {"source": "local", "local_dir": local_dir})
+    essays, _ = validate_and_clean(corpus, {"targets": ["Overall"]}, ASAP)
     frames = []
-    for prompt in ASAP_RANGES:
-        path = root / "PAES-data" / str(prompt) / "test.tsv"
-        if not path.is_file():
-            raise AESError(f"{path} not found; pass --root, the folder of ASAP's DATA.md")
-        frame = pd.read_csv(path, sep="\t", encoding="latin-1", usecols=["essay_set", "essay", "domain1_score"])
+    for prompt in PROMPTS:
+        frame = essays[essays["prompt"] == prompt].reset_index(drop=True)
         if per_prompt and len(frame) > per_prompt:
             frame = frame.sample(per_prompt, random_state=seed)
         frames.append(frame)
@@ -66,18 +68,18 @@ def make_model(name: str, seed: int):
     raise AESError(f"unknown model {name!r}; expected one of {MODELS}")
 
 
-def leave_one_prompt_out(X: np.ndarray, frame: pd.DataFrame, model: str, seed: int) -> dict[int, float]:
+def leave_one_prompt_out(X: np.ndarray, frame: pd.DataFrame, model: str, seed: int) -> dict[str, float]:
     """QWK of each held-out prompt: X (n, d) features of ``frame``'s essays; returns {prompt: QWK}."""
-    prompts = frame["essay_set"].to_numpy()
-    low = np.array([ASAP_RANGES[p][0] for p in prompts], dtype=float)
-    high = np.array([ASAP_RANGES[p][1] for p in prompts], dtype=float)
-    unit = to_unit(frame["domain1_score"].to_numpy(dtype=float), low, high)
+    prompts = frame["prompt"].to_numpy()
+    low, high, _ = (frame[c].to_numpy(dtype=float) for c in SCALE_COLUMNS)
+    unit = to_unit(frame["y"].to_numpy(dtype=float), low, high)
     out = {}
-    for prompt, (p_low, p_high) in ASAP_RANGES.items():
+    for prompt in PROMPTS:
+        p_low, p_high = int(ASAP.scale_of(prompt).low), int(ASAP.scale_of(prompt).high)
         test = prompts == prompt
         regressor = make_model(model, seed).fit(X[~test], unit[~test])
         predicted = to_grid(from_unit(regressor.predict(X[test]), p_low, p_high), p_low, p_high, 1.0)
-        true = frame["domain1_score"].to_numpy(dtype=float)[test]
+        true = frame["y"].to_numpy(dtype=float)[test]
         labels = np.arange(p_low, p_high + 1)
         out[prompt] = float(cohen_kappa_score(true.astype(int), predicted.astype(int), weights="quadratic", labels=labels))
     return out
@@ -91,10 +93,10 @@ def parse_arm(text: str) -> tuple[str, tuple[str, ...]]:
 
 
 def table(results: dict[tuple[str, str], dict[int, float]]) -> str:
-    lines = ["| features | model | " + " | ".join(f"P{p}" for p in ASAP_RANGES) + " | mean |",
-             "|---|---|" + "---|" * (len(ASAP_RANGES) + 1)]
+    lines = ["| features | model | " + " | ".join(f"P{p}" for p in PROMPTS) + " | mean |",
+             "|---|---|" + "---|" * (len(PROMPTS) + 1)]
     for (arm, model), qwks in results.items():
-        cells = [f"{qwks[p]:.3f}" for p in ASAP_RANGES]
+        cells = [f"{qwks[p]:.3f}" for p in PROMPTS]
         lines.append(f"| {arm} | {model} | " + " | ".join(cells) + f" | {np.mean(list(qwks.values())):.3f} |")
     return "\n".join(lines)
 
@@ -102,7 +104,8 @@ def table(results: dict[tuple[str, str], dict[int, float]]) -> str:
 @stage_main
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m aes.ops.asap_feature_ablation", description=__doc__.splitlines()[0])
-    parser.add_argument("--root", default=DEFAULT_ROOT, help="folder of ASAP's DATA.md, relative to the checkout (default: %(default)s)")
+    parser.add_argument("--root", default=ASAP.default_local_dir,
+                        help="folder holding PAES-data/, relative to the checkout; $ASAP_DIR overrides (default: %(default)s)")
     parser.add_argument("--per-prompt", type=int, default=600, help="essays sampled per prompt; 0 = all (default: 600)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", choices=[*MODELS, "both"], default="both")
@@ -120,11 +123,11 @@ def main(argv: list[str] | None = None) -> None:
             raise AESError(f"--arm {name}: unknown feature group(s) {unknown}; known (no embeddings here): "
                            f"{', '.join(FEATURE_GROUPS)}")
     models = MODELS if args.model == "both" else (args.model,)
-    frame = load_asap(resolve_data_path(args.root), args.per_prompt or None, args.seed)
+    frame = load_asap(args.root, args.per_prompt or None, args.seed)
     wanted = [g for g in FEATURE_GROUPS if any(g in groups for groups in arms.values())]
     started = time.perf_counter()
-    X, names = writing_features(frame["essay"].tolist(), wanted)
-    print(f"{len(frame)} essays ({frame['essay_set'].value_counts().min()}-{frame['essay_set'].value_counts().max()} per prompt), "
+    X, names = writing_features(frame["text"].tolist(), wanted)
+    print(f"{len(frame)} essays ({frame['prompt'].value_counts().min()}-{frame['prompt'].value_counts().max()} per prompt), "
           f"{len(names)} feature columns in {time.perf_counter() - started:.0f} s\n")
     results = {}
     for name, groups in arms.items():
@@ -135,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         out = {}
         for (name, model), qwks in results.items():
-            out.setdefault(name, {})[model] = {**{str(p): q for p, q in qwks.items()}, "mean": float(np.mean(list(qwks.values())))}
+            out.setdefault(name, {})[model] = {**qwks, "mean": float(np.mean(list(qwks.values())))}
         args.json.write_text(json.dumps(out, indent=2) + "\n")
 
 

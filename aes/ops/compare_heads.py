@@ -35,7 +35,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     report = {"bootstrap_resamples": 2000, "bootstrap_seed": 11, "min_prompt_n": 20}
     if args.params.exists():
-        from aes.core.params import load_params
+        from aes.data.params import load_params
 
         report = load_params(args.params)["report"]
     names = (str(args.a), str(args.b))

@@ -110,7 +110,8 @@ def download_wheels(dest: Path, names=WHEELS) -> list[Path]:
 
 def check_params(params_file: str, profile: str, seed: int | None = None) -> dict:
     """params.yaml + the GPU profile + the check's overrides (model set at run time), validated."""
-    from aes.core.params import load_params, read_overrides, with_overrides
+    from aes.core.params import read_overrides
+    from aes.data.params import load_params, with_overrides
 
     params = with_overrides(load_params(params_file), read_overrides(profile), profile)
     overrides = {**CHECK_OVERRIDES, "finetune.seeds": [seed if seed is not None else params["finetune"]["seeds"][0]]}
@@ -148,7 +149,7 @@ def check_inputs(prep_dir: Path) -> dict:
     for name in ("essays.csv", "splits.json"):
         _need(prep_dir / "prepared" / name, "prepared data", fix)
     params_path = _need(prep_dir / "params.json", "the check's params", fix)
-    from aes.core.params import validate
+    from aes.data.params import validate
 
     return validate(json.loads(params_path.read_text()), source=str(params_path))
 
@@ -202,7 +203,7 @@ def run(args) -> dict:
     import torch
 
     from aes.core.machine import machine
-    from aes.core.params import validate
+    from aes.data.params import validate
     from aes.finetune.cv import run_cv, run_embed, run_lp_cv
 
     params["finetune"]["model"] = str((prep_dir / "model").resolve())

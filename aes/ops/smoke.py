@@ -40,7 +40,8 @@ import numpy as np
 
 from aes.core.errors import AESError, stage_main
 from aes.core.io import write_json
-from aes.core.params import load_params, parse_yaml, read_overrides, with_overrides
+from aes.core.params import parse_yaml, read_overrides
+from aes.data.params import load_params, with_overrides
 
 VARIANTS = {  # name -> (objective, finetune overrides on top of the smoke's)
     "erm": ("erm", {}),

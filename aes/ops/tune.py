@@ -34,8 +34,8 @@ import pandas as pd
 
 from aes.baseline.linear import fit_probe
 from aes.core.metrics import headline_qwk, per_group_qwk, prompt_offset, prompt_offset_noise, scored_rows
-from aes.core.params import load_params
 from aes.data.corpus import target_matrix
+from aes.data.params import load_params
 from aes.data.splits import inner_split
 from aes.finetune.backbones import Prepared
 from aes.finetune.cv import load_cv

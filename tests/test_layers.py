@@ -1,0 +1,63 @@
+"""The package's layers, read from the imports themselves (ast, not running them): ``aes.core`` imports
+nothing above it, ``aes.data`` nothing above ``aes.core`` and ``aes.data``, the modules of
+``aes.data`` import one another without a circle and hide no ``aes`` import inside a function
+(where a circle would go unseen until run time)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def aes_imports(path: Path) -> list[tuple[str, bool]]:
+    """(module, at top level?) of every ``aes`` import in ``path``; ``from aes.data import corpus`` names aes.data.corpus."""
+    tree = ast.parse(path.read_text())
+    top = {id(node) for node in tree.body}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            package = ROOT.joinpath(*node.module.split("."))
+            names = [f"{node.module}.{a.name}" if (package / f"{a.name}.py").exists() else node.module for a in node.names]
+        else:
+            continue
+        found += [(name, id(node) in top) for name in names if name == "aes" or name.startswith("aes.")]
+    return found
+
+
+def modules(package: str) -> list[Path]:
+    return sorted((ROOT / "aes" / package).glob("*.py"))
+
+
+@pytest.mark.parametrize("package,allowed", [("core", ("aes.core",)), ("data", ("aes.core", "aes.data"))])
+def test_a_layer_imports_nothing_above_it(package, allowed):
+    above = {f"{p.relative_to(ROOT)}: {name}" for p in modules(package) for name, _ in aes_imports(p)
+             if not any(name == a or name.startswith(a + ".") for a in allowed)}
+    assert not above, f"aes/{package} imports from above it: {sorted(above)}"
+
+
+def test_no_aes_import_hides_inside_a_function():
+    hidden = {f"{p.relative_to(ROOT)}: {name}" for p in modules("data") for name, top in aes_imports(p) if not top}
+    assert not hidden, f"imports inside functions: {sorted(hidden)}"
+
+
+def test_the_data_modules_import_one_another_without_a_circle():
+    graph = {f"aes.data.{p.stem}": {n for n, _ in aes_imports(p) if n.startswith("aes.data.")} for p in modules("data")}
+    done: set[str] = set()
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        assert module not in path, f"import circle: {' -> '.join((*path, module))}"
+        if module not in done:
+            for other in sorted(graph.get(module, ())):
+                visit(other, (*path, module))
+            done.add(module)
+
+    for module in sorted(graph):
+        visit(module, ())
+    # the one tuple of datasets is the registry's: the dataset modules do not import it
+    assert all("aes.data.registry" not in graph[f"aes.data.{name}"] for name in ("ellipse", "asap", "dataset", "protocols"))
