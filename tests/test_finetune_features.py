@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from aes.baseline.features import FEATURE_GROUPS, FeatureScaling
+from aes.features import FEATURE_GROUPS, FeatureScaling
 from aes.baseline.linear import fit_probe
 from aes.core.errors import AESError
 from aes.core.params import load_params

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from aes.baseline.features import FEATURE_GROUPS, FeatureScaling
+from aes.features import FEATURE_GROUPS, FeatureScaling
 from aes.baseline.linear import fits_from_json
 from aes.core.registry import FROZEN_PASS, models_dir
 from aes.finetune.cv import load_cv

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from aes.baseline.features import FEATURE_GROUPS, feature_names, writing_features
+from aes.features import FEATURE_GROUPS, feature_names, writing_features
 from aes.baseline.linear import fits_from_json
 from aes.core.artifacts import PREDICTION_COLUMNS
 from aes.core.errors import AESError

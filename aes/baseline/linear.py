@@ -13,7 +13,7 @@ not depend on the other targets (ridge solves each output on its own).
 
 With writing features (``finetune.features``, stage ``lp_cv``) the probe reads the concatenation
 [pooled (H), standardised writing features (d)]; the standardisation is fitted on the probe's own
-training essays and kept in the fit (:class:`aes.baseline.features.FeatureScaling`), so the probe
+training essays and kept in the fit (:class:`aes.features.FeatureScaling`), so the probe
 is applied to raw features with :meth:`RidgeFit.predict_essays`.
 """
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from aes.baseline.features import FeatureScaling
+from aes.features import FeatureScaling
 from aes.core.errors import AESError
 
 CONSTANT_SD = 1e-6  # a column whose sd is below this share of the median column sd carries no signal

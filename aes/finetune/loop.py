@@ -20,7 +20,7 @@ head starts at the probe's weights, so step 0 predicts what the probe predicts a
 begins from a good head instead of a random one.
 
 Writing features (``finetune.features``): the head reads [pooled, standardised writing features];
-the standardisation (:class:`aes.baseline.features.FeatureScaling`) is fitted on the essays the
+the standardisation (:class:`aes.features.FeatureScaling`) is fitted on the essays the
 fold trains on, never its validation essays, and returned with the fold's result. The probe
 carries its own scaling (fitted on the same training fold); :func:`head_from_probe` maps it onto
 the head's exactly, so LP-FT starts at the probe's predictions, features part included.
@@ -190,7 +190,7 @@ class Trainer:
         """Tokenise the essays or, for cached training, take the stored frozen pass (or compute it).
 
         With ``finetune.features``: the essays' raw writing features (n, d), taken from ``features``,
-        else from the frozen pass, else computed here (:func:`aes.baseline.features.writing_features`).
+        else from the frozen pass, else computed here (:func:`aes.features.writing_features`).
         """
         data = self.backbone.prepare(texts, self.accelerator.device, frozen)
         if self.ft["features"]:
@@ -200,7 +200,7 @@ class Trainer:
                 check_feature_groups(frozen.feature_groups, self.ft["features"], f"{self.stage}: the frozen pass")
                 features = frozen.features
             if features is None:
-                from aes.baseline.features import writing_features
+                from aes.features import writing_features
 
                 features, _ = writing_features(list(texts), self.ft["features"])
             if len(features) != len(data.lengths):
@@ -260,7 +260,7 @@ class Trainer:
     def feature_scaling(self, data: Prepared, train_rows: np.ndarray):
         """The head's writing-feature standardisation, fitted on ``train_rows`` only (the essays the fold
         trains on: never its validation or inner-validation essays); None with ``finetune.features: []``."""
-        from aes.baseline.features import FeatureScaling
+        from aes.features import FeatureScaling
 
         if not self.ft["features"]:
             return None
