@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from aes.encoders.embedding import embed_texts, tokenize_texts
-from aes.finetune.cv import load_cv
+from aes.finetune.folds import load_cv
 from aes.finetune.frozen_pass import compute_frozen_pass, embed_and_freeze, shares_embed_pass
 from tests.training_fixtures import make_training_repo, one_torch_thread
 

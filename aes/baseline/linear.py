@@ -24,8 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from aes.features import FeatureScaling
 from aes.core.errors import AESError
+from aes.features import FeatureScaling
 
 CONSTANT_SD = 1e-6  # a column whose sd is below this share of the median column sd carries no signal
 

@@ -76,7 +76,7 @@ def compute_frozen_pass(ft: dict, texts: list[str], record_ids, stage: str) -> t
     (:func:`aes.features.writing_features`, the gbm_cv baseline's own functions).
     """
     from aes.finetune.backbones import make_backbone
-    from aes.finetune.loop import make_accelerator, predict_batches
+    from aes.finetune.runtime import make_accelerator, predict_batches
 
     started = time.perf_counter()
     accelerator = make_accelerator(ft)

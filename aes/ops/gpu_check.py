@@ -20,7 +20,7 @@ rest; it is loaded back as fp32, see :func:`aes.encoders.resolve.load_encoder`),
 multiprocess for CPython 3.12: the training path tokenises with ``datasets``, which the GPU image
 lacks) and ``params.json`` (params.yaml + profiles/gpu.args + this check's overrides, below).
 
-``run`` calls :func:`aes.finetune.cv.run_embed`, :func:`aes.finetune.cv.run_lp_cv` and
+``run`` calls :func:`aes.finetune.embed.run_embed`, :func:`aes.finetune.lp.run_lp_cv` and
 :func:`aes.finetune.cv.run_cv` (the functions the stages embed, lp_cv, finetune_cv and dro_cv call) in a scratch repository (``--workdir``) with the GPU
 profile's recipe on MiniLM: the whole encoder (``trainable_layers: -1``), 512 tokens, LP-FT,
 layer-wise learning-rate decay, the inner epoch choice, bf16 autocast; all CV folds, the first
@@ -172,8 +172,7 @@ def _slug(name: str) -> str:
 
 def fit_essays(params: dict, root: Path) -> dict[int, int]:
     """Training essays per fold after the inner split (what one epoch trains on), by fold."""
-    from aes.finetune.cv import load_cv
-    from aes.finetune.loop import fold_rows
+    from aes.finetune.folds import fold_rows, load_cv
 
     ft = params["finetune"]
     cv = load_cv(root)
@@ -203,7 +202,9 @@ def run(args) -> dict:
 
     from aes.core.machine import machine
     from aes.core.params import validate
-    from aes.finetune.cv import run_cv, run_embed, run_lp_cv
+    from aes.finetune.cv import run_cv
+    from aes.finetune.embed import run_embed
+    from aes.finetune.lp import run_lp_cv
 
     params["finetune"]["model"] = str((prep_dir / "model").resolve())
     params["finetune"]["device"] = "cpu" if args.cpu else "cuda"
