@@ -69,4 +69,4 @@ def test_the_whole_encoder_shares_the_pooled_output_and_stores_no_trunk(essays):
     from aes.encoders.resolve import load_encoder
 
     tokenizer, _ = load_encoder(ft["model"])
-    np.testing.assert_array_equal(frozen.lengths, tokenize_texts(texts, tokenizer, ft["max_length"])["length"])
+    np.testing.assert_array_equal(frozen.lengths, tokenize_texts(texts, tokenizer, ft["max_length"])[1])
