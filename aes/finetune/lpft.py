@@ -17,7 +17,7 @@ from aes.finetune.frozen_pass import check_feature_groups
 def head_from_probe(probe, hidden_size: int, mean: np.ndarray, std: np.ndarray, scaling=None) -> tuple[np.ndarray, np.ndarray]:
     """The head (weight (T, H + d), bias (T,)) that predicts z = (y - mean) / std with the probe's y, exactly.
 
-    probe: a RidgeFit y ~= [pooled (H), probe.scaling.apply(x) (d)] @ weight + bias in score units
+    probe: a RidgeFit y ~= [pooled (H), probe.scaling.apply(x) (d)] @ weight + bias on the unit range
     (weight (H + d,) or (H + d, T)); mean, std: (T,) the fold's target scaling; scaling: the head's
     own FeatureScaling (or None without features). The probe's standardisation and the head's may
     differ (the head's is fitted on the essays the fold trains on, the probe's on the whole training
