@@ -16,11 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aes.core.metrics import qwk
+from aes.core.metrics import headline_qwk, scored_rows
 from aes.data.corpus import load_essays
 from aes.data.params import load_params
 from aes.data.splits import cv_essays, load_splits
-from aes.finetune.loop import Trainer, make_accelerator
+from aes.finetune.loop import Trainer
+from aes.finetune.runtime import make_accelerator
 
 
 def main() -> None:
@@ -50,7 +51,7 @@ def main() -> None:
         "trunk_s": round(trunk_s, 1), "trunk_essays_per_s": round(len(cv) / trunk_s, 1),
         "fold": args.fold, "n_train": n_train, "n_val": n_val, "fold_s": round(fold_s, 1),
         "train_essays_per_s": round(n_train * ft["epochs"] / fold_s, 1),
-        "fold_qwk": round(float(qwk(cv["y"].to_numpy()[val], result["pred_raw"][:, 0])), 3),  # the primary target
+        "fold_qwk": round(float(headline_qwk(scored_rows(cv[val], result["pred_unit"][:, 0]))), 3),  # the primary target
         "train_mse_by_epoch": [round(e["train_mse"], 3) for e in result["epochs"]],
         "cpu_count": os.cpu_count(), "machine": platform.platform(), "torch": torch.__version__,
         "load_avg_1m_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],

@@ -8,7 +8,7 @@ forward pass when ``embed`` and ``finetune`` name the same model and max_length.
 from aes.core.errors import stage_main
 from aes.core.registry import EMBED
 from aes.data.params import load_params
-from aes.finetune.cv import run_embed
+from aes.finetune.embed import run_embed
 
 
 @stage_main

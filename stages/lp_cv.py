@@ -10,7 +10,7 @@ from aes.core.errors import stage_main
 from aes.core.metrics import headline_text
 from aes.core.registry import LP_STAGE
 from aes.data.params import load_params
-from aes.finetune.cv import run_lp_cv
+from aes.finetune.lp import run_lp_cv
 
 
 @stage_main

@@ -1,23 +1,19 @@
-"""Handcrafted writing features (aes.baseline.features) on small hand-made texts with known properties."""
+"""Handcrafted writing features (aes.features) on small hand-made texts with known properties."""
 
 import socket
 
 import numpy as np
 import pytest
 
-from aes.baseline import features as features_module
-from aes.baseline.features import (
-    FEATURE_GROUPS,
-    KNOWN_FEATURES,
-    check_feature_switches,
-    moving_average_ttr,
-    normalise_asap_text,
-    pos_tags,
-    split_clitics,
-    split_essay,
-    writing_features,
-)
 from aes.core.errors import AESError
+from aes.core.params import validate
+from aes.core.registry import GBM_FEATURE_SWITCHES, WRITING_FEATURE_GROUPS
+from aes.features import FEATURE_GROUPS, writing_features
+from aes.features import lexicons as lexicons_module
+from aes.features.groups import moving_average_ttr
+from aes.features.lexicons import pos_tags
+from aes.features.text import normalise_asap_text, split_clitics, split_essay
+from tests.committed import committed_params
 
 CORRECT = "My friends and I believe that school is important because we learn many things there."
 MISSPELLED = "My freinds and I beleive that school is important becuase we learn many things there."
@@ -39,7 +35,8 @@ def test_columns_follow_feature_groups_order_whatever_the_request_order():
     all_features, all_names = writing_features([CORRECT], FEATURE_GROUPS)
     assert all_names == [name for group in FEATURE_GROUPS.values() for name in group]
     assert len(set(all_names)) == len(all_names) == all_features.shape[1]
-    assert KNOWN_FEATURES == ("embeddings", *FEATURE_GROUPS)
+    assert WRITING_FEATURE_GROUPS == tuple(FEATURE_GROUPS)  # what the params schema accepts is what is computed
+    assert GBM_FEATURE_SWITCHES == ("embeddings", *FEATURE_GROUPS)
 
 
 @pytest.mark.parametrize("text", ["", "   \n\n  ", "...", "42 %"])
@@ -162,9 +159,9 @@ def test_features_never_touch_the_network(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket.socket, "connect", refuse)
     # reload the dictionaries, so a library that fetches data on first use would be caught here
-    for cached in (features_module._spell_checker, features_module._cmu_syllable_counts, features_module._hyphenator,
-                   features_module.zipf_frequency, features_module.is_spelled_correctly, features_module.syllables,
-                   features_module._pos_parser):
+    for cached in (lexicons_module._spell_checker, lexicons_module._cmu_syllable_counts, lexicons_module._hyphenator,
+                   lexicons_module.zipf_frequency, lexicons_module.is_spelled_correctly, lexicons_module.syllables,
+                   lexicons_module._pos_parser):
         cached.cache_clear()
     features, _ = writing_features([MISSPELLED, RARE], FEATURE_GROUPS)
     assert np.isfinite(features).all()
@@ -232,23 +229,30 @@ def test_unknown_group_in_writing_features_is_a_bug():
         writing_features([CORRECT], ["embeddings"])
 
 
+def _gbm_params(features):
+    """The committed params with ``gbm.features`` set to ``features``."""
+    params = committed_params()
+    params["gbm"]["features"] = features
+    return params
+
+
 def test_feature_switches_accepted_in_given_order():
-    assert check_feature_switches(["spelling", "embeddings"]) == ["spelling", "embeddings"]
-    assert check_feature_switches(list(KNOWN_FEATURES)) == list(KNOWN_FEATURES)
+    assert validate(_gbm_params(["spelling", "embeddings"]))["gbm"]["features"] == ["spelling", "embeddings"]
+    assert validate(_gbm_params(list(GBM_FEATURE_SWITCHES)))["gbm"]["features"] == list(GBM_FEATURE_SWITCHES)
 
 
 @pytest.mark.parametrize(("names", "pattern"), [
-    (["embeddings", "spelng"], r"gbm\.features has unknown feature group 'spelng' \(did you mean 'spelling'\?\); known: embeddings, length"),
-    (["lenght", "zzz"], r"unknown feature groups 'lenght' \(did you mean 'length'\?\), 'zzz'; known:"),
-    ([], r"gbm\.features is empty.*known: embeddings"),
-    (["length", "spelling", "length"], r"gbm\.features lists 'length' more than once"),
-    ("length", r"gbm\.features must be a list.*'length'"),
+    (["embeddings", "spelng"], r"key 'gbm\.features' has unknown item 'spelng' \(did you mean 'spelling'\?\); known: embeddings, length"),
+    (["zzz"], r"key 'gbm\.features' has unknown item 'zzz'; known: embeddings, length"),
+    ([], r"key 'gbm\.features' must have at least 1 item"),
+    (["length", "spelling", "length"], r"key 'gbm\.features' repeats 'length'"),
+    ("length", r"key 'gbm\.features' must be list, got 'length'"),
 ])
 def test_bad_feature_switches_raise_naming_key_and_name(names, pattern):
     with pytest.raises(AESError, match=pattern):
-        check_feature_switches(names)
+        validate(_gbm_params(names))
 
 
-def test_feature_switch_errors_name_a_custom_key():
-    with pytest.raises(AESError, match=r"params\.yaml: sweep\.gbm\.features has unknown feature group 'colour'"):
-        check_feature_switches(["colour"], key="sweep.gbm.features")
+def test_feature_switch_errors_name_the_params_file():
+    with pytest.raises(AESError, match=r"^sweep\.yaml: key 'gbm\.features' has unknown item 'colour'"):
+        validate(_gbm_params(["colour"]), source="sweep.yaml")

@@ -9,16 +9,18 @@ import shutil
 import numpy as np
 import pytest
 
-from aes.baseline.features import FEATURE_GROUPS, FeatureScaling
+from aes.features import FEATURE_GROUPS, FeatureScaling
 from aes.baseline.linear import fit_probe
 from aes.core.errors import AESError
 from aes.core.registry import FROZEN_PASS, MODEL_LABELS, WRITING_FEATURE_GROUPS
 from aes.data.corpus import target_matrix
 from aes.data.params import load_params
 from aes.finetune import objectives
-from aes.finetune.cv import load_cv, run_cv
+from aes.finetune.cv import run_cv
+from aes.finetune.folds import load_cv
 from aes.finetune.frozen_pass import load_frozen_pass
-from aes.finetune.loop import Trainer, make_accelerator
+from aes.finetune.loop import Trainer
+from aes.finetune.runtime import make_accelerator
 from tests.committed import committed_text, with_param
 from tests.training_fixtures import make_training_repo, one_torch_thread, run_frozen_stages
 
@@ -158,7 +160,7 @@ def test_the_grl_adversary_reads_the_pooled_text_only(lp_runs, monkeypatch):
     result = trainer.train_fold(cv, trainer.prepare(cv["text"].tolist(), frozen), 0, seed=7)
     assert widths and set(widths) == {(32, 32)}  # pooled text (H = 32), not H + the writing features
     assert result["state"]["head.weight"].shape == (7, 32 + N_WRITING)  # while the head reads both
-    assert np.isfinite(result["pred_raw"]).all()
+    assert np.isfinite(result["pred_unit"]).all()
 
 
 # ------------------------------------------------------------------ bad input

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import xgboost as xgb
 
-from aes.baseline.features import FEATURE_GROUPS
+from aes.features import FEATURE_GROUPS
 from aes.baseline.gbm import (
     best_iteration,
     build_features,
@@ -64,16 +64,6 @@ def test_build_features_stacks_embeddings_then_groups_in_a_fixed_order():
     assert text_names == list(FEATURE_GROUPS["length"]) and np.array_equal(only_text, X[:, 4:8])
     only_emb, emb_names = build_features(emb, texts, ["embeddings"])
     assert emb_names == names[:4] and np.array_equal(only_emb, X[:, :4])
-
-
-@pytest.mark.parametrize("switches,pattern", [
-    (["embeddings", "lenght"], r"gbm\.features has unknown feature group 'lenght' \(did you mean 'length'\?\)"),
-    ([], r"gbm\.features is empty"),
-    (["embeddings", "embeddings"], r"gbm\.features lists 'embeddings' more than once"),
-])
-def test_build_features_checks_the_switches(switches, pattern):
-    with pytest.raises(AESError, match=pattern):
-        build_features(np.zeros((1, 2)), ["a b"], switches)
 
 
 def _spy_fits(monkeypatch):

@@ -15,8 +15,10 @@ from aes.core.errors import AESError
 from aes.core.registry import FROZEN_PASS
 from aes.encoders import embedding
 from aes.encoders.resolve import load_encoder
-from aes.finetune.cv import load_cv, run_cv
-from aes.finetune.loop import Trainer, make_accelerator
+from aes.finetune.cv import run_cv
+from aes.finetune.folds import load_cv
+from aes.finetune.loop import Trainer
+from aes.finetune.runtime import make_accelerator
 from aes.finetune.modules import enable_gradient_checkpointing
 from tests.tiny_model import make_tiny_encoder
 from tests.training_fixtures import make_training_repo, one_torch_thread, run_frozen_stages
@@ -69,7 +71,7 @@ def test_gradient_checkpointing_without_transformers_support_trains(profile_repo
     data = trainer.prepare(cv["text"].tolist())
     result = trainer.train_fold(cv, data, 0, seed=7)
     assert calls and set(calls) == {False}  # every layer checkpointed, non-reentrant
-    assert all(math.isfinite(e["train_mse"]) for e in result["epochs"]) and np.isfinite(result["pred_raw"]).all()
+    assert all(math.isfinite(e["train_mse"]) for e in result["epochs"]) and np.isfinite(result["pred_unit"]).all()
     if lora:  # the adapters trained: gradients reached them through the checkpointed layers
         before = trainer.start_model(None, 0.0, 1.0).state_dict()
         moved = [n for n, t in result["state"].items() if "lora_B" in n and not torch.equal(t, before[n])]

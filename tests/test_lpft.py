@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from aes.baseline.features import FEATURE_GROUPS, FeatureScaling
+from aes.features import FEATURE_GROUPS, FeatureScaling
 from aes.baseline.linear import fits_from_json
 from aes.core.registry import FROZEN_PASS, models_dir
-from aes.finetune.cv import load_cv
+from aes.finetune.folds import load_cv
 from aes.finetune.frozen_pass import load_frozen_pass
-from aes.finetune.loop import Trainer, make_accelerator
+from aes.finetune.loop import Trainer
+from aes.finetune.runtime import make_accelerator
 from tests.report_fixtures import HALF_BANDS_SCALE
 from tests.training_fixtures import make_training_repo, run_frozen_stages
 
@@ -89,19 +90,19 @@ def test_train_fold_uses_the_probe_head(lp_repo):
     data = trainer.prepare(cv["text"].tolist(), frozen)
     val = (cv["fold"] == 1).to_numpy()
     result = trainer.train_fold(cv, data, 1, seed=1, init_head=probes[1])
-    assert result["pred_raw"].shape == (val.sum(), 7) and result["targets"] == ["Overall", "Cohesion", "Syntax", "Vocabulary", "Phraseology", "Grammar", "Conventions"]
+    assert result["pred_unit"].shape == (val.sum(), 7) and result["targets"] == ["Overall", "Cohesion", "Syntax", "Vocabulary", "Phraseology", "Grammar", "Conventions"]
     writing = None if frozen.features is None else frozen.features[val]
-    np.testing.assert_allclose(result["pred_raw"], probes[1].predict_essays(frozen.pooled[val], writing), atol=5e-2 * POINT)
+    np.testing.assert_allclose(result["pred_unit"], probes[1].predict_essays(frozen.pooled[val], writing), atol=5e-2 * POINT)
     plain = trainer.train_fold(cv, data, 1, seed=1, init_head=None)
-    assert np.abs(plain["pred_raw"] - result["pred_raw"]).max() > 1e-3  # a random head predicts something else
+    assert np.abs(plain["pred_unit"] - result["pred_unit"]).max() > 1e-3  # a random head predicts something else
 
 
 def test_seeds_give_different_but_reproducible_predictions(lp_repo):
     _, params, cv, probes, frozen = lp_repo
     trainer = _trainer(params, encoder_lr=1e-3, head_lr=1e-2)
     data = trainer.prepare(cv["text"].tolist(), frozen)
-    first = trainer.train_fold(cv, data, 0, seed=1, init_head=probes[0])["pred_raw"]
-    again = trainer.train_fold(cv, data, 0, seed=1, init_head=probes[0])["pred_raw"]
-    other = trainer.train_fold(cv, data, 0, seed=2, init_head=probes[0])["pred_raw"]
+    first = trainer.train_fold(cv, data, 0, seed=1, init_head=probes[0])["pred_unit"]
+    again = trainer.train_fold(cv, data, 0, seed=1, init_head=probes[0])["pred_unit"]
+    other = trainer.train_fold(cv, data, 0, seed=2, init_head=probes[0])["pred_unit"]
     np.testing.assert_array_equal(first, again)
     assert np.abs(first - other).max() > 1e-4

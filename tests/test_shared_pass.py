@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from aes.encoders.embedding import embed_texts, tokenize_texts
-from aes.finetune.cv import load_cv
+from aes.finetune.folds import load_cv
 from aes.finetune.frozen_pass import compute_frozen_pass, embed_and_freeze, shares_embed_pass
 from tests.training_fixtures import make_training_repo, one_torch_thread
 
@@ -69,4 +69,4 @@ def test_the_whole_encoder_shares_the_pooled_output_and_stores_no_trunk(essays):
     from aes.encoders.resolve import load_encoder
 
     tokenizer, _ = load_encoder(ft["model"])
-    np.testing.assert_array_equal(frozen.lengths, tokenize_texts(texts, tokenizer, ft["max_length"])["length"])
+    np.testing.assert_array_equal(frozen.lengths, tokenize_texts(texts, tokenizer, ft["max_length"])[1])

@@ -9,7 +9,7 @@ import pytest
 from aes.core.errors import AESError
 from aes.data.params import validate
 from aes.finetune.cv import run_cv
-from aes.finetune.loop import fold_rows
+from aes.finetune.folds import fold_rows
 from tests.training_fixtures import make_training_repo, one_torch_thread
 
 

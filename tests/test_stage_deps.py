@@ -85,6 +85,20 @@ def test_closure_follows_imports_inside_functions():
     assert Path("aes/encoders/resolve.py") in import_closure(Path("stages/embed.py"))
 
 
+TRAINING = {"aes/finetune/loop.py", "aes/finetune/objectives.py", "aes/finetune/cv.py"}
+
+
+def test_frozen_stages_do_not_depend_on_the_training_loop():
+    """Editing the fold loop or an objective (the DRO loss) re-runs the fine-tuning stages only: stage
+    embed imports neither them nor the frozen baselines' models, lp_cv not the loop or its objectives."""
+    embed = {str(p) for p in import_closure(Path("stages/embed.py"))}
+    assert not embed & (TRAINING | {"aes/baseline/gbm.py", "aes/baseline/linear.py"})
+    assert {"aes/finetune/frozen_pass.py", "aes/features/groups.py"} <= embed
+    assert not {str(p) for p in import_closure(Path("stages/lp_cv.py"))} & TRAINING
+    for name in ("embed", "lp_cv"):
+        assert "aes/finetune" not in DVC_YAML[name]["deps"], name  # its files are listed one by one
+
+
 def test_no_stage_depends_on_the_launcher():
     for name, stage in DVC_YAML.items():
         assert not any("aes/ops" in str(p) for p in import_closure(script_of(stage))), name

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from aes.baseline.features import FEATURE_GROUPS, feature_names, writing_features
+from aes.features import FEATURE_GROUPS, feature_names, writing_features
 from aes.baseline.linear import fits_from_json
 from aes.core.artifacts import PREDICTION_COLUMNS
 from aes.core.errors import AESError
@@ -24,7 +24,8 @@ from aes.data.splits import cv_essays, load_splits
 from aes.finetune.checkpoints import read_checkpoint, run_name, write_checkpoint
 from aes.finetune.cv import run_cv
 from aes.finetune.frozen_pass import load_frozen_pass
-from aes.finetune.loop import Trainer, make_accelerator
+from aes.finetune.loop import Trainer
+from aes.finetune.runtime import make_accelerator
 from aes.finetune.objectives import Objective
 from tests.training_fixtures import ROOT, make_training_repo, one_torch_thread, run_frozen_stages
 
@@ -214,19 +215,19 @@ def test_full_encoder_with_gradient_accumulation(repo):
     trainer, cv, data = _trainer(root, _variant(params, trainable_layers=-1, grad_accum_steps=2, epochs=1, layer_lr_decay=0.8))
     assert data.hidden is None and data.input_ids is not None  # trains from tokens: the stored frozen pass is not used
     result = trainer.train_fold(cv, data, 2, seed=7)
-    assert np.isfinite(result["pred_raw"]).all()
+    assert np.isfinite(result["pred_unit"]).all()
     assert any(name.startswith("encoder.embeddings") for name in result["state"])
 
 
 def test_checkpoints_are_per_seed_and_fold(tmp_path):
-    result = {"pred_raw": np.array([3.0, 3.5]), "pooled": np.ones((2, 4), dtype=np.float32),
+    result = {"pred_unit": np.array([3.0, 3.5]), "pooled": np.ones((2, 4), dtype=np.float32),
               "state": {"head.weight": torch.ones(1, 4)}, "target_mean": 3.0, "target_std": 0.5, "epochs": [{"epoch": 0, "train_mse": 1.0}],
               "best_epoch": 0, "prompts": ["a", "b"], "history": [], "fold_s": 1.5}
     assert run_name(7, 2) == "seed_7_fold_2"
     write_checkpoint(tmp_path, run_name(7, 2), result)
     assert (tmp_path / "seed_7_fold_2" / "DONE").exists() and not list(tmp_path.glob(".*tmp*"))
     back = read_checkpoint(tmp_path, "seed_7_fold_2")
-    np.testing.assert_array_equal(back["pred_raw"], result["pred_raw"])
+    np.testing.assert_array_equal(back["pred_unit"], result["pred_unit"])
     np.testing.assert_array_equal(back["pooled"], result["pooled"])
     assert torch.equal(back["state"]["head.weight"], result["state"]["head.weight"])
     assert back["target_std"] == 0.5 and back["epochs"] == result["epochs"] and back["fold_s"] == 1.5

@@ -8,8 +8,9 @@ import torch
 
 from aes.baseline.linear import fit_ridge
 from aes.data.corpus import declared_targets, target_matrix
-from aes.finetune.cv import load_cv
-from aes.finetune.loop import Trainer, make_accelerator, predict_batches
+from aes.finetune.folds import load_cv
+from aes.finetune.loop import Trainer
+from aes.finetune.runtime import make_accelerator, predict_batches
 from aes.finetune.objectives import GroupDRO, Objective
 from tests.training_fixtures import make_training_repo, one_torch_thread
 
@@ -78,9 +79,9 @@ def test_seven_output_head_with_zero_trait_weights_is_the_one_output_head(repo, 
         r1 = one.train_fold(one_cv, data, 0, seed=3, init_head=probe1)
         rall = every.train_fold(cv, data, 0, seed=3, init_head=probe7)
     n_val = int((cv["fold"] == 0).sum())
-    assert r7["pred_raw"].shape == rall["pred_raw"].shape == (n_val, 7) and r1["pred_raw"].shape == (n_val, 1)
-    np.testing.assert_allclose(r7["pred_raw"][:, 0], r1["pred_raw"][:, 0], atol=1e-4)
-    assert np.abs(rall["pred_raw"][:, 0] - r1["pred_raw"][:, 0]).max() > 1e-4  # the traits' losses do move the encoder
+    assert r7["pred_unit"].shape == rall["pred_unit"].shape == (n_val, 7) and r1["pred_unit"].shape == (n_val, 1)
+    np.testing.assert_allclose(r7["pred_unit"][:, 0], r1["pred_unit"][:, 0], atol=1e-4)
+    assert np.abs(rall["pred_unit"][:, 0] - r1["pred_unit"][:, 0]).max() > 1e-4  # the traits' losses do move the encoder
     assert r7["targets"] == SCORES and len(r7["target_mean"]) == 7
 
 

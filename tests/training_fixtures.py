@@ -53,7 +53,8 @@ def make_training_repo(root: Path, model: Path, n_prompts: int = 8, per_prompt: 
 
 def run_frozen_stages(params: dict, root: Path) -> dict:
     """Stages embed (embeddings + the frozen pass) and lp_cv (the probes) in ``root``; lp_cv's metrics."""
-    from aes.finetune.cv import run_embed, run_lp_cv
+    from aes.finetune.embed import run_embed
+    from aes.finetune.lp import run_lp_cv
 
     run_embed(params, root)
     return run_lp_cv(params, root)

@@ -30,29 +30,26 @@ import xgboost as xgb
 
 from aes.core.errors import AESError
 from aes.core.progress import update_progress
+from aes.core.registry import EMBEDDINGS_SWITCH
 from aes.data.splits import inner_split
 
 
 def build_features(embeddings: np.ndarray, texts, switches: list[str]) -> tuple[np.ndarray, list[str]]:
     """Feature matrix (n, d) float32 and its d column names.
 
-    switches: ``gbm.features`` (checked by :func:`aes.baseline.features.check_feature_switches`):
-    ``embeddings`` adds the (n, H) frozen embeddings (first), every other name a group of
-    handcrafted writing features computed from ``texts`` (n,), in ``FEATURE_GROUPS`` order.
+    switches: ``gbm.features`` (validated by the params schema: distinct names from
+    :data:`aes.core.registry.GBM_FEATURE_SWITCHES`): ``embeddings`` adds the (n, H) frozen
+    embeddings (first), every other name a group of handcrafted writing features computed from
+    ``texts`` (n,), in ``FEATURE_GROUPS`` order, whatever the order of ``switches``.
     """
-    from aes.baseline.features import (
-        EMBEDDINGS,
-        check_feature_switches,
-        writing_features,
-    )
+    from aes.features import writing_features
 
-    switches = check_feature_switches(switches, "gbm.features")
     blocks, names = [], []
-    if EMBEDDINGS in switches:
+    if EMBEDDINGS_SWITCH in switches:
         embeddings = np.asarray(embeddings, dtype=np.float32)
         blocks.append(embeddings)
         names += [f"emb_{j}" for j in range(embeddings.shape[1])]
-    groups = [g for g in switches if g != EMBEDDINGS]
+    groups = [g for g in switches if g != EMBEDDINGS_SWITCH]
     if groups:
         hand, hand_names = writing_features(list(texts), groups)
         blocks.append(hand)

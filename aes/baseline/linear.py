@@ -13,7 +13,7 @@ not depend on the other targets (ridge solves each output on its own).
 
 With writing features (``finetune.features``, stage ``lp_cv``) the probe reads the concatenation
 [pooled (H), standardised writing features (d)]; the standardisation is fitted on the probe's own
-training essays and kept in the fit (:class:`aes.baseline.features.FeatureScaling`), so the probe
+training essays and kept in the fit (:class:`aes.features.FeatureScaling`), so the probe
 is applied to raw features with :meth:`RidgeFit.predict_essays`.
 """
 
@@ -24,15 +24,15 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from aes.baseline.features import FeatureScaling
 from aes.core.errors import AESError
+from aes.features import FeatureScaling
 
 CONSTANT_SD = 1e-6  # a column whose sd is below this share of the median column sd carries no signal
 
 
 @dataclass
 class RidgeFit:
-    """A fitted probe: ``y ~= features @ weight + bias`` in score units.
+    """A fitted probe: ``y ~= features @ weight + bias`` on the unit range (targets from :func:`aes.data.corpus.target_matrix`).
 
     One target: weight (d,) float64 on the RAW (unstandardised) features, bias and alpha floats,
     inner_rmse {alpha: mean inner-fold RMSE}. T targets: weight (d, T), bias (T,) array, alpha a
@@ -50,7 +50,7 @@ class RidgeFit:
     feature_weight: float | list | None = None
 
     def predict(self, features: np.ndarray) -> np.ndarray:
-        """(n,) or (n, T) predictions in score units for features (n, d)."""
+        """(n,) or (n, T) predictions on the unit range of each essay's scale for features (n, d)."""
         return np.asarray(features, dtype=np.float64) @ self.weight + self.bias
 
     def predict_essays(self, pooled: np.ndarray, writing: np.ndarray | None = None) -> np.ndarray:

@@ -19,7 +19,7 @@ from pathlib import Path
 # CPU flags (as /proc/cpuinfo names them) that choose a different float kernel, strongest first.
 KERNEL_FLAGS = ("amx_bf16", "avx512_bf16", "avx512f", "avx2")
 # Libraries whose versions a benchmark record names (the training path's).
-PACKAGES = ("torch", "transformers", "accelerate", "peft", "datasets", "numpy", "pandas", "scikit-learn")
+PACKAGES = ("torch", "transformers", "accelerate", "peft", "numpy", "pandas", "scikit-learn")
 # Environment variables that cap or change the kernels the libraries pick.
 KERNEL_ENV = ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY", "OMP_NUM_THREADS")
 

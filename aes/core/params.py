@@ -18,7 +18,7 @@ from typing import Any
 
 from aes.core.errors import AESError
 from aes.core.metrics import METRIC_DIRECTION
-from aes.core.registry import OBJECTIVES, WRITING_FEATURE_GROUPS
+from aes.core.registry import GBM_FEATURE_SWITCHES, OBJECTIVES, WRITING_FEATURE_GROUPS
 from aes.core.schema import Choice, Float, Int, Key, ListOf, OptionalSection
 
 SEEDS = ListOf(int)  # training seeds: every model is trained once per seed
@@ -43,7 +43,7 @@ BASE_SCHEMA: dict[str, Any] = {
     },
     "embed": {"model": Key(str), "max_length": Int(ge=2), "batch_size": Int(ge=1), "mixed_precision": Choice("no", "bf16")},
     "gbm": {
-        "features": ListOf(str),  # checked against the known feature groups by aes.baseline.features
+        "features": ListOf(str, choices=GBM_FEATURE_SWITCHES),  # embeddings and/or writing-feature groups, in any order
         "n_estimators": Int(ge=1),
         "learning_rate": Float(gt=0),
         "max_depth": ListOf(int),  # candidate depths, chosen on the inner split

@@ -36,12 +36,13 @@ MODEL_LABELS = {
     "grl_cv": "fine-tune GRL",
     "dro_cv": "fine-tune group DRO",
 }
-# The handcrafted writing-feature groups (aes/baseline/features.py FEATURE_GROUPS, same names and
+# The handcrafted writing-feature groups (aes/features/groups.py FEATURE_GROUPS, same names and
 # order; a test holds the two together). Named here so params validation (aes/core/params.py) can
-# check `finetune.features` without importing the feature code into every stage.
+# check `gbm.features` and `finetune.features` without importing the feature code into every stage.
 WRITING_FEATURE_GROUPS = ("length", "lexical", "sophistication", "spelling", "readability", "complexity", "punctuation", "syntax")
-# Stages whose model reads the writing features beside the text when `finetune.features` is set.
-FEATURE_AWARE_STAGES = (LP_STAGE, *OBJECTIVE_STAGES.values())
+# `gbm.features`: the switch that adds the frozen embeddings as columns, then any writing-feature groups.
+EMBEDDINGS_SWITCH = "embeddings"
+GBM_FEATURE_SWITCHES = (EMBEDDINGS_SWITCH, *WRITING_FEATURE_GROUPS)
 _WITH_FEATURES_LABELS = {
     LP_STAGE: "frozen: linear probe + writing features at the fine-tune's length (LP phase)",
     **{stage: f"{MODEL_LABELS[stage]} with writing features" for stage in OBJECTIVE_STAGES.values()},

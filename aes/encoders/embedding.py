@@ -1,7 +1,7 @@
 """Frozen sentence embeddings: mean-pooled last hidden states of a pretrained encoder.
 
-``embed_texts`` returns one row per text in the input order. Texts are tokenised once with
-``datasets.Dataset.map``, sorted by token length so each batch holds texts of similar length
+``embed_texts`` returns one row per text in the input order. Texts are tokenised once (the
+tokenizer's own batched call, :func:`tokenize_texts`), sorted by token length so each batch holds texts of similar length
 (little padding, so much less wasted compute), padded per batch, and encoded under
 ``torch.inference_mode``. Pooling is the sentence-transformers mean over real tokens, before
 any normalisation layer. torch is imported lazily so that CPU-only stages (gbm) stay light.
@@ -78,17 +78,21 @@ def usable_max_length(tokenizer, model, max_length: int) -> int:
     return max_length
 
 
-def tokenize_texts(texts: list[str], tokenizer, max_length: int):
-    """Tokenise (truncated, unpadded) into a ``datasets.Dataset`` with a ``length`` column (tokens)."""
-    from datasets import Dataset, disable_progress_bars
+def tokenize_texts(texts: list[str], tokenizer, max_length: int) -> tuple[dict[str, list[list[int]]], np.ndarray]:
+    """Tokenise ``texts`` (n,) truncated to ``max_length`` and unpadded, in one batched call of the tokenizer.
 
-    disable_progress_bars()  # one tqdm bar (ours) is enough
-    dataset = Dataset.from_dict({"text": list(texts)})
-    return dataset.map(
-        lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length, return_length=True),
-        batched=True,
-        remove_columns=["text"],
-    )
+    Returns ``(encoded, lengths)``: encoded maps each model input (input_ids, attention_mask and
+    whatever else the tokenizer gives, e.g. token_type_ids) to n lists of token values; lengths
+    (n,) int tokens per text. :func:`pad_rows` pads any subset of them into a batch.
+    """
+    encoded = tokenizer(list(texts), truncation=True, max_length=max_length, return_length=True)
+    lengths = np.asarray(encoded.pop("length"), dtype=int)
+    return dict(encoded), lengths
+
+
+def pad_rows(tokenizer, encoded: dict[str, list[list[int]]], rows) -> dict:
+    """The texts ``rows`` of :func:`tokenize_texts`'s ``encoded``, padded to the longest of them: (B, T) torch tensors."""
+    return tokenizer.pad({name: [values[i] for i in rows] for name, values in encoded.items()}, padding="longest", return_tensors="pt")
 
 
 def encode(texts: list[str], tokenizer, model, max_length: int, batch_size: int, device: str = "cpu", desc: str = "embed",
@@ -123,11 +127,9 @@ def encode_pass(texts: list[str], tokenizer, model, max_length: int, batch_size:
     if not texts:
         return out, None if keep_layer is None else np.zeros((0, 0, hidden), dtype=np.float16), np.zeros(0, dtype=int)
 
-    dataset = tokenize_texts(texts, tokenizer, max_length)
-    lengths = np.asarray(dataset["length"], dtype=int)
+    encoded, lengths = tokenize_texts(texts, tokenizer, max_length)
     # Longest first (stable): a batch too big for memory fails at once, not at the end.
     order = np.argsort(-lengths, kind="stable")
-    dataset = dataset.remove_columns(["length"])
     kept = None if keep_layer is None else np.zeros((len(texts), int(lengths.max()), hidden), dtype=np.float16)
     model = model.to(device).eval()
 
@@ -137,7 +139,7 @@ def encode_pass(texts: list[str], tokenizer, model, max_length: int, batch_size:
         for start in range(0, len(texts), batch_size):
             rows = order[start : start + batch_size]
             # Pad to the longest text of this batch only.
-            batch = tokenizer.pad(dataset[rows.tolist()], padding="longest", return_tensors="pt")
+            batch = pad_rows(tokenizer, encoded, rows.tolist())
             batch = {k: v.to(device) for k, v in batch.items()}
             outputs = model(**batch, output_hidden_states=keep_layer is not None)
             pooled = mean_pool(outputs.last_hidden_state.float(), batch["attention_mask"])

@@ -1,1 +1,3 @@
-"""Fine-tuning: backbones (cached top layers | whole encoder), objectives (ERM, GRL, DRO), one fold loop, checkpoints, callbacks, the CV stage."""
+"""Fine-tuning: the frozen pass and stage embed's driver (frozen_pass, embed), the linear-probe phase (lp, lpft),
+backbones and modules, the runtime (accelerator, prediction), fold rows and seeds (folds), one fold loop (loop) with
+objective plug-ins (objectives), callbacks, checkpoints and the CV stage driver (cv)."""

@@ -61,17 +61,16 @@ class Backbone:
         self._init_weights = encoder._init_weights
 
     def tokenize(self, texts: list[str]) -> Prepared:
-        """Tokenise (datasets.map, batched), pad to the longest essay."""
-        from aes.encoders.embedding import tokenize_texts
+        """Tokenise (one batched tokenizer call), pad to the longest essay."""
+        from aes.encoders.embedding import pad_rows, tokenize_texts
 
         max_length = self.ft["max_length"]
         limit = getattr(self.config, "max_position_embeddings", None)
         if limit and max_length > limit:
             raise AESError(f"finetune.max_length={max_length} exceeds model '{self.ft['model']}' limit of {limit} tokens")
-        dataset = tokenize_texts(list(texts), self.tokenizer, max_length)
-        lengths = np.asarray(dataset["length"], dtype=int)
-        dataset = dataset.remove_columns([c for c in dataset.column_names if c not in ("input_ids", "attention_mask")])
-        padded = self.tokenizer.pad(dataset[:], padding="longest", return_tensors="pt")
+        encoded, lengths = tokenize_texts(list(texts), self.tokenizer, max_length)
+        inputs = {name: encoded[name] for name in ("input_ids", "attention_mask")}
+        padded = pad_rows(self.tokenizer, inputs, range(len(lengths)))
         return Prepared(padded["input_ids"], padded["attention_mask"], lengths)
 
     def _finish(self, model, layers: list, lora_attr: str):

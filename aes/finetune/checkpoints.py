@@ -52,7 +52,7 @@ def write_checkpoint(root: Path, name: str, result: dict) -> None:
     tmp = root / f".{name}.tmp{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     save_fold(tmp, result)
-    np.save(tmp / "pred_raw.npy", np.asarray(result["pred_raw"], dtype=np.float64))
+    np.save(tmp / "pred_unit.npy", np.asarray(result["pred_unit"], dtype=np.float64))
     np.save(tmp / "pooled.npy", np.asarray(result["pooled"], dtype=np.float32))
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
@@ -69,7 +69,7 @@ def read_checkpoint(root: Path, name: str) -> dict | None:
     info = json.loads((folder / "fold.json").read_text())
     return {
         **info,
-        "pred_raw": np.load(folder / "pred_raw.npy"),
+        "pred_unit": np.load(folder / "pred_unit.npy"),
         "pooled": np.load(folder / "pooled.npy"),
         "state": load_file(str(folder / "weights.safetensors")),
     }

@@ -1,17 +1,11 @@
-"""The stage drivers: embed (embeddings + the frozen pass), lp_cv (linear-probe phase) and finetune_cv | grl_cv | dro_cv.
+"""Stages finetune_cv | grl_cv | dro_cv: every fold trained once per seed with one objective.
 
-``run_embed`` computes the frozen baselines' embeddings and the fine-tune's frozen pass, in one
-forward pass when they share model and length (:mod:`aes.finetune.frozen_pass`), with the essays'
-writing features when ``finetune.features`` names groups.
-``run_lp_cv`` reads that pass, fits the linear probe per fold on its pooled output (and the
-standardised writing features, scaled on that fold's training essays) and writes the artifact
-contract for stage lp_cv.
-``run_cv`` trains every fold once per seed in ``finetune.seeds`` (resumable), starting from the
-fold's probe when ``finetune.lp_ft`` is on, and writes metrics/<stage>.json,
-data/predictions/<stage>.csv (one row per essay and seed) and plots/<stage>/ (aes.core.artifacts),
-models/<stage>/seed_<s>/fold_<k>/ (trained weights + config), the out-of-fold pooled
-representations of the first seed data/representations/<stage>.npy + _ids.csv (for the report's
-prompt probe) and DVCLive curves of the first seed.
+``run_cv`` trains every fold once per seed in ``finetune.seeds`` (resumable from fold checkpoints),
+starting from the fold's probe of stage lp_cv (:mod:`aes.finetune.lp`) when ``finetune.lp_ft`` is
+on, and writes metrics/<stage>.json, data/predictions/<stage>.csv (one row per essay and seed) and
+plots/<stage>/ (aes.core.artifacts), models/<stage>/seed_<s>/fold_<k>/ (trained weights + config),
+the out-of-fold pooled representations of the first seed data/representations/<stage>.npy +
+_ids.csv (for the report's prompt probe) and DVCLive curves of the first seed.
 """
 
 from __future__ import annotations
@@ -24,8 +18,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from aes.baseline.linear import cross_validate as probe_cross_validate
-from aes.baseline.linear import fits_from_json, fits_to_json
 from aes.core.artifacts import make_oof_frame, stack_seeds, write_model_outputs
 from aes.core.errors import AESError
 from aes.core.io import sha256_file, write_json
@@ -33,20 +25,16 @@ from aes.core.machine import compute_fingerprint
 from aes.core.registry import (
     CHECKPOINTS,
     EMBED,
-    EMBED_METRICS,
-    EMBEDDINGS,
     ESSAYS,
     FROZEN_PASS,
-    LP_STAGE,
     SPLITS,
     dvclive_dir,
     models_dir,
     representation_paths,
     stage_for_objective,
 )
-from aes.data.corpus import declared_targets, load_essays
-from aes.data.splits import cv_essays, load_splits
-from aes.encoders.embedding import resolve_device, save_embeddings
+from aes.data.corpus import declared_targets
+from aes.encoders.embedding import resolve_device
 from aes.finetune.callbacks import DVCLiveCurves, ProgressCallback
 from aes.finetune.checkpoints import (
     config_hash,
@@ -56,58 +44,11 @@ from aes.finetune.checkpoints import (
     save_fold,
     write_checkpoint,
 )
-from aes.finetune.frozen_pass import embed_and_freeze, load_frozen_pass, save_frozen_pass
-from aes.finetune.loop import Trainer, cap_training_rows, make_accelerator
-
-PROBES_FILE = "probes.json"
-
-
-def load_cv(root: Path) -> pd.DataFrame:
-    return cv_essays(load_essays(root / ESSAYS), load_splits(root / SPLITS))
-
-
-def run_embed(params: dict, root: Path = Path(".")) -> dict:
-    """Stage embed: the frozen baselines' embeddings (data/embeddings) and the fine-tune's frozen pass
-    (data/frozen_pass) over the CV essays, one forward pass when they share model and length; returns
-    the metrics (metrics/embed.json). The locked test is never read."""
-    embed, ft = params["embed"], params["finetune"]
-    cv = load_cv(root)
-    started = time.perf_counter()
-    embeddings, frozen, info = embed_and_freeze(embed, ft, cv["text"].tolist(), cv["record_id"], EMBED)
-    runtime_s = time.perf_counter() - started  # includes loading the encoder(s) and the writing features
-    save_embeddings(root / EMBEDDINGS, embeddings, cv["record_id"])
-    save_frozen_pass(root / FROZEN_PASS, frozen)
-    metrics = {
-        "n_essays": int(len(cv)), "dim": int(embeddings.shape[1]), "model": embed["model"],
-        "max_length": embed["max_length"], "mixed_precision": embed["mixed_precision"], "runtime_s": round(runtime_s, 1),
-        "essays_per_s": round(len(cv) / runtime_s, 2), "compute": compute_fingerprint(embed["mixed_precision"], resolve_device("auto")),
-        "frozen_pass": {"shared_with_embeddings": info["shared"], "own_pass_s": info["frozen_pass_s"], "max_length": ft["max_length"],
-                        "trainable_layers": ft["trainable_layers"], "mean_tokens": round(float(np.mean(frozen.lengths)), 1),
-                        "features": list(frozen.feature_groups),
-                        "n_writing_features": 0 if frozen.features is None else int(frozen.features.shape[1])},
-    }
-    write_json(root / EMBED_METRICS, metrics)
-    return metrics
-
-
-def run_lp_cv(params: dict, root: Path = Path(".")) -> dict:
-    """Stage lp_cv: the linear probe per fold on the frozen pass's pooled output (and the writing
-    features) of stage embed; returns the metrics."""
-    ft, lin = params["finetune"], params["linear"]
-    started = time.perf_counter()
-    cv = load_cv(root)
-    frozen = load_frozen_pass(root / FROZEN_PASS, cv["record_id"], need_hidden=False, feature_groups=ft["features"])
-    # With finetune.features the probe reads [pooled, writing features], each fold's features
-    # standardised on its own training essays, so LP-FT starts from the best linear use of both.
-    oof, fits = probe_cross_validate(cv, frozen.pooled, lin["alphas"], lin["inner_folds"], frozen.features, frozen.feature_groups,
-                                     lin["feature_weights"])
-    write_json(models_dir(LP_STAGE, root) / PROBES_FILE, fits_to_json(fits))
-    extra = {"alpha": {str(k): f.alpha for k, f in fits.items()},
-             "feature_weight": {str(k): f.feature_weight for k, f in fits.items()},
-             "max_length": ft["max_length"], "model": ft["model"], "mean_tokens": round(float(np.mean(frozen.lengths)), 1),
-             "features": list(frozen.feature_groups), "n_writing_features": 0 if frozen.features is None else int(frozen.features.shape[1])}
-    return write_model_outputs(LP_STAGE, make_oof_frame(cv, cv["fold"], oof), time.perf_counter() - started,
-                               params["report"]["min_prompt_n"], extra=extra, root=root)
+from aes.finetune.folds import cap_training_rows, load_cv
+from aes.finetune.frozen_pass import load_frozen_pass
+from aes.finetune.loop import Trainer
+from aes.finetune.lp import load_probes, probe_for_fold
+from aes.finetune.runtime import make_accelerator
 
 
 def train_summary(objective: str, results: dict, cv: pd.DataFrame | None = None) -> dict:
@@ -211,39 +152,6 @@ def write_representations(stage: str, cv: pd.DataFrame, reps: np.ndarray, root: 
     pd.DataFrame({"record_id": cv["record_id"].astype(str), "fold": cv["fold"].to_numpy()}).to_csv(ids, index=False)
 
 
-def load_probes(root: Path, folds: list[int], feature_groups=()) -> tuple[dict | None, bytes]:
-    """The per-fold linear probes of stage lp_cv (LP-FT's starting heads) and the file's bytes.
-
-    feature_groups: ``finetune.features``; every probe must have been fitted with exactly these
-    writing features (AESError naming the key and `dvc repro lp_cv` otherwise), checked here so a
-    stale probe stops the stage before any fold trains.
-    """
-    path = models_dir(LP_STAGE, root) / PROBES_FILE
-    if not path.exists():
-        raise AESError(f"{path}: not found; finetune.lp_ft starts from the probes of stage {LP_STAGE}: run `dvc repro {LP_STAGE}`")
-    import json
-
-    from aes.finetune.frozen_pass import check_feature_groups
-
-    probes = fits_from_json(json.loads(path.read_text()), str(path))
-    missing = [k for k in folds if k not in probes]
-    if missing:
-        raise AESError(f"{path}: no probe for fold(s) {missing}; re-run `dvc repro {LP_STAGE}`")
-    for k in folds:
-        check_feature_groups(probes[k].scaling.groups if probes[k].scaling is not None else (), feature_groups,
-                             f"{path}: the probe of fold {k}", rerun=LP_STAGE)
-    return probes, path.read_bytes()
-
-
-def probe_for_fold(probes: dict | None, k: int):
-    """The probe that starts fold ``k`` (LP-FT): the one lp_cv fitted WITHOUT fold ``k``'s essays.
-
-    lp_cv fits probe ``k`` on the essays with fold != k, so it never saw fold ``k``'s labels; any
-    other fold's probe was trained on fold ``k`` and would leak its labels into its validation.
-    """
-    return None if probes is None else probes[k]
-
-
 def run_cv(params: dict, objective: str, root: Path = Path(".")) -> dict:
     """Run the whole stage for ``objective`` in the repository ``root``; return its metrics."""
     stage, ft = stage_for_objective(objective), params["finetune"]
@@ -267,7 +175,7 @@ def run_cv(params: dict, objective: str, root: Path = Path(".")) -> dict:
     for seed in ft["seeds"]:
         pred = np.full((len(cv), n_targets), np.nan)
         for k in folds:
-            pred[fold_of == k] = np.asarray(results[(seed, k)]["pred_raw"]).reshape(int((fold_of == k).sum()), -1)
+            pred[fold_of == k] = np.asarray(results[(seed, k)]["pred_unit"]).reshape(int((fold_of == k).sum()), -1)
         frames.append(make_oof_frame(cv, fold_of, pred, seed))
     first = ft["seeds"][0]
     reps = np.zeros((len(cv), results[(first, folds[0])]["pooled"].shape[1]), dtype=np.float32)

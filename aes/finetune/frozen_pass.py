@@ -59,7 +59,7 @@ def stored_groups_text(groups) -> str:
 def check_feature_groups(stored, wanted, source: str, rerun: str = "embed") -> None:
     """AESError naming ``finetune.features`` and the stage to re-run (``rerun``) when what ``source`` was
     fitted or computed with (``stored`` groups) is not what ``finetune.features`` asks for (``wanted``)."""
-    from aes.baseline.features import canonical_groups
+    from aes.features import canonical_groups
 
     stored, wanted = canonical_groups(stored), canonical_groups(wanted)
     if stored != wanted:
@@ -73,10 +73,10 @@ def compute_frozen_pass(ft: dict, texts: list[str], record_ids, stage: str) -> t
     Cached training (k >= 0): tokens -> embeddings + bottom layers (stored), then the pretrained
     top layers -> mean pooling (pooled). Whole-encoder training (k = -1): only the pooled output
     of the pretrained encoder. With ``finetune.features``: the essays' raw writing features
-    (:func:`aes.baseline.features.writing_features`, the gbm_cv baseline's own functions).
+    (:func:`aes.features.writing_features`, the gbm_cv baseline's own functions).
     """
     from aes.finetune.backbones import make_backbone
-    from aes.finetune.loop import make_accelerator, predict_batches
+    from aes.finetune.runtime import make_accelerator, predict_batches
 
     started = time.perf_counter()
     accelerator = make_accelerator(ft)
@@ -100,7 +100,7 @@ def shares_embed_pass(embed: dict, ft: dict) -> bool:
 def with_writing_features(frozen: FrozenPass, ft: dict, texts: list[str]) -> FrozenPass:
     """``frozen`` plus the raw writing features of ``finetune.features`` (the gbm_cv baseline's own functions)."""
     if ft["features"]:
-        from aes.baseline.features import canonical_groups, writing_features
+        from aes.features import canonical_groups, writing_features
 
         frozen.feature_groups = tuple(canonical_groups(ft["features"]))
         frozen.features, _ = writing_features(list(texts), frozen.feature_groups)
@@ -156,7 +156,7 @@ def save_frozen_pass(folder: Path, frozen: FrozenPass) -> None:
             np.save(tmp, array)
             tmp.replace(folder / name)
     if frozen.features is not None:
-        from aes.baseline.features import feature_names
+        from aes.features import feature_names
         from aes.core.io import write_json
 
         write_json(folder / FEATURES_INFO, {"groups": list(frozen.feature_groups), "names": feature_names(frozen.feature_groups)})
@@ -203,7 +203,7 @@ def load_frozen_pass(folder: Path, record_ids, need_hidden: bool, feature_groups
     identity = np.array_equal(rows, np.arange(len(ids)))
     groups = ()
     if features is not None:
-        from aes.baseline.features import canonical_groups
+        from aes.features import canonical_groups
 
         features, groups = features[rows], tuple(canonical_groups(feature_groups))
     return FrozenPass(

@@ -1,35 +1,31 @@
-"""One fold loop for the three fine-tuning stages (objective erm | grl | dro).
+"""The one fold loop of the three fine-tuning stages (objective erm | grl | dro).
 
 Model: a backbone (:mod:`aes.finetune.backbones`), masked mean pooling and a linear head with one
 output per target (the prepared essays' ``prepare.targets``, primary first) that predicts each
-standardised score ``z = (y - mean) / std`` (mean and std of that target over the fold's
-training essays); predictions are mapped back to the raw 1-5 scale. The loss weights of the
-targets are ``finetune.target_weights``. The objective
-(:mod:`aes.finetune.objectives`) turns predictions into a loss; callbacks
+standardised score ``z = (y - mean) / std``, y on the unit range of each essay's own scale (mean
+and std of that target over the fold's training essays); predictions are mapped back to that unit
+range (``pred_unit``). The loss weights of the targets are ``finetune.target_weights``. The
+objective (:mod:`aes.finetune.objectives`, a plug-in) turns predictions into a loss; callbacks
 (:mod:`aes.finetune.callbacks`) hear about steps, curve points and epochs.
 
-Discipline: a fold never looks at its validation essays while training. By default every fold
-trains a fixed number of epochs; with ``finetune.inner_val_fraction > 0`` the fold's training
-essays are split by prompt (:func:`aes.data.splits.inner_split`) and the epoch with the best inner
-QWK is kept. Seeds: every fold trains once per seed in ``finetune.seeds``; python, numpy, torch
-and the data order are seeded with :func:`run_seed` (seed, fold), so a (seed, fold) run gives the same numbers
-whether or not other runs came before it in the same process.
-
-LP-FT (Kumar et al. 2022): with an ``init_head`` (the fold's linear probe from stage ``lp_cv``) the
-head starts at the probe's weights, so step 0 predicts what the probe predicts and fine-tuning
-begins from a good head instead of a random one.
+A fold runs in steps (:meth:`Trainer.train_fold`): :meth:`Trainer.plan_fold` fixes its essays,
+target scaling and prompt groups; :meth:`Trainer.start_run` seeds the fold, builds the model
+(from the fold's linear probe with LP-FT, :mod:`aes.finetune.lpft`), the objective, the optimizer,
+the schedule and the data order; :meth:`Trainer.train_epoch` runs the optimizer steps of one
+epoch and :meth:`Trainer.end_epoch` scores the inner validation essays (if any) to keep the best
+epoch; :meth:`Trainer.finish` predicts the validation essays. Which essays train and the seeds:
+:mod:`aes.finetune.folds`. By default every fold trains a fixed number of epochs; with
+``finetune.inner_val_fraction > 0`` the epoch with the best inner QWK is kept.
 
 Writing features (``finetune.features``): the head reads [pooled, standardised writing features];
-the standardisation (:class:`aes.baseline.features.FeatureScaling`) is fitted on the essays the
-fold trains on, never its validation essays, and returned with the fold's result. The probe
-carries its own scaling (fitted on the same training fold); :func:`head_from_probe` maps it onto
-the head's exactly, so LP-FT starts at the probe's predictions, features part included.
+the standardisation (:class:`aes.features.FeatureScaling`) is fitted on the essays the fold trains
+on, never its validation essays, and returned with the fold's result.
 """
 
 from __future__ import annotations
 
 import math
-import random
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -37,143 +33,60 @@ import pandas as pd
 from aes.core.errors import AESError
 from aes.core.metrics import headline_qwk, scored_rows
 from aes.core.registry import stage_for_objective
-from aes.encoders.embedding import check_bf16
+from aes.features import FeatureScaling, writing_features
 from aes.finetune.backbones import Backbone, Prepared, make_backbone
 from aes.finetune.callbacks import CURVE_EVERY, Callback, curve_point
+from aes.finetune.folds import fold_rows, run_seed, seed_everything
+from aes.finetune.frozen_pass import check_feature_groups
+from aes.finetune.lpft import head_from_probe
 from aes.finetune.modules import trainable_state
 from aes.finetune.objectives import make_objective
+from aes.finetune.runtime import predict_batches
 
 
-def seed_everything(seed: int) -> None:
-    import torch
+@dataclass
+class FoldPlan:
+    """What fold ``k`` trains on with ``seed``, fixed before its first random draw.
 
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def run_seed(seed: int, k: int) -> int:
-    """The RNG seed of training fold ``k`` with ``seed``: distinct for every (seed, fold) pair of a run."""
-    return seed * 1000 + k
-
-
-def cap_training_rows(train_rows: np.ndarray, cap: int, seed: int, k: int) -> np.ndarray:
-    """At most ``cap`` of a fold's training row positions (``finetune.max_train_essays``; 0 = all).
-
-    train_rows: (n,) positions of fold ``k``'s training essays (never its validation essays, so
-    the cap cannot touch them). Returns (min(cap, n),) positions in their original order: a
-    uniform sample drawn with ``seed`` (the run's :func:`run_seed`), so the same seed and fold
-    always train on the same essays. A cap larger than the fold is a mistake (a smoke run that
-    silently trains on everything), so it fails naming the key and the fold's size.
+    targets: the T target names; train_rows, inner_rows, val_rows: row positions of ``cv``;
+    y: (n, T) targets on the unit range; mean, std: (T,) over the training rows (std 1.0 for a
+    constant target); scaling: the head's FeatureScaling, or None without writing features;
+    prompts: the training prompts, sorted; group: (n,) int64 index of each essay's prompt among
+    them (-1 for the other prompts); sizes: training essays per group.
     """
-    if cap == 0:
-        return train_rows
-    if cap > len(train_rows):
-        raise AESError(
-            f"finetune.max_train_essays={cap} but fold {k} has only {len(train_rows)} training essays; "
-            f"use at most {len(train_rows)}, or 0 to train on all of them"
-        )
-    picked = np.random.default_rng(seed).choice(len(train_rows), size=cap, replace=False)
-    return train_rows[np.sort(picked)]
+
+    k: int
+    seed: int
+    targets: list[str]
+    train_rows: np.ndarray
+    inner_rows: np.ndarray
+    val_rows: np.ndarray
+    y: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+    scaling: FeatureScaling | None
+    prompts: list
+    group: np.ndarray
+    sizes: list[int]
 
 
-def fold_rows(ft: dict, cv: pd.DataFrame, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(train, inner validation, validation) row positions of fold ``k`` of ``cv`` with ``seed``.
+@dataclass
+class FoldRun:
+    """One fold's training in progress: the accelerator-prepared model, optimizer and loader, the
+    schedule and objective, the optimizer steps taken (of ``total_steps``), and what it has logged:
+    per-epoch logs, step-level curve points, batch logs since the last point and the best inner epoch."""
 
-    Inner is empty unless ``finetune.inner_val_fraction`` > 0; with ``finetune.max_train_essays``
-    > 0, train + inner hold that many of the fold's training essays. Validation is every essay of fold ``k``.
-    """
-    from aes.data.splits import inner_split
-
-    fold_of = cv["fold"].to_numpy()
-    train_rows, val_rows = np.flatnonzero(fold_of != k), np.flatnonzero(fold_of == k)
-    if len(train_rows) == 0:
-        raise AESError(f"fold {k}: the training part has no essays (every CV essay is in fold {k})")
-    # The cap comes first, so the inner split (if any) divides the capped essays.
-    train_rows = cap_training_rows(train_rows, ft["max_train_essays"], run_seed(seed, k), k)
-    inner_rows = np.array([], dtype=int)
-    if ft["inner_val_fraction"] > 0:
-        fit_pos, inner_pos = inner_split(cv.iloc[train_rows].reset_index(drop=True), ft["inner_val_fraction"], run_seed(seed, k))
-        train_rows, inner_rows = train_rows[fit_pos], train_rows[inner_pos]
-    return train_rows, inner_rows, val_rows
-
-
-def make_accelerator(ft: dict):
-    """An ``accelerate.Accelerator`` for ``finetune.device`` / ``mixed_precision`` / ``grad_accum_steps``."""
-    import torch
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, GradientState
-
-    has_gpu = torch.cuda.is_available()
-    if ft["device"] == "cuda" and not has_gpu:
-        raise AESError("finetune.device is 'cuda' but no CUDA GPU is visible (use 'auto' or 'cpu')")
-    use_gpu = has_gpu and ft["device"] != "cpu"
-    if ft["mixed_precision"] == "fp16" and not use_gpu:
-        raise AESError(
-            "finetune.mixed_precision is 'fp16' but training runs on the CPU (no GPU visible or finetune.device: cpu); "
-            "use \"bf16\" (CPU autocast, fast on CPUs with AVX512-BF16 or AMX) or \"no\""
-        )
-    if ft["mixed_precision"] == "bf16":
-        check_bf16("finetune.mixed_precision", "cuda" if use_gpu else "cpu")
-    # One process may run several stages (tests): accelerate keeps singletons, start them afresh.
-    AcceleratorState._reset_state(True)
-    GradientState._reset_state()
-    return Accelerator(cpu=not use_gpu, mixed_precision=ft["mixed_precision"], gradient_accumulation_steps=ft["grad_accum_steps"])
-
-
-def predict_batches(model, backbone: Backbone, data: Prepared, rows: np.ndarray, batch_size: int, accelerator):
-    """(pred_z (m, T), pooled (m, H)) float32 numpy for essay rows (m,), in that order; longest essays first.
-
-    T: the model's outputs (one per target).
-    """
-    import torch
-
-    model.eval()
-    pred = np.zeros((len(rows), model.head.out_features), dtype=np.float32)
-    pooled = np.zeros((len(rows), backbone.hidden_size), dtype=np.float32)
-    order = np.argsort(-data.lengths[rows], kind="stable")
-    # A text-only model (the pristine one that gives a probe its pooled inputs) ignores the essays' writing features.
-    reads_features = getattr(accelerator.unwrap_model(model), "n_features", 0) > 0
-    with torch.inference_mode(), accelerator.autocast():
-        for start in range(0, len(rows), batch_size):
-            pos = order[start : start + batch_size]
-            batch = backbone.batch_inputs(data, rows[pos])
-            if not reads_features:
-                batch.pop("features", None)
-            inputs = {k: v.to(accelerator.device) for k, v in batch.items()}
-            p, z = model(**inputs)
-            pooled[pos] = p.float().cpu().numpy()
-            pred[pos] = z.float().cpu().numpy().reshape(len(pos), -1)
-    return pred, pooled
-
-
-def head_from_probe(probe, hidden_size: int, mean: np.ndarray, std: np.ndarray, scaling=None) -> tuple[np.ndarray, np.ndarray]:
-    """The head (weight (T, H + d), bias (T,)) that predicts z = (y - mean) / std with the probe's y, exactly.
-
-    probe: a RidgeFit y ~= [pooled (H), probe.scaling.apply(x) (d)] @ weight + bias in score units
-    (weight (H + d,) or (H + d, T)); mean, std: (T,) the fold's target scaling; scaling: the head's
-    own FeatureScaling (or None without features). The probe's standardisation and the head's may
-    differ (the head's is fitted on the essays the fold trains on, the probe's on the whole training
-    fold): since z_probe = z_head * sd_h / sd_p + (mean_h - mean_p) / sd_p, the feature rows are
-    rescaled and the shift goes into the bias, so both predict the same y for the same essay.
-    Raises AESError naming ``finetune.features`` when the probe's features are not the head's.
-    """
-    from aes.finetune.frozen_pass import check_feature_groups
-
-    check_feature_groups(probe.scaling.groups if probe.scaling is not None else (), scaling.groups if scaling is not None else (),
-                         "the linear probe of stage lp_cv", rerun="lp_cv")
-    weight = np.asarray(probe.weight, dtype=np.float64).reshape(len(probe.weight), -1)  # (H + d, T)
-    bias = np.atleast_1d(np.asarray(probe.bias, dtype=np.float64)).copy()
-    d = 0 if scaling is None else len(scaling.names)
-    if weight.shape != (hidden_size + d, len(mean)):
-        raise AESError(f"the linear probe maps {weight.shape[0]} features to {weight.shape[1]} target(s) but the model reads "
-                       f"{hidden_size} pooled + {d} writing-feature columns and has {len(mean)} target(s); re-run `dvc repro lp_cv`")
-    if d:
-        p = probe.scaling
-        w_text, w_feat = weight[:hidden_size], weight[hidden_size:]
-        bias = bias + ((scaling.mean - p.mean) / p.sd) @ w_feat
-        weight = np.vstack([w_text, w_feat * (scaling.sd / p.sd)[:, None]])
-    return (weight / std).T, (bias - mean) / std
+    model: object
+    optimizer: object
+    scheduler: object
+    loader: object
+    objective: object
+    total_steps: int
+    step: int = 0
+    epochs: list = field(default_factory=list)
+    history: list = field(default_factory=list)
+    window: list = field(default_factory=list)
+    best: dict = field(default_factory=lambda: {"qwk": -math.inf, "epoch": None, "state": None})
 
 
 class Trainer:
@@ -190,18 +103,14 @@ class Trainer:
         """Tokenise the essays or, for cached training, take the stored frozen pass (or compute it).
 
         With ``finetune.features``: the essays' raw writing features (n, d), taken from ``features``,
-        else from the frozen pass, else computed here (:func:`aes.baseline.features.writing_features`).
+        else from the frozen pass, else computed here (:func:`aes.features.writing_features`).
         """
         data = self.backbone.prepare(texts, self.accelerator.device, frozen)
         if self.ft["features"]:
             if features is None and frozen is not None and frozen.features is not None:
-                from aes.finetune.frozen_pass import check_feature_groups
-
                 check_feature_groups(frozen.feature_groups, self.ft["features"], f"{self.stage}: the frozen pass")
                 features = frozen.features
             if features is None:
-                from aes.baseline.features import writing_features
-
                 features, _ = writing_features(list(texts), self.ft["features"])
             if len(features) != len(data.lengths):
                 raise AESError(f"{self.stage}: {len(features)} writing-feature rows for {len(data.lengths)} essays")
@@ -260,8 +169,6 @@ class Trainer:
     def feature_scaling(self, data: Prepared, train_rows: np.ndarray):
         """The head's writing-feature standardisation, fitted on ``train_rows`` only (the essays the fold
         trains on: never its validation or inner-validation essays); None with ``finetune.features: []``."""
-        from aes.baseline.features import FeatureScaling
-
         if not self.ft["features"]:
             return None
         if data.features is None:
@@ -270,7 +177,7 @@ class Trainer:
         return FeatureScaling.fit(data.features[train_rows], self.ft["features"])
 
     def fold_rows(self, cv: pd.DataFrame, k: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(train, inner validation, validation) row positions of fold ``k`` (see :func:`fold_rows`)."""
+        """(train, inner validation, validation) row positions of fold ``k`` (see :func:`aes.finetune.folds.fold_rows`)."""
         return fold_rows(self.ft, cv, k, seed)
 
     def train_fold(self, cv: pd.DataFrame, data: Prepared, k: int, seed: int, init_head=None, callbacks: list[Callback] = ()) -> dict:
@@ -279,20 +186,26 @@ class Trainer:
         cv: the essays with prompt, fold and the target columns (:func:`aes.data.corpus.declared_targets`,
         T of them, as many as ``finetune.target_weights``). init_head: the fold's linear probe
         (:class:`aes.baseline.linear.RidgeFit`, one output per target) to start from, or None.
-        Returns dict with pred_raw (n_val, T) on the unit range of each essay's scale, pooled (n_val, H) float32, state
+        Returns dict with pred_unit (n_val, T) float64 on the unit range of each essay's scale, pooled (n_val, H) float32, state
         (trainable tensors), target_mean/std (T lists), feature_scaling (the head's writing-feature
         standardisation as JSON, fitted on the training rows; None without features), targets,
         epochs (list of per-epoch log dicts), best_epoch, prompts, history.
         """
-        import torch
-        from transformers import get_linear_schedule_with_warmup
+        plan = self.plan_fold(cv, data, k, seed)
+        run = self.start_run(data, plan, init_head)
+        for epoch in range(self.ft["epochs"]):
+            self.train_epoch(run, k, epoch, callbacks)
+            self.end_epoch(run, plan, cv, data, epoch, callbacks)
+        return self.finish(run, plan, data)
 
+    def plan_fold(self, cv: pd.DataFrame, data: Prepared, k: int, seed: int) -> FoldPlan:
+        """Fold ``k``'s rows, target scaling, writing-feature scaling and prompt groups (no random draw
+        but the seeded sampling of :func:`aes.finetune.folds.fold_rows`)."""
         from aes.data.corpus import declared_targets, target_matrix
 
-        ft, acc = self.ft, self.accelerator
         targets = declared_targets(cv)
-        if len(ft["target_weights"]) != len(targets):
-            raise AESError(f"{self.stage}: finetune.target_weights has {len(ft['target_weights'])} weight(s) but the prepared essays "
+        if len(self.ft["target_weights"]) != len(targets):
+            raise AESError(f"{self.stage}: finetune.target_weights has {len(self.ft['target_weights'])} weight(s) but the prepared essays "
                            f"carry {len(targets)} target(s) {targets} (prepare.targets); give one weight per target")
         train_rows, inner_rows, val_rows = self.fold_rows(cv, k, seed)
         y = target_matrix(cv, targets)  # (n, T)
@@ -303,16 +216,34 @@ class Trainer:
         group_of = {p: g for g, p in enumerate(prompts)}
         group = cv["prompt"].map(group_of).fillna(-1).to_numpy(dtype=np.int64)
         sizes = [int((group[train_rows] == g).sum()) for g in range(len(prompts))]
+        return FoldPlan(k, seed, targets, train_rows, inner_rows, val_rows, y, mean, std, scaling, prompts, group, sizes)
 
-        seed_everything(run_seed(seed, k))
-        model = self.start_model(init_head, mean, std, scaling)
-        objective = make_objective(self.objective_name, self.params, sizes, self.hidden_size, k, ft["target_weights"])
+    def start_run(self, data: Prepared, plan: FoldPlan, init_head) -> FoldRun:
+        """Seed the fold, then build (in this order, which fixes the random draws) the model, the
+        objective, the optimizer, the warm-up schedule and the seeded data order; all prepared by the accelerator."""
+        from transformers import get_linear_schedule_with_warmup
+
+        ft, acc = self.ft, self.accelerator
+        seed_everything(run_seed(plan.seed, plan.k))
+        model = self.start_model(init_head, plan.mean, plan.std, plan.scaling)
+        objective = make_objective(self.objective_name, self.params, plan.sizes, self.hidden_size, plan.k, ft["target_weights"])
         optimizer = self.optimizer(model, objective)
-        per_epoch = math.ceil(self.steps_per_epoch(len(train_rows)) / ft["grad_accum_steps"])
+        per_epoch = math.ceil(self.steps_per_epoch(len(plan.train_rows)) / ft["grad_accum_steps"])
         total_updates = per_epoch * ft["epochs"]
         scheduler = get_linear_schedule_with_warmup(optimizer, round(ft["warmup_ratio"] * total_updates), total_updates)
-        target_z = torch.as_tensor((y - mean) / std, dtype=torch.float32)
-        group_t = torch.as_tensor(group)
+        loader = self.train_loader(data, plan)
+        model, optimizer, loader = acc.prepare(model, optimizer, loader)
+        objective.to(acc.device)
+        return FoldRun(model, optimizer, scheduler, loader, objective, total_steps=len(loader) * ft["epochs"])
+
+    def train_loader(self, data: Prepared, plan: FoldPlan):
+        """The training essays' batches (model inputs + ``target_z`` (B, T) + ``group`` (B,)) in an order
+        drawn from the fold's own generator; similar lengths batched together with ``finetune.group_by_length``."""
+        import torch
+
+        ft = self.ft
+        target_z = torch.as_tensor((plan.y - plan.mean) / plan.std, dtype=torch.float32)
+        group_t = torch.as_tensor(plan.group)
 
         def collate(rows):
             rows = np.asarray(rows)
@@ -321,77 +252,89 @@ class Trainer:
             batch["group"] = group_t[rows]
             return batch
 
-        generator = torch.Generator().manual_seed(run_seed(seed, k))
+        generator = torch.Generator().manual_seed(run_seed(plan.seed, plan.k))
         if ft["group_by_length"]:
             # Batches of similar-length essays (transformers' LengthGroupedSampler: shuffled
             # megabatches of 50 batches, sorted by length): padding drops from ~18 % of the tokens
             # to ~1 % at 512 tokens on ELLIPSE.
             from transformers.trainer_pt_utils import LengthGroupedSampler
 
-            order = {"sampler": LengthGroupedSampler(ft["batch_size"], lengths=data.lengths[train_rows].tolist(), generator=generator)}
+            order = {"sampler": LengthGroupedSampler(ft["batch_size"], lengths=data.lengths[plan.train_rows].tolist(), generator=generator)}
         else:
             order = {"shuffle": True, "generator": generator}
-        loader = torch.utils.data.DataLoader(train_rows.tolist(), batch_size=ft["batch_size"], collate_fn=collate, **order)
-        model, optimizer, loader = acc.prepare(model, optimizer, loader)
-        objective.to(acc.device)
+        return torch.utils.data.DataLoader(plan.train_rows.tolist(), batch_size=ft["batch_size"], collate_fn=collate, **order)
 
-        total_steps = len(loader) * ft["epochs"]
-        step, epochs, best = 0, [], {"qwk": -math.inf, "epoch": None, "state": None}
-        history, window = [], []  # step-level curve points; batch logs since the last point
-        for epoch in range(ft["epochs"]):
-            model.train()
-            for batch in loader:
-                with acc.accumulate(model):
-                    target, grp = batch.pop("target_z"), batch.pop("group")
-                    with acc.autocast():
-                        pooled, pred = model(**batch)
-                        loss, batch_logs = objective.loss(pred, target, pooled, grp, step / total_steps)
-                    if not torch.isfinite(loss.detach()):
-                        raise AESError(
-                            f"{self.stage}: non-finite training loss ({float(loss.detach())}) at fold {k}, epoch {epoch}, "
-                            f"step {step}; lower finetune.encoder_lr / head_lr or check the data"
-                        )
-                    acc.backward(loss)
-                    optimizer.step()
-                    if acc.sync_gradients:
-                        scheduler.step()
-                    optimizer.zero_grad()
-                step += 1
-                window.append(batch_logs)
-                if step % CURVE_EVERY == 0 or step == total_steps:
-                    history.append(curve_point(step, window))
-                    window = []
-                    for cb in callbacks:
-                        cb.on_curve_point(k, history[-1])
+    def train_epoch(self, run: FoldRun, k: int, epoch: int, callbacks: list[Callback] = ()) -> None:
+        """One pass over the training batches: a step each, a curve point every ``CURVE_EVERY`` steps and at the end."""
+        run.model.train()
+        for batch in run.loader:
+            batch_logs = self.train_step(run, batch, k, epoch)
+            run.step += 1
+            run.window.append(batch_logs)
+            if run.step % CURVE_EVERY == 0 or run.step == run.total_steps:
+                run.history.append(curve_point(run.step, run.window))
+                run.window = []
                 for cb in callbacks:
-                    cb.on_step(k, epoch, step, total_steps)
-            logs = {"epoch": epoch, "step": step, **objective.epoch_logs()}
-            if len(inner_rows):
-                inner_z, _ = self.predict(model, data, inner_rows)
-                # the primary target chooses the epoch, scored on each inner essay's own scale
-                logs["inner_qwk"] = headline_qwk(scored_rows(cv.iloc[inner_rows], inner_z[:, 0] * std[0] + mean[0]))
-                if logs["inner_qwk"] > best["qwk"]:
-                    best = {"qwk": logs["inner_qwk"], "epoch": epoch, "state": trainable_state(acc.unwrap_model(model))}
-            epochs.append(logs)
+                    cb.on_curve_point(k, run.history[-1])
             for cb in callbacks:
-                cb.on_epoch_end(k, logs)
+                cb.on_step(k, epoch, run.step, run.total_steps)
 
-        model = acc.unwrap_model(model)
-        if best["state"] is not None:
-            model.load_state_dict(best["state"], strict=False)
-        val_z, val_pooled = self.predict(model, data, val_rows)
+    def train_step(self, run: FoldRun, batch: dict, k: int, epoch: int) -> dict:
+        """The objective's loss on one batch, backward, and (every ``finetune.grad_accum_steps`` batches) an
+        optimizer and schedule step; returns the objective's batch logs. AESError on a non-finite loss."""
+        import torch
+
+        acc, model = self.accelerator, run.model
+        with acc.accumulate(model):
+            target, grp = batch.pop("target_z"), batch.pop("group")
+            with acc.autocast():
+                pooled, pred = model(**batch)
+                loss, batch_logs = run.objective.loss(pred, target, pooled, grp, run.step / run.total_steps)
+            if not torch.isfinite(loss.detach()):
+                raise AESError(
+                    f"{self.stage}: non-finite training loss ({float(loss.detach())}) at fold {k}, epoch {epoch}, "
+                    f"step {run.step}; lower finetune.encoder_lr / head_lr or check the data"
+                )
+            acc.backward(loss)
+            run.optimizer.step()
+            if acc.sync_gradients:
+                run.scheduler.step()
+            run.optimizer.zero_grad()
+        return batch_logs
+
+    def end_epoch(self, run: FoldRun, plan: FoldPlan, cv: pd.DataFrame, data: Prepared, epoch: int,
+                  callbacks: list[Callback] = ()) -> None:
+        """Log the epoch (the objective's epoch logs) and, with inner validation essays, score them and keep the best epoch's weights."""
+        logs = {"epoch": epoch, "step": run.step, **run.objective.epoch_logs()}
+        if len(plan.inner_rows):
+            inner_z, _ = self.predict(run.model, data, plan.inner_rows)
+            # the primary target chooses the epoch, scored on each inner essay's own scale
+            logs["inner_qwk"] = headline_qwk(scored_rows(cv.iloc[plan.inner_rows], inner_z[:, 0] * plan.std[0] + plan.mean[0]))
+            if logs["inner_qwk"] > run.best["qwk"]:
+                run.best = {"qwk": logs["inner_qwk"], "epoch": epoch, "state": trainable_state(self.accelerator.unwrap_model(run.model))}
+        run.epochs.append(logs)
+        for cb in callbacks:
+            cb.on_epoch_end(plan.k, logs)
+
+    def finish(self, run: FoldRun, plan: FoldPlan, data: Prepared) -> dict:
+        """The fold's result (see :meth:`train_fold`): the best inner epoch's weights (else the last
+        epoch's) predict the validation essays, z mapped back to the unit range."""
+        model = self.accelerator.unwrap_model(run.model)
+        if run.best["state"] is not None:
+            model.load_state_dict(run.best["state"], strict=False)
+        val_z, val_pooled = self.predict(model, data, plan.val_rows)
         result = {
-            "pred_raw": (val_z.astype(np.float64) * std + mean),
+            "pred_unit": (val_z.astype(np.float64) * plan.std + plan.mean),
             "pooled": val_pooled,
             "state": trainable_state(model),
-            "targets": targets,
-            "target_mean": [float(m) for m in mean],
-            "target_std": [float(s) for s in std],
-            "feature_scaling": scaling.to_json() if scaling is not None else None,
-            "epochs": epochs,
-            "best_epoch": best["epoch"] if best["epoch"] is not None else ft["epochs"] - 1,
-            "prompts": prompts,
-            "history": history,
+            "targets": plan.targets,
+            "target_mean": [float(m) for m in plan.mean],
+            "target_std": [float(s) for s in plan.std],
+            "feature_scaling": plan.scaling.to_json() if plan.scaling is not None else None,
+            "epochs": run.epochs,
+            "best_epoch": run.best["epoch"] if run.best["epoch"] is not None else self.ft["epochs"] - 1,
+            "prompts": plan.prompts,
+            "history": run.history,
         }
-        acc.free_memory()
+        self.accelerator.free_memory()
         return result

@@ -7,7 +7,7 @@ apply layer-wise learning-rate decay.
 With writing features (``finetune.features``, d columns) the head reads [pooled (H), z (d)]:
 ``features`` (B, d) arrive raw and are standardised inside the model with the training fold's
 mean and sd (buffers ``feature_mean``, ``feature_sd``, set from a
-:class:`aes.baseline.features.FeatureScaling`), so the model carries its own statistics.
+:class:`aes.features.FeatureScaling`), so the model carries its own statistics.
 ``pooled`` stays the text representation alone (what the GRL adversary and the prompt probe read).
 """
 

@@ -150,7 +150,8 @@ def fit_predict_finetune(train: pd.DataFrame, test: pd.DataFrame, params: dict, 
     (and, with ``finetune.features``, their writing features, standardised on the CV essays).
     """
     from aes.baseline.linear import fit_probe
-    from aes.finetune.loop import Trainer, make_accelerator, predict_batches
+    from aes.finetune.loop import Trainer
+    from aes.finetune.runtime import make_accelerator, predict_batches
 
     targets = declared_targets(train)
     # the scale columns travel with every row: the trainer normalises targets (and the test rows' scale is declared, not a score)
@@ -169,7 +170,7 @@ def fit_predict_finetune(train: pd.DataFrame, test: pd.DataFrame, params: dict, 
         writing = None if data.features is None else data.features[rows]
         probe = fit_probe(pooled, target_matrix(train), train["prompt"].astype(str).to_numpy(), lin["alphas"], lin["inner_folds"],
                           writing, ft["features"], lin["feature_weights"])
-    return np.stack([np.asarray(trainer.train_fold(frame, data, -1, seed, init_head=probe)["pred_raw"], dtype=float) for seed in ft["seeds"]])
+    return np.stack([np.asarray(trainer.train_fold(frame, data, -1, seed, init_head=probe)["pred_unit"], dtype=float) for seed in ft["seeds"]])
 
 
 def score_test(test: pd.DataFrame, y_pred_unit: np.ndarray, min_prompt_n: int, target: str | None = None) -> dict:

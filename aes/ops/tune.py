@@ -38,9 +38,10 @@ from aes.data.corpus import target_matrix
 from aes.data.params import load_params
 from aes.data.splits import inner_split
 from aes.finetune.backbones import Prepared
-from aes.finetune.cv import load_cv
+from aes.finetune.folds import load_cv
 from aes.finetune.frozen_pass import compute_frozen_pass
-from aes.finetune.loop import Trainer, make_accelerator
+from aes.finetune.loop import Trainer
+from aes.finetune.runtime import make_accelerator
 
 INNER_FRACTION = 0.2
 RANDOM_BATCHES = {"group_by_length": False}  # how CANDIDATES were measured
@@ -148,7 +149,7 @@ def evaluate(params: dict, cv, data: Prepared, pooled: np.ndarray, cand: dict, f
             pred = probe.predict_essays(pooled[train_rows][held_pos], None if writing is None else writing[held_pos])[:, 0]
         else:
             result = trainer.train_fold(inner, subset(data, train_rows), 1, seed, init_head=probe if ft["lp_ft"] else None)
-            pred = result["pred_raw"][:, 0]
+            pred = result["pred_unit"][:, 0]
             if objective == "grl":
                 shares = part.iloc[fit_pos]["prompt"].value_counts(normalize=True)
                 adversary[str(k)] = {"accuracy": round(result["epochs"][-1]["adversary_acc"], 4), "chance": round(float(shares.max()), 4)}
