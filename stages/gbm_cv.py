@@ -10,7 +10,7 @@ from aes.core.registry import BASELINE_STAGE, EMBEDDINGS, models_dir
 from aes.data.corpus import load_essays
 from aes.data.params import load_params
 from aes.data.splits import cv_essays, load_splits
-from aes.encoders.embedding import load_embeddings
+from aes.encoders.store import load_embeddings
 
 
 @stage_main

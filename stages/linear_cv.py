@@ -11,7 +11,7 @@ from aes.core.registry import EMBEDDINGS, LINEAR_STAGE, models_dir
 from aes.data.corpus import load_essays
 from aes.data.params import load_params
 from aes.data.splits import cv_essays, load_splits
-from aes.encoders.embedding import load_embeddings
+from aes.encoders.store import load_embeddings
 
 
 @stage_main

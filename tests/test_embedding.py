@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from aes.core.errors import AESError
-from aes.encoders.embedding import embed_texts, load_embeddings, mean_pool, save_embeddings
+from aes.encoders.embedding import embed_texts, mean_pool
+from aes.encoders.store import load_embeddings, save_embeddings
 from tests.synthetic import WORDS
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from aes.core.errors import AESError
-from aes.core.params import validate
+from aes.data.params import validate
 from aes.core.registry import GBM_FEATURE_SWITCHES, WRITING_FEATURE_GROUPS
 from aes.features import FEATURE_GROUPS, writing_features
 from aes.features import lexicons as lexicons_module

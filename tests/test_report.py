@@ -532,7 +532,8 @@ def test_final_test_averages_the_seeds(tmp_path, params):
 
 @pytest.mark.parametrize("reference", FROZEN_STAGES)
 def test_final_test_frozen_model_trains_on_all_cv_essays_and_scores_locked_test(tmp_path, params, tiny_encoder, monkeypatch, reference):
-    from aes.encoders.embedding import embed_texts, save_embeddings
+    from aes.encoders.embedding import embed_texts
+    from aes.encoders.store import save_embeddings
     from tests.synthetic import make_ellipse_frame
 
     raw = make_ellipse_frame(n_prompts=6, per_prompt=12, seed=3)

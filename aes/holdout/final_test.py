@@ -121,7 +121,8 @@ def fit_predict_frozen(stage: str, train: pd.DataFrame, test: pd.DataFrame, para
         probe = fit_probe(frozen.pooled[:n], target_matrix(train), train["prompt"].astype(str).to_numpy(), lin["alphas"], lin["inner_folds"],
                           None if writing is None else writing[:n], frozen.feature_groups, lin["feature_weights"])
         return probe.predict_essays(frozen.pooled[n:], None if writing is None else writing[n:])[None, :, :]
-    from aes.encoders.embedding import embed_texts, load_embeddings
+    from aes.encoders.embedding import embed_texts
+    from aes.encoders.store import load_embeddings
 
     emb = params["embed"]
     x_train = load_embeddings(EMBEDDINGS, train["record_id"])
