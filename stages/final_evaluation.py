@@ -1,4 +1,4 @@
-"""final_test (gated): train the configuration the report chose on all CV essays, score the locked test once.
+"""Stage final_test (gated): train the configuration the report chose on all CV essays, score the locked test once.
 
 Refuses unless metrics/report.json holds a decision or final_test.override is true.
 Writes metrics/final_test.json, which no other stage reads.
@@ -8,7 +8,7 @@ from aes.core.errors import stage_main
 from aes.core.params import load_params
 from aes.data.corpus import load_essays
 from aes.data.splits import load_splits
-from aes.holdout.final_test import check_has_locked_test, chosen_model, run_final_test
+from aes.holdout.final_evaluation import check_has_locked_test, chosen_model, run_final_test
 
 
 @stage_main

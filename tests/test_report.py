@@ -17,7 +17,7 @@ from aes.core.errors import AESError
 from aes.core.metrics import METRIC_DIRECTION, metric_value, qwk, summarize_seeds
 from aes.core.params import validate
 from aes.core.registry import FROZEN_STAGES, MODEL_STAGES, stage_for_objective
-from aes.holdout.final_test import chosen_model, run_final_test
+from aes.holdout.final_evaluation import chosen_model, run_final_test
 from aes.report import assemble as rep
 from aes.report import bootstrap, calibration, probe
 from aes.report.verdicts import BETTER, INCONCLUSIVE
@@ -473,11 +473,11 @@ def test_final_test_refuses_without_decision(tmp_path, params):
 
 def test_final_test_refuses_a_protocol_without_locked_test(tmp_path, params):
     """Leave-one-prompt-out data (ASAP) locks no prompt: final_test says so, before any gate or training."""
-    from aes.holdout.final_test import check_has_locked_test
+    from aes.holdout.final_evaluation import check_has_locked_test
 
     essays, splits = _test_split()
     assert check_has_locked_test(splits) is None  # a locked test: nothing to refuse
-    lopo = {**splits, "protocol": "leave one prompt out", "test": {"prompts": [], "record_ids": [], "n_essays": 0}}
+    lopo = {**splits, "protocol": "leave one prompt out", "locked_test": False, "test": {"prompts": [], "record_ids": [], "n_essays": 0}}
     called = []
     with pytest.raises(AESError, match=r"splits.json: this dataset's protocol \(leave one prompt out\) holds no locked test"):
         run_final_test(params, essays, lopo, tmp_path / "report.json", tmp_path / "final.json", fit_predict=lambda *a: called.append(a))
@@ -579,7 +579,7 @@ def test_final_test_candidate_fine_tunes_on_cv_and_never_uses_test_scores(tmp_pa
     from aes.core.scale import from_unit, scale_arrays
     from aes.data.corpus import load_essays
     from aes.data.splits import load_splits
-    from aes.holdout.final_test import default_fit_predict
+    from aes.holdout.final_evaluation import default_fit_predict
     from tests.training_fixtures import make_training_repo
 
     p = make_training_repo(tmp_path, tiny_encoder, epochs=1, seeds=[7, 8])
