@@ -566,14 +566,6 @@ def test_final_test_frozen_model_trains_on_all_cv_essays_and_scores_locked_test(
         assert saved["test_per_seed"][0]["rmse"] != saved["test_per_seed"][1]["rmse"]
 
 
-@pytest.fixture
-def one_thread():
-    from tests.training_fixtures import one_torch_thread
-
-    with one_torch_thread():
-        yield
-
-
 def test_final_test_candidate_fine_tunes_on_cv_and_never_uses_test_scores(tmp_path, tiny_encoder, one_thread):
     from aes.core.metrics import rmse
     from aes.core.scale import from_unit, scale_arrays
