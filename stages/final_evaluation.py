@@ -13,11 +13,11 @@ from aes.holdout.final_evaluation import check_has_locked_test, chosen_model, ru
 
 @stage_main
 def main() -> None:
-    params = load_params()
-    check_has_locked_test(load_splits())
+    params, splits = load_params(), load_splits()
+    check_has_locked_test(splits)
     choice = chosen_model(params)  # the gate, before any essay is read
     print(f"final_test: {choice['reason']}")
-    result = run_final_test(params, load_essays(), load_splits())
+    result = run_final_test(params, load_essays(), splits)
     t = result["test"]
     print(f"locked test ({t['n']['essays']} essays, {t['n']['prompts']} prompts): model {result['model']}, "
           f"QWK {t['qwk']['pooled']}, worst prompt {t['qwk']['worst_prompt']}, RMSE {t['rmse']}")

@@ -207,7 +207,7 @@ def sd_over_seeds(values) -> float | None:
 def qwk_from_confusion(conf: np.ndarray) -> np.ndarray:
     """Quadratic weighted kappa of confusion-count matrices.
 
-    conf: (..., K, K) counts, rows = true band, columns = predicted band. Returns (...) floats,
+    conf: (..., K, K) counts, rows = true grid level, columns = predicted grid level. Returns (...) floats,
     NaN where undefined (no essays, or a single label on both sides). Equals
     :func:`qwk` on the essays the counts came from.
     """
