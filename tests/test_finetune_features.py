@@ -22,17 +22,14 @@ from aes.finetune.frozen_pass import load_frozen_pass
 from aes.finetune.loop import Trainer
 from aes.finetune.runtime import make_accelerator
 from tests.committed import committed_text, with_param
-from tests.training_fixtures import make_training_repo, one_torch_thread, run_frozen_stages
+from tests.training_fixtures import make_training_repo, run_frozen_stages, with_finetune
 
 N_WRITING = sum(len(columns) for columns in FEATURE_GROUPS.values())  # every group's columns
 ALL_GROUPS = list(FEATURE_GROUPS)
 FAST = dict(epochs=1, seeds=[7], mixed_precision="no")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with one_torch_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -45,10 +42,6 @@ def lp_runs(tmp_path_factory, tiny_encoder):
         run_frozen_stages(params, root)
         runs[name] = (root, params)
     return runs
-
-
-def _variant(params, **finetune):
-    return {**params, "finetune": {**params["finetune"], **finetune}}
 
 
 def _fresh_copy(root, dest):
@@ -64,7 +57,7 @@ def _fresh_copy(root, dest):
 @pytest.mark.parametrize("extra", [{}, {"inner_val_fraction": 0.3}, {"max_train_essays": 12}], ids=["fold", "inner_split", "cap"])
 def test_the_heads_feature_statistics_are_the_training_essays_and_never_a_validation_essay(lp_runs, extra):
     root, base = lp_runs["all"]
-    params = _variant(base, encoder_lr=0.0, head_lr=1e-12, **extra)
+    params = with_finetune(base, encoder_lr=0.0, head_lr=1e-12, **extra)
     cv = load_cv(root)
     frozen = load_frozen_pass(root / FROZEN_PASS, cv["record_id"], need_hidden=True, feature_groups=ALL_GROUPS)
     trainer = Trainer(params, "erm", make_accelerator(params["finetune"]))
@@ -109,7 +102,7 @@ def test_run_cv_hands_each_fold_the_probe_fitted_without_that_fold(lp_runs, name
     """A probe of another fold was trained on fold k's labels; fold k must start from the one fitted on fold != k."""
     root, base = lp_runs[name]
     root = _fresh_copy(root, tmp_path)
-    params = _variant(base, encoder_lr=0.0, head_lr=1e-12)
+    params = with_finetune(base, encoder_lr=0.0, head_lr=1e-12)
     cv = load_cv(root)
     groups = params["finetune"]["features"]
     frozen = load_frozen_pass(root / FROZEN_PASS, cv["record_id"], need_hidden=False, feature_groups=groups)
@@ -145,7 +138,7 @@ def test_run_cv_hands_each_fold_the_probe_fitted_without_that_fold(lp_runs, name
 
 def test_the_grl_adversary_reads_the_pooled_text_only(lp_runs, monkeypatch):
     root, base = lp_runs["all"]
-    params = _variant(base)
+    params = with_finetune(base)
     cv = load_cv(root)
     frozen = load_frozen_pass(root / FROZEN_PASS, cv["record_id"], need_hidden=True, feature_groups=ALL_GROUPS)
     trainer = Trainer(params, "grl", make_accelerator(params["finetune"]))
@@ -211,7 +204,7 @@ PASS = r"frozen_pass: the stored frozen pass"
 def test_a_stale_probe_or_frozen_pass_names_the_key_and_the_stage_to_rerun(lp_runs, monkeypatch, stored, asked, lp_ft, file, made, rerun):
     """The probes are lp_cv's (re-run lp_cv); the writing features are stored with embed's frozen pass (re-run embed)."""
     root, base = lp_runs[stored]
-    params = _variant(base, features=asked, lp_ft=lp_ft)
+    params = with_finetune(base, features=asked, lp_ft=lp_ft)
     _never_train(monkeypatch)
     wanted = r"\[\] \(the text only\)" if not asked else r"\['length', 'lexical', 'sophistication'"
     with pytest.raises(AESError, match=rf"{file}: made with {made}.* but finetune.features asks for {wanted}.*; re-run `dvc repro {rerun}`"):
@@ -223,7 +216,7 @@ def test_the_whole_encoder_profile_reads_the_stored_features_and_names_stale_one
     _never_train(monkeypatch)
     with pytest.raises(AESError, match=r"frozen_pass: the stored frozen pass: made with no writing features but finetune.features asks for"
                                        r".*re-run `dvc repro embed`"):
-        run_cv(_variant(base, trainable_layers=-1, lp_ft=False, features=["length"]), "erm", root)
+        run_cv(with_finetune(base, trainable_layers=-1, lp_ft=False, features=["length"]), "erm", root)
 
 
 def test_a_probe_without_features_never_reaches_torch_as_a_shape_error(lp_runs):
@@ -234,7 +227,7 @@ def test_a_probe_without_features_never_reaches_torch_as_a_shape_error(lp_runs):
 
     root, base = lp_runs["none"]
     text_probe = fits_from_json(json.loads((root / "models/lp_cv/probes.json").read_text()), "probes.json")[0]
-    trainer = Trainer(_variant(base, features=ALL_GROUPS), "erm", make_accelerator(base["finetune"]))
+    trainer = Trainer(with_finetune(base, features=ALL_GROUPS), "erm", make_accelerator(base["finetune"]))
     scaling = FeatureScaling.fit(np.random.default_rng(0).normal(size=(10, N_WRITING)), ALL_GROUPS)
     with pytest.raises(AESError, match=r"finetune_cv: the linear probe of stage lp_cv: made with no writing features but "
                                        r"finetune.features asks for \['length'.*re-run `dvc repro lp_cv`"):

@@ -21,16 +21,13 @@ from aes.finetune.loop import Trainer
 from aes.finetune.runtime import make_accelerator
 from aes.finetune.modules import enable_gradient_checkpointing
 from tests.tiny_model import make_tiny_encoder
-from tests.training_fixtures import make_training_repo, one_torch_thread, run_frozen_stages
+from tests.training_fixtures import make_training_repo, run_frozen_stages, with_finetune
 
 PROFILE = dict(trainable_layers=-1, lp_ft=True, layer_lr_decay=0.9, inner_val_fraction=0.3, epochs=2,
                encoder_lr=1e-3, head_lr=1e-2, warmup_ratio=0.1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with one_torch_thread():
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +49,6 @@ def test_lp_cv_and_every_objective_run_the_whole_encoder_profile(profile_repo):
         assert math.isfinite(metrics["qwk"]["pooled"]) and "frozen_pass_sha256" not in metrics
 
 
-def _variant(params, **finetune):
-    return {**params, "finetune": {**params["finetune"], **finetune}}
-
-
 @pytest.mark.parametrize("lora", [False, True])
 def test_gradient_checkpointing_without_transformers_support_trains(profile_repo, monkeypatch, lora):
     root, params = profile_repo
@@ -65,7 +58,7 @@ def test_gradient_checkpointing_without_transformers_support_trains(profile_repo
 
     real = ckpt.checkpoint
     monkeypatch.setattr(ckpt, "checkpoint", lambda *a, **k: calls.append(k.get("use_reentrant")) or real(*a, **k))
-    p = _variant(params, gradient_checkpointing=True, lora=lora, max_train_essays=12)
+    p = with_finetune(params, gradient_checkpointing=True, lora=lora, max_train_essays=12)
     trainer = Trainer(p, "erm", make_accelerator(p["finetune"]))
     cv = load_cv(root)
     data = trainer.prepare(cv["text"].tolist())
@@ -105,10 +98,10 @@ def test_bf16_on_hardware_without_native_bf16_names_the_key(profile_repo, monkey
     _, params = profile_repo
     monkeypatch.setattr(embedding, "cpu_bf16_supported", lambda: False)
     with pytest.raises(AESError, match=r"finetune.mixed_precision is 'bf16' but this CPU has no native bfloat16.*finetune.mixed_precision: no"):
-        make_accelerator(_variant(params, mixed_precision="bf16", device="cpu")["finetune"])
+        make_accelerator(with_finetune(params, mixed_precision="bf16", device="cpu")["finetune"])
     with pytest.raises(AESError, match=r"embed.mixed_precision is 'bf16'.*embed.mixed_precision: no"):
         embedding.embed_texts(["an essay"], "no-such-model", 16, 1, device="cpu", bf16=True)
-    make_accelerator(_variant(params, mixed_precision="no", device="cpu")["finetune"])  # fp32 stays allowed
+    make_accelerator(with_finetune(params, mixed_precision="no", device="cpu")["finetune"])  # fp32 stays allowed
 
 
 def test_cuda_without_a_gpu_names_the_key(profile_repo):
@@ -116,4 +109,4 @@ def test_cuda_without_a_gpu_names_the_key(profile_repo):
         pytest.skip("a GPU is visible")
     _, params = profile_repo
     with pytest.raises(AESError, match=r"finetune.device is 'cuda' but no CUDA GPU is visible \(use 'auto' or 'cpu'\)"):
-        make_accelerator(_variant(params, device="cuda")["finetune"])
+        make_accelerator(with_finetune(params, device="cuda")["finetune"])

@@ -10,10 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from aes.ops.readme import current_block, results_block, update_readme
+from aes.ops.readme import block_span, results_block, update_readme
 from tests.committed import committed_params, committed_text
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def current_block(text: str, block: str = "results") -> str | None:
+    """The text between the block's markers in README text, or None when they are absent."""
+    span = block_span(text, block)
+    return None if span is None else text[span[0] : span[1]]
 
 
 def test_committed_readme_matches_committed_report():

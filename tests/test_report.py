@@ -17,9 +17,9 @@ from aes.core.errors import AESError
 from aes.core.metrics import METRIC_DIRECTION, metric_value, qwk, summarize_seeds
 from aes.core.registry import FROZEN_STAGES, MODEL_STAGES, stage_for_objective
 from aes.data.params import validate
-from aes.holdout.final_test import chosen_model, run_final_test
+from aes.holdout.final_evaluation import chosen_model, run_final_test
 from aes.report import assemble as rep
-from aes.report import bootstrap, calibration, probe
+from aes.report import bootstrap, calibration, probe, verdicts
 from aes.report.verdicts import BETTER, INCONCLUSIVE
 from tests.committed import committed_params
 from tests.report_fixtures import HALF_BANDS_SCALE as HB
@@ -284,7 +284,7 @@ SPANS_ZERO = _pair(0.03, -0.01, 0.07)
 def test_decision_needs_q1_and_the_candidates_q2(objective, q1, dro, proceed):
     boot = _boot({"gbm_cv": 0.70, "linear_cv": 0.74, "lp_cv": 0.72}, {"qwk.pooled": q1},
                  {"qwk.pooled": SPANS_ZERO}, {"qwk.pooled": dro, "qwk.worst_quarter": dro})
-    answers = rep.answer_questions(boot, RP, objective)
+    answers = verdicts.answer_questions(boot, RP, objective)
     d = answers["decision"]
     assert answers["q1"]["reference"] == d["reference"] == "linear_cv"  # the strongest frozen model by pooled QWK
     assert answers["q1"]["comparison"] == "erm_vs_linear_cv" and set(answers["q1"]["metrics"]) == {"qwk.pooled"}
@@ -298,10 +298,10 @@ def test_decision_needs_q1_and_the_candidates_q2(objective, q1, dro, proceed):
 def test_strongest_frozen_ignores_fine_tuned_models_and_undefined_scores():
     point = {s: {"qwk.pooled": 0.9} for s in MODEL_STAGES}  # fine-tuned models may be better; they are never the reference
     point.update({"gbm_cv": {"qwk.pooled": 0.6}, "linear_cv": {"qwk.pooled": None}, "lp_cv": {"qwk.pooled": 0.65}})
-    assert rep.strongest_frozen(point) == "lp_cv"
-    names = [name for name, _, _ in rep.comparison_pairs("lp_cv")]
+    assert verdicts.strongest_frozen(point) == "lp_cv"
+    names = [name for name, _, _ in verdicts.comparison_pairs("lp_cv")]
     assert set(names) == {"erm_vs_gbm_cv", "erm_vs_linear_cv", "erm_vs_lp_cv", "grl_vs_erm", "dro_vs_erm", "grl_vs_lp_cv", "dro_vs_lp_cv"}
-    assert ("grl_vs_erm", "grl_cv", "finetune_cv") in rep.comparison_pairs("lp_cv")
+    assert ("grl_vs_erm", "grl_cv", "finetune_cv") in verdicts.comparison_pairs("lp_cv")
 
 
 def test_unknown_verdict_metric_lists_valid_keys(tmp_path, params):
@@ -473,13 +473,13 @@ def test_final_test_refuses_without_decision(tmp_path, params):
 
 def test_final_test_refuses_a_protocol_without_locked_test(tmp_path, params):
     """Leave-one-prompt-out data (ASAP) locks no prompt: final_test says so, before any gate or training."""
-    from aes.holdout.final_test import check_has_locked_test
+    from aes.holdout.final_evaluation import check_has_locked_test
 
     essays, splits = _test_split()
     assert check_has_locked_test(splits) is None  # a locked test: nothing to refuse
-    lopo = {**splits, "protocol": "leave one prompt out", "test": {"prompts": [], "record_ids": [], "n_essays": 0}}
+    lopo = {**splits, "protocol": "leave_one_prompt_out", "locked_test": False, "test": {"prompts": [], "record_ids": [], "n_essays": 0}}
     called = []
-    with pytest.raises(AESError, match=r"splits.json: this dataset's protocol \(leave one prompt out\) holds no locked test"):
+    with pytest.raises(AESError, match=r"splits.json: this dataset.s protocol \(leave_one_prompt_out\) holds no locked test"):
         run_final_test(params, essays, lopo, tmp_path / "report.json", tmp_path / "final.json", fit_predict=lambda *a: called.append(a))
     assert not called and not (tmp_path / "final.json").exists()
 
@@ -567,20 +567,12 @@ def test_final_test_frozen_model_trains_on_all_cv_essays_and_scores_locked_test(
         assert saved["test_per_seed"][0]["rmse"] != saved["test_per_seed"][1]["rmse"]
 
 
-@pytest.fixture
-def one_thread():
-    from tests.training_fixtures import one_torch_thread
-
-    with one_torch_thread():
-        yield
-
-
 def test_final_test_candidate_fine_tunes_on_cv_and_never_uses_test_scores(tmp_path, tiny_encoder, one_thread):
     from aes.core.metrics import rmse
     from aes.core.scale import from_unit, scale_arrays
     from aes.data.corpus import load_essays
     from aes.data.splits import load_splits
-    from aes.holdout.final_test import default_fit_predict
+    from aes.holdout.final_evaluation import default_fit_predict
     from tests.training_fixtures import make_training_repo
 
     p = make_training_repo(tmp_path, tiny_encoder, epochs=1, seeds=[7, 8])
@@ -744,18 +736,18 @@ def test_essay_within_prompt_bootstrap_draws_the_same_essays_for_every_model():
 def test_scale_rules_reject_pooled_metrics_and_calibration_on_several_scales():
     oof = _unit_oof(_asap_essays(), 0.08, (0,), 3)
     ok = {"q1_metrics": ["qwk.within_prompt"], "q2_metrics": ["qwk.within_prompt", "qwk.worst_prompt", "offset.rms"], "calibration": False}
-    assert rep.check_scale_rules(oof, ok) is None
+    assert verdicts.check_scale_rules(oof, ok) is None
     for key, metric in (("q1_metrics", "qwk.pooled"), ("q2_metrics", "qwk.pooled"), ("q2_metrics", "qwk.fold_mean")):
         bad = {**ok, key: [*ok[key], metric]}
         with pytest.raises(AESError, match=rf"report\.{key} lists \['{re.escape(metric)}'\], undefined here"):
-            rep.check_scale_rules(oof, bad)
+            verdicts.check_scale_rules(oof, bad)
     with pytest.raises(AESError, match=r"report\.calibration: true"):
-        rep.check_scale_rules(oof, {**ok, "calibration": True})
+        verdicts.check_scale_rules(oof, {**ok, "calibration": True})
     with pytest.raises(AESError, match=r"report\.calibration: true"):
         calibration.calibrate_oof(oof)
     # one scale for every prompt (ELLIPSE): pooled metrics and calibration are fine
     ellipse = _oof(make_cv_essays(n_prompts=6, per_prompt=25, seed=2), 0.5, 3)
-    assert rep.check_scale_rules(ellipse, {"q1_metrics": ["qwk.pooled"], "q2_metrics": ["qwk.fold_mean"], "calibration": True}) is None
+    assert verdicts.check_scale_rules(ellipse, {"q1_metrics": ["qwk.pooled"], "q2_metrics": ["qwk.fold_mean"], "calibration": True}) is None
 
 
 def test_a_seeded_model_run_with_one_seed_leaves_the_seed_spread_unmeasured():
@@ -771,7 +763,7 @@ def test_a_seeded_model_run_with_one_seed_leaves_the_seed_spread_unmeasured():
     assert boot["pairs"]["a_vs_b"]["qwk.pooled"]["spread_unmeasured"] is True
     assert boot["pairs"]["a_vs_probe"]["qwk.pooled"]["spread_unmeasured"] is True
     assert boot["pairs"]["b_vs_probe"]["qwk.pooled"]["spread_unmeasured"] is False  # the probe is deterministic: one seed is all it has
-    judged = rep.judge(boot["pairs"]["a_vs_b"], ["qwk.pooled"], 0.01)
+    judged = verdicts.judge(boot["pairs"]["a_vs_b"], ["qwk.pooled"], 0.01)
     assert judged["metrics"]["qwk.pooled"]["ci_low"] > 0  # a clear gain on the resamples ...
     assert judged["verdict"] == INCONCLUSIVE and "unmeasured" in judged["metrics"]["qwk.pooled"]["why"]  # ... from one seed
     unseeded = bootstrap.prompt_bootstrap(oofs, pairs, 200, 1, 5)

@@ -27,16 +27,13 @@ from aes.finetune.frozen_pass import load_frozen_pass
 from aes.finetune.loop import Trainer
 from aes.finetune.runtime import make_accelerator
 from aes.finetune.objectives import Objective
-from tests.training_fixtures import ROOT, make_training_repo, one_torch_thread, run_frozen_stages
+from tests.training_fixtures import ROOT, make_training_repo, run_frozen_stages, with_finetune
 
 TRAITS = ["Cohesion", "Syntax", "Vocabulary", "Phraseology", "Grammar", "Conventions"]
 CONTRACT_COLUMNS = PREDICTION_COLUMNS + [f"y_{kind}_{t}" for t in TRAITS for kind in ("true", "pred_raw")]  # params.yaml's seven targets
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    with one_torch_thread():  # the kill test passes the count on to its subprocesses
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # the kill test passes the thread count on to its subprocesses
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +44,6 @@ def repo(tmp_path_factory, tiny_encoder):
     assert params["finetune"]["lp_ft"] and params["finetune"]["seeds"] == [7]
     run_frozen_stages(params, root)
     return root, params
-
-
-def _variant(params, **finetune):
-    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in params.items()}
-    out["finetune"].update(finetune)
-    return out
 
 
 def _cv(root):
@@ -102,7 +93,7 @@ def test_embed_writes_the_frozen_pass_and_lp_cv_the_probes_and_the_contract(repo
 
 def test_stage_writes_the_contract_and_is_bit_identical_on_rerun(repo, tmp_path):
     root, base = repo
-    params = _variant(base, seeds=[7, 8])
+    params = with_finetune(base, seeds=[7, 8])
     metrics = run_cv(params, "grl", root)
     first = (root / "data/predictions/grl_cv.csv").read_bytes()
     reps = np.load(root / "data/representations/grl_cv.npy")
@@ -152,14 +143,14 @@ def test_fine_tuning_needs_the_outputs_of_embed_and_lp_cv(repo, tmp_path):
     with pytest.raises(AESError, match=r"lp_cv/probes.json: not found; finetune.lp_ft .*run `dvc repro lp_cv`"):
         run_cv(params, "erm", bare)
     with pytest.raises(AESError, match=r"frozen_pass/record_ids.csv: not found; .*stage embed: run `dvc repro embed`"):
-        run_cv(_variant(params, lp_ft=False), "erm", bare)
+        run_cv(with_finetune(params, lp_ft=False), "erm", bare)
     assert not (bare / "data/predictions").exists()
 
 
 @pytest.mark.parametrize("objective", ["erm", "grl", "dro"])
 def test_training_lowers_the_training_loss(repo, objective):
     root, params = repo
-    trainer, cv, data = _trainer(root, _variant(params, epochs=10, encoder_lr=3e-3, head_lr=3e-2), objective)
+    trainer, cv, data = _trainer(root, with_finetune(params, epochs=10, encoder_lr=3e-3, head_lr=3e-2), objective)
     result = trainer.train_fold(cv, data, 0, seed=7)
     losses = [e["train_mse"] for e in result["epochs"]]  # mean MSE (standardised target) per epoch
     assert losses[-1] < 0.8 * losses[0], losses
@@ -168,7 +159,7 @@ def test_training_lowers_the_training_loss(repo, objective):
 
 def test_a_fold_never_sees_its_validation_essays(repo, monkeypatch):
     root, params = repo
-    trainer, cv, data = _trainer(root, _variant(params, inner_val_fraction=0.3))
+    trainer, cv, data = _trainer(root, with_finetune(params, inner_val_fraction=0.3))
     seen, phase = [], {"predict": False}
     backbone_kind = type(trainer.backbone)
     original_inputs, original_predict = backbone_kind.batch_inputs, Trainer.predict
@@ -201,10 +192,10 @@ def test_a_fold_never_sees_its_validation_essays(repo, monkeypatch):
 
 def test_lora_trains_only_adapters_and_reinit_changes_the_top_layer(repo):
     root, params = repo
-    trainer, cv, data = _trainer(root, _variant(params, lora=True, lora_target_modules=["query", "value"], epochs=1))
+    trainer, cv, data = _trainer(root, with_finetune(params, lora=True, lora_target_modules=["query", "value"], epochs=1))
     result = trainer.train_fold(cv, data, 0, seed=7)
     assert result["state"] and all("lora_" in name or name.startswith("head.") for name in result["state"])
-    trainer, _, _ = _trainer(root, _variant(params, reinit_top_layers=1))
+    trainer, _, _ = _trainer(root, with_finetune(params, reinit_top_layers=1))
     fresh = trainer.backbone.fresh_model().layers[0].state_dict()
     pristine = trainer.backbone.pristine[0].state_dict()
     assert not torch.equal(fresh["attention.self.query.weight"], pristine["attention.self.query.weight"])
@@ -212,7 +203,7 @@ def test_lora_trains_only_adapters_and_reinit_changes_the_top_layer(repo):
 
 def test_full_encoder_with_gradient_accumulation(repo):
     root, params = repo
-    trainer, cv, data = _trainer(root, _variant(params, trainable_layers=-1, grad_accum_steps=2, epochs=1, layer_lr_decay=0.8))
+    trainer, cv, data = _trainer(root, with_finetune(params, trainable_layers=-1, grad_accum_steps=2, epochs=1, layer_lr_decay=0.8))
     assert data.hidden is None and data.input_ids is not None  # trains from tokens: the stored frozen pass is not used
     result = trainer.train_fold(cv, data, 2, seed=7)
     assert np.isfinite(result["pred_unit"]).all()
@@ -241,16 +232,16 @@ def test_bad_input_names_the_param(repo, monkeypatch):
     with pytest.raises(AESError, match="unknown objective 'mse'"):
         run_cv(params, "mse", root)
     with pytest.raises(AESError, match="finetune.lora_target_modules.*'nope'"):
-        _trainer(root, _variant(params, lora=True, lora_target_modules=["nope"]))[0].backbone.fresh_model()
+        _trainer(root, with_finetune(params, lora=True, lora_target_modules=["nope"]))[0].backbone.fresh_model()
     with pytest.raises(AESError, match="finetune.trainable_layers=5"):
-        _trainer(root, _variant(params, trainable_layers=5))
+        _trainer(root, with_finetune(params, trainable_layers=5))
     if not torch.cuda.is_available():
         with pytest.raises(AESError, match="finetune.device"):
-            make_accelerator(_variant(params, device="cuda")["finetune"])
+            make_accelerator(with_finetune(params, device="cuda")["finetune"])
         with pytest.raises(AESError, match="finetune.mixed_precision is 'fp16' but training runs on the CPU"):
-            make_accelerator(_variant(params, mixed_precision="fp16")["finetune"])
+            make_accelerator(with_finetune(params, mixed_precision="fp16")["finetune"])
     # bf16 is allowed everywhere (CPU autocast)
-    assert str(make_accelerator(_variant(params, mixed_precision="bf16")["finetune"]).mixed_precision) == "bf16"
+    assert str(make_accelerator(with_finetune(params, mixed_precision="bf16")["finetune"]).mixed_precision) == "bf16"
 
     def nan_loss(self, pred_z, target_z, pooled, group, progress):
         return pred_z.sum() * float("nan"), {}
@@ -309,7 +300,7 @@ def test_cached_training_needs_a_bert_like_encoder(repo, tmp_path, tiny_encoder)
     AutoTokenizer.from_pretrained(str(tiny_encoder)).save_pretrained(folder)
     DistilBertModel(DistilBertConfig(vocab_size=200, dim=16, n_layers=1, n_heads=2, hidden_dim=32)).save_pretrained(folder)
     with pytest.raises(AESError, match="use finetune.trainable_layers: -1"):
-        _trainer(root, _variant(params, model=str(folder)))
+        _trainer(root, with_finetune(params, model=str(folder)))
 
 
 def test_curves_are_skipped_with_a_warning_without_dvclive(tmp_path, monkeypatch):

@@ -75,3 +75,11 @@ def one_torch_thread():
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def with_finetune(params: dict, **finetune) -> dict:
+    """A copy of ``params`` (every section copied one level deep, so editing the copy leaves the
+    original alone) with the ``finetune`` keys overridden."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in params.items()}
+    out["finetune"].update(finetune)
+    return out

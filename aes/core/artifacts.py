@@ -26,10 +26,11 @@ from aes.core.errors import AESError
 from aes.core.io import write_json
 from aes.core.metrics import (
     diagnostics,
-    finite_or_none,
     is_single_scale,
+    mean_over_seeds,
     metric_value,
     rounded,
+    sd_over_seeds,
     summarize,
     summarize_seeds,
 )
@@ -142,10 +143,7 @@ def summarize_traits(oof: pd.DataFrame, min_prompt_n: int) -> dict:
     per_seed = {t: [summarize(target_view(g, t), min_prompt_n) for _, g in oof.groupby("seed", sort=True)] for t in traits}
 
     def mean_sd(values) -> tuple:
-        values = [v for v in values if v is not None]
-        if not values:
-            return None, None
-        return finite_or_none(float(np.mean(values))), finite_or_none(float(np.std(values, ddof=1))) if len(values) > 1 else 0.0
+        return mean_over_seeds(values), sd_over_seeds(values)
 
     out: dict = {}
     for t in traits:

@@ -29,7 +29,12 @@ def _json_safe(obj):
 
 
 def write_json(path: Path, obj) -> None:
+    """Write ``obj`` as indented JSON to ``path`` (parents created), NaN and inf in dicts as null.
+
+    Atomic (a temporary file renamed over ``path``): a killed stage never leaves half a file, and a
+    reader polling a progress or status file never sees one.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(_json_safe(obj), indent=2, sort_keys=False) + "\n")
-    tmp.replace(path)  # atomic: a killed stage never leaves half a JSON file
+    tmp.replace(path)

@@ -191,10 +191,23 @@ def finite_or_none(x: float) -> float | None:
     return None if x is None or not np.isfinite(x) else round(float(x), 6)
 
 
+def mean_over_seeds(values) -> float | None:
+    """The mean of one number per seed, skipping seeds where it is None (undefined), for JSON
+    (:func:`finite_or_none`); None when no seed has it."""
+    values = [v for v in values if v is not None]
+    return finite_or_none(float(np.mean(values))) if values else None
+
+
+def sd_over_seeds(values) -> float | None:
+    """The sample sd of one number per seed, skipping None: 0.0 for one seed, None for none."""
+    values = [v for v in values if v is not None]
+    return finite_or_none(float(np.std(values, ddof=1))) if len(values) > 1 else (0.0 if values else None)
+
+
 def qwk_from_confusion(conf: np.ndarray) -> np.ndarray:
     """Quadratic weighted kappa of confusion-count matrices.
 
-    conf: (..., K, K) counts, rows = true band, columns = predicted band. Returns (...) floats,
+    conf: (..., K, K) counts, rows = true grid level, columns = predicted grid level. Returns (...) floats,
     NaN where undefined (no essays, or a single label on both sides). Equals
     :func:`qwk` on the essays the counts came from.
     """
@@ -322,9 +335,7 @@ def summarize_seeds(oof: pd.DataFrame, min_prompt_n: int) -> dict:
     out = {"qwk": {}, "offset": {}, "n": {**first["n"], "seeds": len(per_seed)}}
 
     def mean_of(key):
-        vals = [metric_value(m, key) for m in per_seed.values()]
-        vals = [v for v in vals if v is not None]
-        return finite_or_none(float(np.mean(vals))) if vals else None
+        return mean_over_seeds(metric_value(m, key) for m in per_seed.values())
 
     for key in (*METRIC_DIRECTION, "qwk.fold_std", "offset.noise_rms"):
         *path, leaf = key.split(".")
@@ -333,8 +344,7 @@ def summarize_seeds(oof: pd.DataFrame, min_prompt_n: int) -> dict:
     out["qwk"]["per_fold"] = {k: mean_of(f"qwk.per_fold.{k}") for k in first["qwk"]["per_fold"]}
     out["seed_sd"] = {}
     for key in METRIC_DIRECTION:
-        vals = [v for v in (metric_value(m, key) for m in per_seed.values()) if v is not None]
-        out["seed_sd"][key] = finite_or_none(float(np.std(vals, ddof=1))) if len(vals) > 1 else (0.0 if vals else None)
+        out["seed_sd"][key] = sd_over_seeds(metric_value(m, key) for m in per_seed.values())
     out["seeds"] = {s: {k: m[k] for k in ("qwk", "offset", "rmse", "mae", "within_one_step")} for s, m in per_seed.items()}
     out["error_unit"] = first["error_unit"]
     return out

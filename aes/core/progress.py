@@ -1,8 +1,8 @@
 """Progress reporting for detached runs.
 
 Long stages call :func:`update_progress`; when ``$AES_PROGRESS_FILE`` is set (the detached
-launcher in :mod:`aes.ops.runs` sets it), the fields are merged into that JSON file atomically.
-Without the variable it does nothing, so stages run the same under plain ``dvc repro``.
+launcher in :mod:`aes.ops.runs` sets it), the fields are merged into that JSON file atomically
+(:func:`aes.core.io.write_json`). Without the variable it does nothing, so stages run the same under plain ``dvc repro``.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import json
 import os
 import time
 from pathlib import Path
+
+from aes.core.io import write_json
 
 ENV_VAR = "AES_PROGRESS_FILE"
 
@@ -27,7 +29,4 @@ def update_progress(**fields) -> None:
         current = {}
     current.update(fields)
     current["updated_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(current, indent=2) + "\n")
-    tmp.replace(path)
+    write_json(path, current)

@@ -73,17 +73,11 @@ def results_block(report: dict, details: str = str(DECISION_MD)) -> str:
             f"seed spread. Details: [{details}]({details}).\n")
 
 
-def _block_span(text: str, block: str = "results") -> tuple[int, int] | None:
+def block_span(text: str, block: str = "results") -> tuple[int, int] | None:
     """(start, end) of the text between the block's markers, or None when they are absent."""
     start_marker, end_marker = markers(block)
     start, end = text.find(start_marker), text.find(end_marker)
     return None if start < 0 or end < start else (start + len(start_marker), end)
-
-
-def current_block(text: str, block: str = "results") -> str | None:
-    """The text between the block's markers, or None when they are absent."""
-    span = _block_span(text, block)
-    return None if span is None else text[span[0] : span[1]]
 
 
 EXPERIMENTS = ("whole_encoder", "whole_encoder_text")  # results tables of experiments beside the default
@@ -97,7 +91,7 @@ def update_readme(readme: Path, report: dict, block: str = "results") -> bool:
         warnings.warn(f"{readme} not found; results table not written there", stacklevel=2)
         return False
     text = readme.read_text()
-    span = _block_span(text, block)
+    span = block_span(text, block)
     if span is None:
         warnings.warn(f"{readme} lacks the markers {' ... '.join(markers(block))}; left unchanged", stacklevel=2)
         return False

@@ -33,6 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from aes.core.errors import AESError, stage_main
+from aes.core.io import write_json
 from aes.core.progress import ENV_VAR as PROGRESS_ENV
 
 OUTPUT_DIR = "output"
@@ -50,13 +51,6 @@ def _parse_utc(stamp: str | None) -> float | None:
     if not stamp:
         return None
     return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp()
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    """Atomic write, so a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    tmp.replace(path)
 
 
 def _read_json(path: Path) -> dict:
@@ -157,7 +151,7 @@ def start(
         "git_commit": _git(root, "rev-parse", "HEAD"),
         "host": socket.gethostname(),
     }
-    _write_json(run_dir / "status.json", status)
+    write_json(run_dir / "status.json", status)
     env[PROGRESS_ENV] = str(run_dir / "progress.json")
     with open(run_dir / "driver.log", "ab") as log:
         # New session: no controlling terminal, so closing the shell (SIGHUP) does not reach it.
@@ -184,7 +178,7 @@ def _supervise(run_dir: Path) -> int:
     status_path = run_dir / "status.json"
     status = _read_json(status_path)
     status.update(pid=os.getpid())
-    _write_json(status_path, status)
+    write_json(status_path, status)
     log_path = run_dir / "driver.log"
 
     def run_logged(cmd: list[str]) -> int:
@@ -201,7 +195,7 @@ def _supervise(run_dir: Path) -> int:
             stages = STAGE_RE.findall(chunk)
             if stages and stages[-1].decode() != status["stage"]:
                 status["stage"] = stages[-1].decode()
-                _write_json(status_path, status)
+                write_json(status_path, status)
         return proc.returncode
 
     code = run_logged(status["command"])
@@ -214,7 +208,7 @@ def _supervise(run_dir: Path) -> int:
     else:
         for cmd in status.get("push_commands", []):
             status["stage"] = "push"
-            _write_json(status_path, status)
+            write_json(status_path, status)
             code = run_logged(cmd)
             if code != 0:
                 status["error"] = "push failed; the experiment itself succeeded (see driver.log)"
@@ -226,7 +220,7 @@ def _supervise(run_dir: Path) -> int:
     status.update(
         state="succeeded" if code == 0 else "failed", exit_code=code, finished_at=_utc_now()
     )
-    _write_json(status_path, status)
+    write_json(status_path, status)
     print(f"== aes-run {_utc_now()}: {status['state']} (exit code {code})", flush=True)
     return 0
 

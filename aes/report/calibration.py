@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from aes.core.errors import AESError
-from aes.core.metrics import qwk_from_confusion, summarize, table_scale
+from aes.core.metrics import mean_over_seeds, qwk_from_confusion, summarize, table_scale
 from aes.core.scale import Scale, grid_labels
 
 
@@ -87,3 +87,25 @@ def calibrated_metrics(oof: pd.DataFrame, min_prompt_n: int) -> dict:
     cal, raw = summarize(oof.assign(y_pred_raw=y_cal), min_prompt_n), summarize(oof, min_prompt_n)
     keys = ("pooled", "fold_mean", "worst_prompt")
     return {"qwk": {k: cal["qwk"][k] for k in keys}, "qwk_uncalibrated": {k: raw["qwk"][k] for k in keys}, "cut_points": cuts}
+
+
+def calibration_summary(oofs: dict[str, pd.DataFrame], min_prompt_n: int) -> tuple[dict, list[dict]]:
+    """The report's calibration block and cut-point rows, from each stage's prediction table.
+
+    oofs: {stage: prediction table with a ``seed`` column, one scale}. Returns ({stage: {qwk_<k>,
+    qwk_<k>_uncalibrated for k in pooled, fold_mean, worst_prompt: mean over seeds of
+    :func:`calibrated_metrics`}}, rows {model, fold, between (two grid levels), cut_point} of each
+    stage's first seed).
+    """
+    calibration, cut_rows = {}, []
+    for s, oof in oofs.items():
+        per_seed = [calibrated_metrics(g.reset_index(drop=True), min_prompt_n) for _, g in oof.groupby("seed", sort=True)]
+        grid = table_scale(oof).grid
+        for fold, cuts in per_seed[0]["cut_points"].items():
+            cut_rows += [{"model": s, "fold": int(fold), "between": f"{grid[j]:g}-{grid[j + 1]:g}", "cut_point": c}
+                         for j, c in enumerate(cuts)]
+        calibration[s] = {}
+        for k in per_seed[0]["qwk"]:
+            for name, block in ((f"qwk_{k}", "qwk"), (f"qwk_{k}_uncalibrated", "qwk_uncalibrated")):
+                calibration[s][name] = mean_over_seeds(c[block][k] for c in per_seed)
+    return calibration, cut_rows

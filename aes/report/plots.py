@@ -1,4 +1,4 @@
-"""PNG figures of the report (matplotlib, Agg). Inputs are the aggregate tables of aes.report.assemble
+"""PNG figures of the report (matplotlib, Agg). Inputs are the aggregate tables of aes.report.tables
 and the DVCLive training curves; each function writes one file and returns its path."""
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def plot_residual(table: pd.DataFrame, by: str, models: list[str], labels: dict[
 
 
 def plot_confusion(conf_long: pd.DataFrame, model: str, label: str, path: Path) -> Path:
-    """Heat map of confusion counts (true band rows x predicted band columns) for one model."""
+    """Heat map of confusion counts (true score rows x rounded predicted score columns, both on the one shared grid) for one model."""
     sub = conf_long[conf_long["model"] == model].astype({"y_true": float, "y_pred": float})
     levels = np.sort(sub["y_true"].unique())  # the grid: every cell of it is in the table
     grid = sub.pivot_table(index="y_true", columns="y_pred", values="count", aggfunc="sum").reindex(index=levels, columns=levels).fillna(0)

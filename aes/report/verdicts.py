@@ -17,12 +17,19 @@ The rule, for a gain signed so that positive is better:
 Several metrics combine into one verdict per comparison: better if at least one metric says
 better and none says not better; not better if at least one says not better and none says
 better; otherwise inconclusive (mixed or all inconclusive).
+
+The decision (:func:`answer_questions`, read by stage final_test) proceeds with the candidate
+``objective`` only when Q1 says better and, for GRL or DRO, Q2 says better for it too.
 """
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
+
 from aes.core.errors import AESError
-from aes.core.metrics import METRIC_DIRECTION
+from aes.core.metrics import METRIC_DIRECTION, POOLED_METRICS, is_single_scale
+from aes.core.registry import ERM_STAGE, FROZEN_STAGES, OBJECTIVE_STAGES
 
 BETTER, NOT_BETTER, INCONCLUSIVE = "better", "not better", "inconclusive"
 
@@ -80,3 +87,60 @@ def judge(pair: dict, metrics, min_gain: float) -> dict:
     per_metric = {m: verdict(pair[m]["gain"], pair[m]["ci_low"], pair[m]["ci_high"], pair[m]["seed_spread"], min_gain,
                              pair[m].get("spread_unmeasured", False)) for m in metrics}
     return {"verdict": combine(v["outcome"] for v in per_metric.values()), "metrics": per_metric}
+
+
+def check_scale_rules(oof: pd.DataFrame, rp: dict) -> None:
+    """Metrics that pool prompts (pooled QWK, fold-mean QWK) and calibration need one scale for
+    every prompt; with several (ASAP) a verdict on them would read undefined numbers."""
+    if is_single_scale(oof):
+        return
+    for key in ("q1_metrics", "q2_metrics"):
+        pooled = [m for m in rp[key] if m in POOLED_METRICS]
+        if pooled:
+            raise AESError(f"report.{key} lists {pooled}, undefined here: the prompts have different score scales, so a QWK "
+                           "pooled across them is not a metric; use qwk.within_prompt (the mean per-prompt QWK the cross-prompt "
+                           "literature reports), qwk.worst_prompt or offset.rms (profiles/asap.args)")
+    if rp["calibration"]:
+        raise AESError("report.calibration: true, but the prompts have different score scales; cut-points fitted on other "
+                       "prompts' grids cannot score an unseen prompt on its own. Set report.calibration: false (profiles/asap.args)")
+
+
+def strongest_frozen(point: dict, headline: str = "qwk.pooled") -> str:
+    """The frozen stage with the best ``headline`` QWK (mean over seeds; Q1's first metric): Q1's
+    reference, the conservative choice."""
+    return max(FROZEN_STAGES, key=lambda s: (point[s][headline] if point[s].get(headline) is not None else -np.inf))
+
+
+def comparison_pairs(reference: str) -> list[tuple[str, str, str]]:
+    """(name, A, B) pairs compared with the bootstrap: ERM vs every frozen model (Q1 reads the one vs
+    ``reference``), and GRL and DRO vs ERM (Q2) and vs the reference."""
+    pairs = [(f"erm_vs_{f}", ERM_STAGE, f) for f in FROZEN_STAGES]
+    for objective, stage in OBJECTIVE_STAGES.items():
+        if stage != ERM_STAGE:
+            pairs += [(f"{objective}_vs_erm", stage, ERM_STAGE), (f"{objective}_vs_{reference}", stage, reference)]
+    return pairs
+
+
+def answer_questions(boot: dict, rp: dict, objective: str) -> dict:
+    """Q1, Q2 and the decision block from the bootstrap (``prompt_bootstrap(...)``; see the module docstring)."""
+    reference = strongest_frozen(boot["point"], rp["q1_metrics"][0])
+    q1 = {"reference": reference, "comparison": f"erm_vs_{reference}",
+          **judge(boot["pairs"][f"erm_vs_{reference}"], rp["q1_metrics"], rp["min_gain"])}
+    q2 = {o: {"comparison": f"{o}_vs_erm", "stage": OBJECTIVE_STAGES[o], **judge(boot["pairs"][f"{o}_vs_erm"], rp["q2_metrics"], rp["min_gain"])}
+          for o in OBJECTIVE_STAGES if OBJECTIVE_STAGES[o] != ERM_STAGE}
+    reasons = [f"Q1 (ERM vs strongest frozen `{reference}`): {q1['verdict']}"]
+    proceed = q1["verdict"] == BETTER
+    if objective != "erm":
+        reasons.append(f"Q2 ({objective} vs ERM): {q2[objective]['verdict']}")
+        proceed = proceed and q2[objective]["verdict"] == BETTER
+    return {"q1": q1, "q2": q2, "decision": {"proceed": int(proceed), "verdict": "proceed" if proceed else "defer",
+                                             "candidate": objective, "reference": reference, "reasons": reasons}}
+
+
+def rule_block(rp: dict) -> dict:
+    """The rule as report.json states it: the metrics, thresholds and the rule in words."""
+    return {
+        "q1_metrics": rp["q1_metrics"], "q2_metrics": rp["q2_metrics"], "min_gain": rp["min_gain"], "min_prompt_n": rp["min_prompt_n"],
+        "text": ("per metric: inconclusive if the 95% prompt x seed bootstrap CI of the gain spans 0 or |gain| <= the "
+                 f"seed-to-seed sd; else better if gain >= {rp['min_gain']:g}, otherwise not better"),
+    }

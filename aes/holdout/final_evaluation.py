@@ -1,4 +1,4 @@
-"""The locked test, scored once: the configuration the report chose, trained on ALL CV essays.
+"""The locked test, scored once (stage ``final_test``): the configuration the report chose, trained on ALL CV essays.
 
 Gate: :func:`chosen_model` refuses unless ``metrics/report.json`` holds a decision, or
 ``final_test.override`` is true. Proceed -> the candidate fine-tuning objective; defer -> the
@@ -7,6 +7,9 @@ strongest frozen model (Q1's reference); override -> the candidate regardless of
 are the mean over seeds, with each seed's own. Every model predicts every declared target
 (``prepare.targets``): the headline metrics are the primary target's, ``traits`` holds each further
 target's pooled QWK and RMSE (seed means). Nothing written here is read by any other stage.
+
+Each seed is scored by :func:`aes.core.metrics.summarize` (the locked test as one fold) and the
+seeds are averaged with :func:`aes.core.metrics.mean_over_seeds`, as every CV stage's metrics are.
 """
 
 from __future__ import annotations
@@ -20,18 +23,7 @@ import pandas as pd
 
 from aes.core.errors import AESError
 from aes.core.io import write_json
-from aes.core.metrics import (
-    error_unit,
-    finite_or_none,
-    mae,
-    per_group_qwk,
-    residuals,
-    rmse,
-    scored_rows,
-    table_qwk,
-    within_one_step,
-    worst_share_mean,
-)
+from aes.core.metrics import finite_or_none, mean_over_seeds, metric_value, per_group_qwk, scored_rows, summarize
 from aes.core.registry import (
     BASELINE_STAGE,
     EMBEDDINGS,
@@ -45,6 +37,10 @@ from aes.core.registry import (
 )
 from aes.core.scale import SCALE_COLUMNS
 from aes.data.corpus import declared_targets, target_matrix
+from aes.data.protocols import has_locked_test
+
+TEST_FOLD = -1  # the locked test's essays, as the one validation fold of the final training run
+SEED_MEAN_KEYS = ("rmse", "mae", "within_one_step", "qwk.pooled", "qwk.worst_prompt", "qwk.worst_quarter", "qwk.median_prompt")
 
 
 def read_decision(report_path: Path = REPORT_JSON) -> dict | None:
@@ -63,7 +59,7 @@ def read_decision(report_path: Path = REPORT_JSON) -> dict | None:
 
 def check_has_locked_test(splits: dict) -> None:
     """Refuse data whose protocol locks no prompts (ASAP: leave one prompt out, as published)."""
-    if not splits["test"]["n_essays"]:
+    if not has_locked_test(splits):
         raise AESError(f"{SPLITS}: this dataset's protocol ({splits.get('protocol', 'no locked test')}) holds no locked test; "
                        "every prompt is already scored out of fold, so final_test does not apply (see the report)")
 
@@ -101,6 +97,16 @@ def chosen_model(params: dict, report_path: Path = REPORT_JSON) -> dict:
             "reason": f"decision defer: the strongest frozen model ({reference})"}
 
 
+def fit_lp_probe(train: pd.DataFrame, pooled: np.ndarray, writing: np.ndarray | None, writing_groups, lin: dict):
+    """The LP probe (:func:`aes.baseline.linear.fit_probe`, params ``linear``) on all CV essays ``train``:
+    pooled (n_train, H) text features, writing (n_train, d) features of ``writing_groups`` or None,
+    every declared target's unit-range score (n_train, T)."""
+    from aes.baseline.linear import fit_probe
+
+    return fit_probe(pooled, target_matrix(train), train["prompt"].astype(str).to_numpy(), lin["alphas"], lin["inner_folds"],
+                     writing, writing_groups, lin["feature_weights"])
+
+
 def fit_predict_frozen(stage: str, train: pd.DataFrame, test: pd.DataFrame, params: dict) -> np.ndarray:
     """A frozen model on the locked test, fitted on ALL CV essays -> (n_seeds, n_test, T) predictions (T declared targets).
 
@@ -109,7 +115,7 @@ def fit_predict_frozen(stage: str, train: pd.DataFrame, test: pd.DataFrame, para
     stage embed's (:func:`aes.finetune.frozen_pass.embed_and_freeze`), over both.
     Hyperparameters are chosen on inner prompt-grouped splits of the CV essays, as in CV.
     """
-    from aes.baseline.linear import fit_probe, fit_ridge
+    from aes.baseline.linear import fit_ridge
 
     if stage == LP_STAGE:  # as in CV: the probe on [pooled, writing features (finetune.features)], scaled on the training essays
         from aes.finetune.frozen_pass import embed_and_freeze
@@ -118,8 +124,7 @@ def fit_predict_frozen(stage: str, train: pd.DataFrame, test: pd.DataFrame, para
         frozen = embed_and_freeze(params["embed"], {**params["finetune"], "trainable_layers": -1}, texts, np.arange(len(texts)), LP_STAGE)[1]
         lin, n = params["linear"], len(train)
         writing = frozen.features
-        probe = fit_probe(frozen.pooled[:n], target_matrix(train), train["prompt"].astype(str).to_numpy(), lin["alphas"], lin["inner_folds"],
-                          None if writing is None else writing[:n], frozen.feature_groups, lin["feature_weights"])
+        probe = fit_lp_probe(train, frozen.pooled[:n], None if writing is None else writing[:n], frozen.feature_groups, lin)
         return probe.predict_essays(frozen.pooled[n:], None if writing is None else writing[n:])[None, :, :]
     from aes.encoders.embedding import embed_texts
     from aes.encoders.store import load_embeddings
@@ -150,7 +155,6 @@ def fit_predict_finetune(train: pd.DataFrame, test: pd.DataFrame, params: dict, 
     ``finetune.lp_ft`` the head starts from a ridge probe fitted on the CV essays' pooled features
     (and, with ``finetune.features``, their writing features, standardised on the CV essays).
     """
-    from aes.baseline.linear import fit_probe
     from aes.finetune.loop import Trainer
     from aes.finetune.runtime import make_accelerator, predict_batches
 
@@ -158,7 +162,7 @@ def fit_predict_finetune(train: pd.DataFrame, test: pd.DataFrame, params: dict, 
     # the scale columns travel with every row: the trainer normalises targets (and the test rows' scale is declared, not a score)
     frame = pd.concat(
         [train[["record_id", "text", "prompt", "y", *targets, *SCALE_COLUMNS]].assign(fold=0),
-         test[["record_id", "text", "prompt", *SCALE_COLUMNS]].assign(y=np.nan, **{t: np.nan for t in targets}, fold=-1)],
+         test[["record_id", "text", "prompt", *SCALE_COLUMNS]].assign(y=np.nan, **{t: np.nan for t in targets}, fold=TEST_FOLD)],
         ignore_index=True,
     )
     ft, lin = params["finetune"], params["linear"]
@@ -169,9 +173,8 @@ def fit_predict_finetune(train: pd.DataFrame, test: pd.DataFrame, params: dict, 
         rows = np.arange(len(train))
         _, pooled = predict_batches(trainer.backbone.pristine_model(), trainer.backbone, data, rows, ft["eval_batch_size"], trainer.accelerator)
         writing = None if data.features is None else data.features[rows]
-        probe = fit_probe(pooled, target_matrix(train), train["prompt"].astype(str).to_numpy(), lin["alphas"], lin["inner_folds"],
-                          writing, ft["features"], lin["feature_weights"])
-    return np.stack([np.asarray(trainer.train_fold(frame, data, -1, seed, init_head=probe)["pred_unit"], dtype=float) for seed in ft["seeds"]])
+        probe = fit_lp_probe(train, pooled, writing, ft["features"], lin)
+    return np.stack([np.asarray(trainer.train_fold(frame, data, TEST_FOLD, seed, init_head=probe)["pred_unit"], dtype=float) for seed in ft["seeds"]])
 
 
 def score_test(test: pd.DataFrame, y_pred_unit: np.ndarray, min_prompt_n: int, target: str | None = None) -> dict:
@@ -180,19 +183,14 @@ def score_test(test: pd.DataFrame, y_pred_unit: np.ndarray, min_prompt_n: int, t
     y_pred_unit: (n_test,) predictions of ``target`` (None: the primary) on each essay's unit range.
     """
     rows = test if target is None else test.assign(y=test[target])
-    frame = scored_rows(rows, y_pred_unit)
+    frame = scored_rows(rows, y_pred_unit).assign(fold=TEST_FOLD)
+    full = summarize(frame, min_prompt_n)
     per_prompt = per_group_qwk(frame, "prompt", min_prompt_n).dropna()
-    err = residuals(frame)
     return {
-        "qwk": {"pooled": finite_or_none(table_qwk(frame)), "worst_prompt": finite_or_none(per_prompt.min() if len(per_prompt) else np.nan),
-                "worst_quarter": finite_or_none(worst_share_mean(per_prompt.to_numpy())),
-                "median_prompt": finite_or_none(per_prompt.median() if len(per_prompt) else np.nan),
+        "qwk": {**{k: full["qwk"][k] for k in ("pooled", "worst_prompt", "worst_quarter", "median_prompt")},
                 "per_prompt": {str(k): finite_or_none(v) for k, v in per_prompt.items()}},
-        "rmse": finite_or_none(rmse(err)),
-        "mae": finite_or_none(mae(err)),
-        "within_one_step": finite_or_none(within_one_step(frame)),
-        "error_unit": error_unit(frame),
-        "n": {"essays": int(len(test)), "prompts": int(test["prompt"].nunique()), "prompts_scored": int(len(per_prompt))},
+        **{k: full[k] for k in ("rmse", "mae", "within_one_step", "error_unit")},
+        "n": {k: full["n"][k] for k in ("essays", "prompts", "prompts_scored")},
     }
 
 
@@ -237,25 +235,18 @@ def run_final_test(params: dict, essays: pd.DataFrame, splits: dict, report_path
 
 def _trait_summary(per_seed: list[dict]) -> dict:
     """{qwk_pooled, rmse} of one further target: the mean over seeds of each seed's :func:`score_test`."""
-    def mean(values):
-        values = [v for v in values if v is not None]
-        return finite_or_none(float(np.mean(values))) if values else None
-
-    return {"qwk_pooled": mean([m["qwk"]["pooled"] for m in per_seed]), "rmse": mean([m["rmse"] for m in per_seed])}
+    return {"qwk_pooled": mean_over_seeds(m["qwk"]["pooled"] for m in per_seed), "rmse": mean_over_seeds(m["rmse"] for m in per_seed)}
 
 
 def _seed_mean(per_seed: list[dict]) -> dict:
     """The first seed's document with every headline number replaced by the mean over seeds."""
     out = json.loads(json.dumps(per_seed[0]))
-    for key in ("rmse", "mae", "within_one_step"):
-        values = [m[key] for m in per_seed if m[key] is not None]
-        out[key] = finite_or_none(float(np.mean(values))) if values else None
-    for key in ("pooled", "worst_prompt", "worst_quarter", "median_prompt"):
-        values = [m["qwk"][key] for m in per_seed if m["qwk"][key] is not None]
-        out["qwk"][key] = finite_or_none(float(np.mean(values))) if values else None
+    for key in SEED_MEAN_KEYS:
+        *path, leaf = key.split(".")
+        node = out[path[0]] if path else out
+        node[leaf] = mean_over_seeds(metric_value(m, key) for m in per_seed)
     prompts = sorted({p for m in per_seed for p in m["qwk"]["per_prompt"]})  # a prompt may be undefined for some seeds
-    out["qwk"]["per_prompt"] = {p: finite_or_none(float(np.mean([m["qwk"]["per_prompt"][p] for m in per_seed if p in m["qwk"]["per_prompt"]])))
-                                for p in prompts}
+    out["qwk"]["per_prompt"] = {p: mean_over_seeds(m["qwk"]["per_prompt"].get(p) for m in per_seed) for p in prompts}
     out["n"]["seeds"] = len(per_seed)
     return out
 
