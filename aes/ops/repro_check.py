@@ -32,6 +32,7 @@ from pathlib import Path
 
 from aes.core.errors import AESError, stage_main
 from aes.core.io import write_json
+from aes.core.metrics import metric_value
 from aes.core.params import parse_yaml
 
 METRICS_DIR = "metrics"
@@ -91,23 +92,13 @@ def load_pair(root: Path, rev: str, path: str) -> tuple[dict, dict]:
 
 # ---- metrics ----------------------------------------------------------------------------------
 
-def value_at(metrics: dict, dotted: str):
-    """``metrics['qwk']['pooled']`` for ``'qwk.pooled'``; None where a key is absent."""
-    node = metrics
-    for key in dotted.split("."):
-        if not isinstance(node, dict) or key not in node:
-            return None
-        node = node[key]
-    return node
-
-
 def seed_spread_metrics(metrics: dict) -> dict[str, tuple[float | None, float]]:
     """{metric: (mean over seeds, seed-to-seed sd)} of one model stage's metrics file.
 
     The stage's ``seed_sd`` names its headline metrics (dotted paths into the file); under
     ``traits`` every key with a ``<key>_sd`` sibling is one too (``traits.Grammar.qwk_pooled``).
     """
-    out = {name: (value_at(metrics, name), float(sd)) for name, sd in metrics.get("seed_sd", {}).items()}
+    out = {name: (metric_value(metrics, name), float(sd)) for name, sd in metrics.get("seed_sd", {}).items()}
 
     def walk(node: dict, prefix: str) -> None:
         for key, value in node.items():
@@ -122,7 +113,7 @@ def seed_spread_metrics(metrics: dict) -> dict[str, tuple[float | None, float]]:
 
 
 def n_seeds(metrics: dict) -> int:
-    seeds = value_at(metrics, "n.seeds")
+    seeds = metric_value(metrics, "n.seeds")
     return int(seeds) if isinstance(seeds, (int, float)) else len(metrics.get("seeds", {})) or 1
 
 
