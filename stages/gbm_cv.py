@@ -9,6 +9,7 @@ from aes.core.metrics import headline_text
 from aes.core.registry import BASELINE_STAGE, EMBEDDINGS, models_dir
 from aes.data.corpus import load_essays
 from aes.data.params import load_params
+from aes.data.registry import dataset_of
 from aes.data.splits import cv_essays, load_splits
 from aes.encoders.store import load_embeddings
 
@@ -19,7 +20,8 @@ def main() -> None:
     gbm = params["gbm"]
     cv = cv_essays(load_essays(), load_splits())
     started = time.perf_counter()
-    features, names = build_features(load_embeddings(EMBEDDINGS, cv["record_id"]), cv["text"], gbm["features"])
+    features, names = build_features(load_embeddings(EMBEDDINGS, cv["record_id"]), cv["text"], gbm["features"],
+                                     dataset_of(params).text_repair)
     frames, models, choices = [], {}, {}
     for seed in gbm["seeds"]:
         oof_pred, models[seed], fold_choices = cross_validate(cv, features, gbm, seed)

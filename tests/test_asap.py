@@ -290,3 +290,17 @@ def test_unknown_dataset_name_is_named_where_it_is_looked_up():
 def test_scale_arrays_of_the_eight_prompts_are_finite(tmp_path):
     essays, _ = _lopo(tmp_path)
     assert np.isfinite(essays[["score_low", "score_high", "score_step"]].to_numpy()).all()
+
+
+def test_asap_repairs_its_texts_and_ellipse_uses_them_as_they_are():
+    from aes.data.ellipse import ELLIPSE
+
+    repair = ASAP.text_repair
+    assert ELLIPSE.text_repair is None
+    assert repair("don\ufffdt") == "don't" and repair("@CAPS1") == "Smith"
+    lost = "\ufffd"  # between letters an apostrophe, elsewhere a double quote
+    assert repair(f"I don{lost}t know, {lost}@CAPS1 said.{lost}") == "I don't know, \"Smith said.\""
+    assert repair("Dear @CAPS1 @PERSON12, on @DATE1 @NUM2 of us (@PERCENT1) met at @LOCATION3's.") == (
+        "Dear Smith Smith, on 1 1 of us (1) met at Smith's.")
+    assert repair("mail me at a@B1 or @ home") == "mail me at a@B1 or @ home"  # not ASAP's tokens
+    assert repair("I don\u2019t know.") == "I don\u2019t know."  # typographic quotes are the features' own concern

@@ -6,13 +6,15 @@ import numpy as np
 import pytest
 
 from aes.core.errors import AESError
+from aes.data.asap import ASAP
+from aes.data.ellipse import ELLIPSE
 from aes.data.params import validate
 from aes.core.registry import GBM_FEATURE_SWITCHES, WRITING_FEATURE_GROUPS
 from aes.features import FEATURE_GROUPS, writing_features
 from aes.features import lexicons as lexicons_module
 from aes.features.groups import moving_average_ttr
 from aes.features.lexicons import pos_tags
-from aes.features.text import normalise_asap_text, split_clitics, split_essay
+from aes.features.text import split_clitics, split_essay
 from tests.committed import committed_params
 
 CORRECT = "My friends and I believe that school is important because we learn many things there."
@@ -211,17 +213,21 @@ def test_syntax_tells_subordination_and_fragments_apart():
     assert verbless.tolist() == [0.0, 0.0, 1.0]
 
 
-def test_asap_artefacts_are_undone_before_splitting():
-    lost = "\u00ef\u00bf\u00bd"  # U+FFFD, the replacement character, as ASAP's latin-1 files spell it
-    assert normalise_asap_text(f"I don{lost}t know, {lost}@CAPS1 said.{lost}") == "I don't know, \"Smith said.\""
-    assert normalise_asap_text("Don\ufffdt") == "Don't"
-    assert normalise_asap_text("Dear @CAPS1 @PERSON12, on @DATE1 @NUM2 of us (@PERCENT1) met at @LOCATION3's.") == (
-        "Dear Smith Smith, on 1 1 of us (1) met at Smith's.")
-    assert normalise_asap_text("mail me at a@B1 or @ home") == "mail me at a@B1 or @ home"  # not ASAP's tokens
-    assert split_essay(f"@NUM1 people came. @CAPS1 didn{lost}t.").words == ("people", "came", "Smith", "didn't")
-    # neither an anonymised entity nor a lost apostrophe counts as a misspelling ("NUM" and "didn" would)
-    assert column([f"@NUM1 friends came. @CAPS1 didn{lost}t come to @LOCATION1."], "spelling",
-                  "spelling_error_rate").tolist() == [0.0]
+def test_a_dataset_repair_runs_once_before_splitting_and_changes_only_what_it_repairs():
+    lost = "\ufffd"  # U+FFFD: a character lost before ASAP's release
+    raw = [f"@NUM1 friends came. @CAPS1 didn{lost}t come to @LOCATION1.", CORRECT]
+    assert ELLIPSE.text_repair is None  # ELLIPSE's texts are read as they are
+    repaired, names = writing_features(raw, FEATURE_GROUPS, ASAP.text_repair)
+    as_is, _ = writing_features(raw, FEATURE_GROUPS)
+    assert np.array_equal(repaired, writing_features([ASAP.text_repair(t) for t in raw], FEATURE_GROUPS)[0])
+    np.testing.assert_array_equal(repaired[1], as_is[1])  # a text without artefacts: same features
+    # as is, "NUM", "CAPS", "didn", "t" and "LOCATION" are words (9), some misspelt; repaired: "1" is no word,
+    # "Smith" (twice) and "didn't" are (7), none misspelt
+    assert as_is[0, names.index("n_words")] == 9 and repaired[0, names.index("n_words")] == 7
+    assert as_is[0, names.index("spelling_error_rate")] > 0 and repaired[0, names.index("spelling_error_rate")] == 0.0
+    # sentence and paragraph structure and punctuation are untouched by the repair
+    for name in ("n_sentences", "n_paragraphs"):
+        assert repaired[0, names.index(name)] == as_is[0, names.index(name)]
 
 
 def test_unknown_group_in_writing_features_is_a_bug():

@@ -21,6 +21,7 @@ Several targets (``prepare.targets``), ``gbm.multi_strategy``:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,13 +35,14 @@ from aes.core.registry import EMBEDDINGS_SWITCH
 from aes.data.splits import inner_split
 
 
-def build_features(embeddings: np.ndarray, texts, switches: list[str]) -> tuple[np.ndarray, list[str]]:
+def build_features(embeddings: np.ndarray, texts, switches: list[str], repair: Callable[[str], str] | None = None) -> tuple[np.ndarray, list[str]]:
     """Feature matrix (n, d) float32 and its d column names.
 
     switches: ``gbm.features`` (validated by the params schema: distinct names from
     :data:`aes.core.registry.GBM_FEATURE_SWITCHES`): ``embeddings`` adds the (n, H) frozen
     embeddings (first), every other name a group of handcrafted writing features computed from
-    ``texts`` (n,), in ``FEATURE_GROUPS`` order, whatever the order of ``switches``.
+    ``texts`` (n,), in ``FEATURE_GROUPS`` order, whatever the order of ``switches``; ``repair``: the
+    dataset's ``text_repair`` (None: the texts as they are).
     """
     from aes.features import writing_features
 
@@ -51,7 +53,7 @@ def build_features(embeddings: np.ndarray, texts, switches: list[str]) -> tuple[
         names += [f"emb_{j}" for j in range(embeddings.shape[1])]
     groups = [g for g in switches if g != EMBEDDINGS_SWITCH]
     if groups:
-        hand, hand_names = writing_features(list(texts), groups)
+        hand, hand_names = writing_features(list(texts), groups, repair)
         blocks.append(hand)
         names += hand_names
     return np.hstack(blocks).astype(np.float32), names

@@ -8,6 +8,8 @@ every essay of prompt k. See ``../shared/asap/DATA.md``.
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 
 from aes.core.scale import Scale
@@ -62,6 +64,31 @@ COLUMNS = ["essay_id", "essay_set", "essay", "domain1_score"]  # of 28; the rest
 # latin-1, every U+FFFD would become the three characters 'ï¿½'.
 ENCODING = "utf-8"
 
+# Anonymisation (DATA.md): entity kinds that stood for a number, a date or an amount
+ANONYMISED_NUMBERS = frozenset({"NUM", "PERCENT", "MONEY", "TIME", "DATE"})
+ANONYMISED_NAME = "Smith"  # a name in every dictionary the writing features use: not a misspelling, tagged NNP
+
+_ANONYMISED = re.compile(r"(?<![^\W\d_])@([A-Z]+)\d+")  # @CAPS1, @PERSON12, @NUM3; not in an e-mail address
+_LOST_CHARACTER = re.compile("\ufffd")  # U+FFFD: a character lost before release
+_LOST_APOSTROPHE = re.compile(r"(?<=[^\W\d_])\ufffd(?=[^\W\d_])")  # between letters: don't, I'm
+
+
+def repair_text(text: str) -> str:
+    """``text`` with two artefacts of the ASAP essays undone; texts without them come back unchanged.
+
+    - The replacement character U+FFFD (a character lost before release, in 27 % of the essays)
+      between two letters becomes an apostrophe (don\ufffdt -> don't), elsewhere a double quote:
+      the tokenizer would split "don\ufffdt" into two words, one misspelt.
+    - Anonymised entities: the tokenizer would read "@CAPS1" as the word "CAPS" (and
+      "@ORGANIZATION1" as a 12-letter word, "@NUM1" as the misspelling "NUM"), which skews word
+      length, rare-word shares, spelling, syllables and tags. Number-like kinds
+      (``ANONYMISED_NUMBERS``) become "1", which is not a word, like any number; the rest (@CAPS,
+      @PERSON, @LOCATION, @ORGANIZATION, @MONTH, ...) become the name ``ANONYMISED_NAME``. Distinct
+      entities share one stand-in, as they shared "CAPS" before.
+    """
+    text = _LOST_CHARACTER.sub('"', _LOST_APOSTROPHE.sub("'", text))
+    return _ANONYMISED.sub(lambda match: "1" if match.group(1) in ANONYMISED_NUMBERS else ANONYMISED_NAME, text)
+
 
 def read_release(data: bytes, release: Release, settings: dict, where: str) -> tuple[pd.DataFrame, str, dict]:
     """One verified PAES-data file's rows: tab-separated, ``ENCODING``, a header row with ``COLUMNS``.
@@ -90,4 +117,5 @@ ASAP = Dataset(
     protocol=LEAVE_ONE_PROMPT_OUT,
     data_settings={"local_dir": Key(str)},  # the folder holding PAES-data/; $ASAP_DIR overrides
     prepare_settings={},  # every essay length is kept (and leave one prompt out has no settings)
+    text_repair=repair_text,
 )

@@ -51,6 +51,8 @@ class Dataset:
     ``data.<name>``; ``prepare.<name>`` holds ``prepare_settings`` (the dataset's own, e.g. its word
     window) followed by its protocol's settings (:attr:`prepare_schema`). ``settings_order``
     (optional) fixes the key order of the flat prepare settings that ``splits.json`` records.
+    ``text_repair`` undoes artefacts of the corpus's release in one essay before its writing features
+    are computed (the encoders read the text as released); None: the texts are used as they are.
     """
 
     name: str
@@ -72,6 +74,7 @@ class Dataset:
     data_settings: Mapping[str, Any] = field(default_factory=dict)
     prepare_settings: Mapping[str, Any] = field(default_factory=dict)
     settings_order: tuple[str, ...] | None = None
+    text_repair: Callable[[str], str] | None = None
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.sources if s not in SOURCES]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -25,11 +25,13 @@ def feature_names(groups: Iterable[str]) -> list[str]:
     return [column for name in canonical_groups(groups) for column in FEATURE_GROUPS[name]]
 
 
-def writing_features(texts: Sequence[str], groups: Iterable[str]) -> tuple[np.ndarray, list[str]]:
+def writing_features(texts: Sequence[str], groups: Iterable[str],
+                     repair: Callable[[str], str] | None = None) -> tuple[np.ndarray, list[str]]:
     """Handcrafted features of each essay.
 
     texts: (n,) essay strings; groups: names from ``FEATURE_GROUPS`` (not ``"embeddings"``; any order,
-    repeats ignored). Returns ``(X, names)``: X is (n, d) float32 with the columns of the requested
+    repeats ignored); repair: the dataset's ``text_repair`` (:class:`aes.data.dataset.Dataset`),
+    applied to each text once before it is split, None to read the texts as they are. Returns ``(X, names)``: X is (n, d) float32 with the columns of the requested
     groups in ``FEATURE_GROUPS`` order (so the layout does not depend on the order in params.yaml),
     names the d column names. Deterministic; empty texts give finite values (zeros).
     """
@@ -37,7 +39,7 @@ def writing_features(texts: Sequence[str], groups: Iterable[str]) -> tuple[np.nd
     names = feature_names(selected)
     rows = []
     for text in texts:
-        essay = split_essay(text)
+        essay = split_essay(text if repair is None else repair(str(text)))
         rows.append([value for name in selected for value in GROUP_FUNCTIONS[name](essay)])
     features = np.asarray(rows, dtype=np.float32).reshape(len(rows), len(names))
     # every ratio is guarded already; this is a last line of defence so no NaN ever reaches the booster

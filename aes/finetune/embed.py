@@ -18,6 +18,7 @@ from aes.core.machine import compute_fingerprint
 from aes.core.registry import EMBED, EMBED_METRICS, EMBEDDINGS, FROZEN_PASS
 from aes.encoders.embedding import resolve_device
 from aes.encoders.store import save_embeddings
+from aes.data.registry import dataset_of
 from aes.finetune.folds import load_cv
 from aes.finetune.frozen_pass import embed_and_freeze, save_frozen_pass
 
@@ -29,7 +30,8 @@ def run_embed(params: dict, root: Path = Path(".")) -> dict:
     embed, ft = params["embed"], params["finetune"]
     cv = load_cv(root)
     started = time.perf_counter()
-    embeddings, frozen, info = embed_and_freeze(embed, ft, cv["text"].tolist(), cv["record_id"], EMBED)
+    embeddings, frozen, info = embed_and_freeze(embed, ft, cv["text"].tolist(), cv["record_id"], EMBED,
+                                             dataset_of(params).text_repair)
     runtime_s = time.perf_counter() - started  # includes loading the encoder(s) and the writing features
     save_embeddings(root / EMBEDDINGS, embeddings, cv["record_id"])
     save_frozen_pass(root / FROZEN_PASS, frozen)

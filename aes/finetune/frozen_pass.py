@@ -27,6 +27,7 @@ Row order is that of ``record_ids.csv``.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,13 +68,15 @@ def check_feature_groups(stored, wanted, source: str, rerun: str = "embed") -> N
                        f"{wanted if wanted else '[] (the text only)'}; re-run `dvc repro {rerun}`")
 
 
-def compute_frozen_pass(ft: dict, texts: list[str], record_ids, stage: str) -> tuple[FrozenPass, float]:
+def compute_frozen_pass(ft: dict, texts: list[str], record_ids, stage: str,
+                        repair: Callable[[str], str] | None = None) -> tuple[FrozenPass, float]:
     """Run the frozen part of ``finetune.model`` over ``texts`` (n,) once; return (pass, seconds).
 
     Cached training (k >= 0): tokens -> embeddings + bottom layers (stored), then the pretrained
     top layers -> mean pooling (pooled). Whole-encoder training (k = -1): only the pooled output
     of the pretrained encoder. With ``finetune.features``: the essays' raw writing features
-    (:func:`aes.features.writing_features`, the gbm_cv baseline's own functions).
+    (:func:`aes.features.writing_features`, the gbm_cv baseline's own functions) of the texts
+    ``repair`` (the dataset's ``text_repair``) makes; the encoder reads ``texts`` as given.
     """
     from aes.finetune.backbones import make_backbone
     from aes.finetune.runtime import make_accelerator, predict_batches
@@ -88,7 +91,7 @@ def compute_frozen_pass(ft: dict, texts: list[str], record_ids, stage: str) -> t
     _, pooled = predict_batches(backbone.pristine_model().to(accelerator.device), backbone, data, rows,
                                 ft["eval_batch_size"], accelerator)
     hidden = None if data.hidden is None else data.hidden.numpy().astype(np.float16)
-    frozen = with_writing_features(FrozenPass(np.asarray(record_ids, dtype=str), np.asarray(data.lengths), pooled, hidden), ft, texts)
+    frozen = with_writing_features(FrozenPass(np.asarray(record_ids, dtype=str), np.asarray(data.lengths), pooled, hidden), ft, texts, repair)
     return frozen, time.perf_counter() - started
 
 
@@ -97,17 +100,19 @@ def shares_embed_pass(embed: dict, ft: dict) -> bool:
     return embed["model"] == ft["model"] and embed["max_length"] == ft["max_length"]
 
 
-def with_writing_features(frozen: FrozenPass, ft: dict, texts: list[str]) -> FrozenPass:
-    """``frozen`` plus the raw writing features of ``finetune.features`` (the gbm_cv baseline's own functions)."""
+def with_writing_features(frozen: FrozenPass, ft: dict, texts: list[str], repair: Callable[[str], str] | None = None) -> FrozenPass:
+    """``frozen`` plus the raw writing features of ``finetune.features`` (the gbm_cv baseline's own functions),
+    of each text after ``repair`` (the dataset's ``text_repair``; None: as it is)."""
     if ft["features"]:
         from aes.features import canonical_groups, writing_features
 
         frozen.feature_groups = tuple(canonical_groups(ft["features"]))
-        frozen.features, _ = writing_features(list(texts), frozen.feature_groups)
+        frozen.features, _ = writing_features(list(texts), frozen.feature_groups, repair)
     return frozen
 
 
-def embed_and_freeze(embed: dict, ft: dict, texts: list[str], record_ids, stage: str) -> tuple[np.ndarray, FrozenPass, dict]:
+def embed_and_freeze(embed: dict, ft: dict, texts: list[str], record_ids, stage: str,
+                     repair: Callable[[str], str] | None = None) -> tuple[np.ndarray, FrozenPass, dict]:
     """The frozen baselines' embeddings (n, H) float32 and the fine-tune's frozen pass over ``texts`` (n,).
 
     One forward pass when :func:`shares_embed_pass`: the embeddings are the pretrained model's
@@ -115,6 +120,7 @@ def embed_and_freeze(embed: dict, ft: dict, texts: list[str], record_ids, stage:
     pooled output is the same array and, for cached training (k >= 0), its trunk is the hidden
     states after the bottom ``L - k`` layers of that same pass. Otherwise two passes. Returns
     (embeddings, pass, info) with info {shared, frozen_pass_s (the second pass's seconds; 0.0 when shared)}.
+    ``repair``: the dataset's ``text_repair``, for the pass's writing features only.
     """
     from aes.encoders.embedding import (
         check_bf16,
@@ -126,7 +132,7 @@ def embed_and_freeze(embed: dict, ft: dict, texts: list[str], record_ids, stage:
     bf16 = embed["mixed_precision"] == "bf16"
     if not shares_embed_pass(embed, ft):
         embeddings = embed_texts(list(texts), embed["model"], embed["max_length"], embed["batch_size"], device="auto", bf16=bf16)
-        frozen, pass_s = compute_frozen_pass(ft, texts, record_ids, stage)
+        frozen, pass_s = compute_frozen_pass(ft, texts, record_ids, stage, repair)
         return embeddings, frozen, {"shared": False, "frozen_pass_s": round(pass_s, 1)}
     from aes.finetune.backbones import make_backbone
 
@@ -137,7 +143,7 @@ def embed_and_freeze(embed: dict, ft: dict, texts: list[str], record_ids, stage:
     keep = None if ft["trainable_layers"] < 0 else backbone.n_bottom
     embeddings, hidden, lengths = encode_pass(list(texts), backbone.tokenizer, backbone.encoder, embed["max_length"],
                                               embed["batch_size"], device, desc=stage, bf16=bf16, keep_layer=keep)
-    frozen = with_writing_features(FrozenPass(np.asarray(record_ids, dtype=str), lengths, embeddings, hidden), ft, texts)
+    frozen = with_writing_features(FrozenPass(np.asarray(record_ids, dtype=str), lengths, embeddings, hidden), ft, texts, repair)
     return embeddings, frozen, {"shared": True, "frozen_pass_s": 0.0}
 
 

@@ -33,6 +33,7 @@ import pandas as pd
 from aes.core.errors import AESError
 from aes.core.metrics import headline_qwk, scored_rows
 from aes.core.registry import stage_for_objective
+from aes.data.registry import dataset_of
 from aes.features import FeatureScaling, writing_features
 from aes.finetune.backbones import Backbone, Prepared, make_backbone
 from aes.finetune.callbacks import CURVE_EVERY, Callback, curve_point
@@ -111,7 +112,7 @@ class Trainer:
                 check_feature_groups(frozen.feature_groups, self.ft["features"], f"{self.stage}: the frozen pass")
                 features = frozen.features
             if features is None:
-                features, _ = writing_features(list(texts), self.ft["features"])
+                features, _ = writing_features(list(texts), self.ft["features"], dataset_of(self.params).text_repair)
             if len(features) != len(data.lengths):
                 raise AESError(f"{self.stage}: {len(features)} writing-feature rows for {len(data.lengths)} essays")
             data.features = np.asarray(features, dtype=np.float32)

@@ -38,6 +38,7 @@ from aes.core.registry import (
 from aes.core.scale import SCALE_COLUMNS
 from aes.data.corpus import declared_targets, target_matrix
 from aes.data.protocols import has_locked_test
+from aes.data.registry import dataset_of
 
 TEST_FOLD = -1  # the locked test's essays, as the one validation fold of the final training run
 SEED_MEAN_KEYS = ("rmse", "mae", "within_one_step", "qwk.pooled", "qwk.worst_prompt", "qwk.worst_quarter", "qwk.median_prompt")
@@ -121,7 +122,8 @@ def fit_predict_frozen(stage: str, train: pd.DataFrame, test: pd.DataFrame, para
         from aes.finetune.frozen_pass import embed_and_freeze
 
         texts = pd.concat([train["text"], test["text"]]).tolist()  # the pooled output only: no trunk to keep
-        frozen = embed_and_freeze(params["embed"], {**params["finetune"], "trainable_layers": -1}, texts, np.arange(len(texts)), LP_STAGE)[1]
+        frozen = embed_and_freeze(params["embed"], {**params["finetune"], "trainable_layers": -1}, texts, np.arange(len(texts)), LP_STAGE,
+                                  dataset_of(params).text_repair)[1]
         lin, n = params["linear"], len(train)
         writing = frozen.features
         probe = fit_lp_probe(train, frozen.pooled[:n], None if writing is None else writing[:n], frozen.feature_groups, lin)
@@ -139,9 +141,9 @@ def fit_predict_frozen(stage: str, train: pd.DataFrame, test: pd.DataFrame, para
         return probe.predict(x_test)[None, :, :]
     from aes.baseline.gbm import build_features, fit_fold
 
-    gbm = params["gbm"]
-    f_train, _ = build_features(x_train, train["text"], gbm["features"])
-    f_test, _ = build_features(x_test, test["text"], gbm["features"])
+    gbm, repair = params["gbm"], dataset_of(params).text_repair
+    f_train, _ = build_features(x_train, train["text"], gbm["features"], repair)
+    f_test, _ = build_features(x_test, test["text"], gbm["features"], repair)
     return np.stack([fit_fold(train.reset_index(drop=True), f_train, gbm, seed)[0].predict(f_test).reshape(len(test), -1)
                      for seed in gbm["seeds"]])
 

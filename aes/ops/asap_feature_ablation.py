@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     frame = load_asap(args.root, args.per_prompt or None, args.seed)
     wanted = [g for g in FEATURE_GROUPS if any(g in groups for groups in arms.values())]
     started = time.perf_counter()
-    X, names = writing_features(frame["text"].tolist(), wanted)
+    X, names = writing_features(frame["text"].tolist(), wanted, ASAP.text_repair)
     print(f"{len(frame)} essays ({frame['prompt'].value_counts().min()}-{frame['prompt'].value_counts().max()} per prompt), "
           f"{len(names)} feature columns in {time.perf_counter() - started:.0f} s\n")
     results = {}

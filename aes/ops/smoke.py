@@ -42,6 +42,7 @@ from aes.core.errors import AESError, stage_main
 from aes.core.io import write_json
 from aes.core.params import parse_yaml, read_overrides
 from aes.data.params import load_params, with_overrides
+from aes.data.registry import dataset_of
 
 VARIANTS = {  # name -> (objective, finetune overrides on top of the smoke's)
     "erm": ("erm", {}),
@@ -74,15 +75,15 @@ def finetune_variant(params: dict, overrides: dict) -> dict:
     return with_overrides(params, {f"finetune.{k}": v for k, v in overrides.items()}, "smoke variant")
 
 
-def fit_probe(ft: dict, cv, rows: np.ndarray, alphas, inner_folds: int, feature_weights=(1.0,)):
+def fit_probe(ft: dict, cv, rows: np.ndarray, alphas, inner_folds: int, feature_weights=(1.0,), repair=None):
     """The lp_cv probe (ridge on the pretrained encoder's pooled output, (H,) weights, and the writing
-    features of ``finetune.features`` beside it) on essays ``rows``; seconds."""
+    features of ``finetune.features`` beside it, of the texts the dataset's ``repair`` makes) on essays ``rows``; seconds."""
     from aes.baseline.linear import fit_probe as fit_lp_probe
     from aes.core.registry import LP_STAGE
     from aes.finetune.frozen_pass import compute_frozen_pass
 
     sub = cv.iloc[rows]
-    frozen, seconds = compute_frozen_pass(ft, sub["text"].tolist(), sub["record_id"], LP_STAGE)
+    frozen, seconds = compute_frozen_pass(ft, sub["text"].tolist(), sub["record_id"], LP_STAGE, repair)
     fit = fit_lp_probe(frozen.pooled, sub["y"].to_numpy(), sub["prompt"].to_numpy(), alphas, inner_folds, frozen.features,
                        frozen.feature_groups, feature_weights)
     return fit, seconds
@@ -192,7 +193,8 @@ def main(argv: list[str] | None = None) -> None:
         # cap picks the same essays here as in the stages.
         cv = full_cv.iloc[keep].reset_index(drop=True)
         fit_rows = np.concatenate(fold_rows(ft, cv, k, ft["seeds"][0])[:2])  # the capped essays: fit + inner
-        probe, probe_s = fit_probe(ft, cv, np.sort(fit_rows), lin["alphas"], lin["inner_folds"], lin["feature_weights"])
+        probe, probe_s = fit_probe(ft, cv, np.sort(fit_rows), lin["alphas"], lin["inner_folds"], lin["feature_weights"],
+                                   dataset_of(params).text_repair)
         print(f"fold {k}: probe on {len(fit_rows)} essays (alpha {probe.alpha:g}) in {probe_s:.0f}s", flush=True)
         for name in variants:
             objective, extra = VARIANTS[name]

@@ -36,6 +36,7 @@ from aes.baseline.linear import fit_probe
 from aes.core.metrics import headline_qwk, per_group_qwk, prompt_offset, prompt_offset_noise, scored_rows
 from aes.data.corpus import target_matrix
 from aes.data.params import load_params
+from aes.data.registry import dataset_of
 from aes.data.splits import inner_split
 from aes.finetune.backbones import Prepared
 from aes.finetune.folds import load_cv
@@ -186,7 +187,8 @@ def main(argv=None) -> None:
         ft = candidate_params(params, cand)["finetune"]
         pass_key = f"{ft['max_length']}{'' if ft['trainable_layers'] >= 0 else ' whole'}"  # whole encoder: pooled only
         if pass_key not in passes:
-            frozen, seconds = compute_frozen_pass(ft, cv["text"].tolist(), cv["record_id"], f"tune@{pass_key}")
+            frozen, seconds = compute_frozen_pass(ft, cv["text"].tolist(), cv["record_id"], f"tune@{pass_key}",
+                                                  dataset_of(params).text_repair)
             backbone_data = Trainer({**params, "finetune": ft}, "erm", make_accelerator(ft)).prepare(cv["text"].tolist(), frozen)
             passes[pass_key] = (backbone_data, frozen.pooled, round(seconds, 1))
         data, pooled, _ = passes[pass_key]
