@@ -83,16 +83,17 @@ def test_command_names_a_missing_report(tmp_path):
 
 def test_committed_asap_block_matches_committed_asap_report():
     """The README's ASAP table is the committed ASAP experiment's report (reports/asap/report.json)."""
+    from aes.data.asap import ASAP
     from aes.ops.readme import asap_block
 
     report = json.loads(committed_text("reports/asap/report.json"))
-    assert current_block(committed_text("README.md"), "asap") == asap_block(report), \
+    assert current_block(committed_text("README.md"), "asap") == asap_block(report, ASAP), \
         "run the ASAP experiment, copy its metrics/report.json to reports/asap/report.json, `aes-readme --block asap --report ...`, commit"
 
 
 def test_asap_block_lists_every_prompt_model_and_published_row(tmp_path):
     from aes.core.registry import MODEL_STAGES
-    from aes.data.asap import PUBLISHED
+    from aes.data.asap import ASAP
     from aes.ops.readme import asap_block
 
     report = _fresh_report(tmp_path / "ws")  # 8 prompts, like ASAP
@@ -101,9 +102,9 @@ def test_asap_block_lists_every_prompt_model_and_published_row(tmp_path):
     assert update_readme(readme, report, "asap")
     text = readme.read_text()
     block = current_block(text, "asap")
-    assert block == asap_block(report) and current_block(text) == "\nR\n"  # the other block is untouched
+    assert block == asap_block(report, ASAP) and current_block(text) == "\nR\n"  # the other block is untouched
     rows = [line for line in block.splitlines() if line.startswith("| ")]
-    assert len(rows) == 1 + len(MODEL_STAGES) + len(PUBLISHED)
+    assert len(rows) == 1 + len(MODEL_STAGES) + len(ASAP.published)
     assert all(line.count("|") == 8 + 4 for line in rows)  # system, 8 prompts, mean, worst
     for stage in MODEL_STAGES:
         per_prompt = report["per_prompt_qwk"][stage]
@@ -111,6 +112,21 @@ def test_asap_block_lists_every_prompt_model_and_published_row(tmp_path):
         assert [c.strip() for c in row.split("|")[2:10]] == [f"{v:.3f}" for v in per_prompt.values()]
     assert "| published: KAES (Li & Pan 2025)" in block and "0.695" in block
     assert f"**{report['q1']['verdict']}**" in block
+
+
+def test_the_published_rows_are_the_datasets_the_report_was_made_on(tmp_path):
+    from aes.data.asap import ASAP
+    from aes.data.ellipse import ELLIPSE
+    from aes.ops.readme import asap_block, block_dataset
+
+    report = _fresh_report(tmp_path / "ws")
+    assert ELLIPSE.published == () and ASAP.published
+    assert block_dataset("asap") is ASAP and block_dataset("results") is ELLIPSE  # the block's namesake, else the default
+    assert "| published:" not in asap_block(report, ELLIPSE)
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- asap:start -->\n<!-- asap:end -->\n")
+    assert update_readme(readme, report, "asap", ELLIPSE)
+    assert current_block(readme.read_text(), "asap") == asap_block(report, ELLIPSE)
 
 
 def report_row_label(report: dict, stage: str) -> str:

@@ -118,4 +118,5 @@ ASAP = Dataset(
     data_settings={"local_dir": Key(str)},  # the folder holding PAES-data/; $ASAP_DIR overrides
     prepare_settings={},  # every essay length is kept (and leave one prompt out has no settings)
     text_repair=repair_text,
+    published=PUBLISHED,
 )

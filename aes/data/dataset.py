@@ -53,6 +53,8 @@ class Dataset:
     (optional) fixes the key order of the flat prepare settings that ``splits.json`` records.
     ``text_repair`` undoes artefacts of the corpus's release in one essay before its writing features
     are computed (the encoders read the text as released); None: the texts are used as they are.
+    ``published`` lists results published under the dataset's protocol, ``(system, mean QWK, inputs)``
+    each, for the README's table of the dataset's experiment (empty: none).
     """
 
     name: str
@@ -75,6 +77,7 @@ class Dataset:
     prepare_settings: Mapping[str, Any] = field(default_factory=dict)
     settings_order: tuple[str, ...] | None = None
     text_repair: Callable[[str], str] | None = None
+    published: tuple[tuple[str, float, str], ...] = ()
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.sources if s not in SOURCES]

@@ -9,7 +9,9 @@ table and metrics/report.json disagree.
 
 The other blocks (between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``) come from documented
 experiments, each report kept as ``reports/NAME/report.json`` (copy the experiment's
-metrics/report.json and reports/decision.md there after it ran):
+metrics/report.json and reports/decision.md there after it ran). A report does not record its
+dataset: ``--dataset`` names it, by default the dataset the block is named after (asap), else the
+default dataset; the asap block lists that dataset's published results (``Dataset.published``).
 
     aes-readme --block asap --report reports/asap/report.json                    # profiles/asap.args
     aes-readme --block whole_encoder --report reports/whole_encoder/report.json  # profiles/whole_encoder.args
@@ -26,6 +28,8 @@ from pathlib import Path
 
 from aes.core.errors import AESError, stage_main
 from aes.core.registry import DECISION_MD, REPORT_JSON
+from aes.data.dataset import Dataset
+from aes.data.registry import BY_NAME, DATASETS, get_dataset
 from aes.report.markdown import (
     finetune_phrase,
     per_prompt_rows,
@@ -43,16 +47,15 @@ def markers(block: str) -> tuple[str, str]:
     return (README_START, README_END) if block == "results" else (f"<!-- {block}:start -->", f"<!-- {block}:end -->")
 
 
-def asap_block(report: dict) -> str:
+def asap_block(report: dict, dataset: Dataset) -> str:
     """ASAP's table: every model's QWK on each unseen prompt, their mean (the literature's headline)
-    and worst, then the published systems' means under the same protocol, and both verdicts."""
-    from aes.data.asap import PUBLISHED
-
+    and worst, then the published systems' means under the same protocol (``dataset.published``,
+    ``dataset`` being the one the report was made on), and both verdicts."""
     labels, per_prompt = report_labels(report), report["per_prompt_qwk"]
     prompts = list(next(iter(per_prompt.values())))
     lines = ["| system | " + " | ".join(f"P{p}" for p in prompts) + " | mean QWK | worst prompt |", "|---" * (len(prompts) + 3) + "|",
              *per_prompt_rows(report, labels, with_seeds=True)]
-    for system, mean, inputs in PUBLISHED:
+    for system, mean, inputs in dataset.published:
         lines.append(f"| published: {system}; {inputs} | " + " | ".join("" for _ in prompts) + f" | {mean:.3f} | |")
     q1, q2 = report["q1"], report["q2"]
     q2_text = "; ".join(f"{o.upper()} vs ERM **{q['verdict']}**" for o, q in q2.items())
@@ -83,10 +86,24 @@ def block_span(text: str, block: str = "results") -> tuple[int, int] | None:
 EXPERIMENTS = ("whole_encoder", "whole_encoder_text")  # results tables of experiments beside the default
 BLOCKS = {"results": results_block, "asap": asap_block,
           **{name: functools.partial(results_block, details=f"reports/{name}/decision.md") for name in EXPERIMENTS}}
+DATASET_BLOCKS = ("asap",)  # blocks that also take the dataset the report was made on
 
 
-def update_readme(readme: Path, report: dict, block: str = "results") -> bool:
-    """Replace the text between the block's markers of README.md; False (with a warning) if absent."""
+def block_dataset(block: str) -> Dataset:
+    """The dataset a block's report was made on by default: the one the block is named after, else the default dataset."""
+    return BY_NAME.get(block, DATASETS[0])
+
+
+def block_text(block: str, report: dict, dataset: Dataset | None = None) -> str:
+    """The text between ``block``'s markers for ``report``; ``dataset``: the one the report was made on
+    (None: :func:`block_dataset`), read by the blocks of ``DATASET_BLOCKS`` only."""
+    if block in DATASET_BLOCKS:
+        return BLOCKS[block](report, dataset or block_dataset(block))
+    return BLOCKS[block](report)
+
+
+def update_readme(readme: Path, report: dict, block: str = "results", dataset: Dataset | None = None) -> bool:
+    """Replace the text between the block's markers of README.md (:func:`block_text`); False (with a warning) if absent."""
     if not readme.exists():
         warnings.warn(f"{readme} not found; results table not written there", stacklevel=2)
         return False
@@ -95,7 +112,7 @@ def update_readme(readme: Path, report: dict, block: str = "results") -> bool:
     if span is None:
         warnings.warn(f"{readme} lacks the markers {' ... '.join(markers(block))}; left unchanged", stacklevel=2)
         return False
-    readme.write_text(text[: span[0]] + BLOCKS[block](report) + text[span[1] :])
+    readme.write_text(text[: span[0]] + block_text(block, report, dataset) + text[span[1] :])
     return True
 
 
@@ -105,11 +122,15 @@ def main() -> None:
     parser.add_argument("--readme", default="README.md", type=Path)
     parser.add_argument("--report", default=str(REPORT_JSON), type=Path)
     parser.add_argument("--block", default="results", choices=tuple(BLOCKS), help="results (the default run) or an experiment's block")
+    parser.add_argument("--dataset", choices=tuple(BY_NAME), default=None,
+                        help="the dataset the report was made on (its published results); default: the block's namesake, else "
+                             f"{DATASETS[0].name}")
     args = parser.parse_args()
     if not args.report.exists():
         raise AESError(f"{args.report}: not found; run `dvc repro report` first (for an experiment's block: run the experiment, "
                        f"then copy its metrics/report.json to reports/<block>/report.json, e.g. {ASAP_REPORT})")
-    if update_readme(args.readme, json.loads(args.report.read_text()), args.block):
+    dataset = get_dataset(args.dataset) if args.dataset else None
+    if update_readme(args.readme, json.loads(args.report.read_text()), args.block, dataset):
         print(f"{args.readme}: {args.block} table updated from {args.report}")
 
 
