@@ -16,9 +16,9 @@ import numpy as np
 from aes.core.io import write_json
 from aes.core.machine import compute_fingerprint
 from aes.core.registry import EMBED, EMBED_METRICS, EMBEDDINGS, FROZEN_PASS
+from aes.data.registry import dataset_of
 from aes.encoders.embedding import resolve_device
 from aes.encoders.store import save_embeddings
-from aes.data.registry import dataset_of
 from aes.finetune.folds import load_cv
 from aes.finetune.frozen_pass import embed_and_freeze, save_frozen_pass
 
