@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from aes.core.errors import AESError
+from aes.data.corpus import target_matrix
 from aes.features import FeatureScaling
 
 CONSTANT_SD = 1e-6  # a column whose sd is below this share of the median column sd carries no signal
@@ -80,6 +81,15 @@ def fit_probe(pooled: np.ndarray, y: np.ndarray, groups: np.ndarray, alphas, inn
     fit = fit_ridge(probe_inputs(pooled, writing, scaling), y, groups, alphas, inner_folds, block_start, feature_weights)
     fit.scaling = scaling
     return fit
+
+
+def fit_essay_probe(essays: pd.DataFrame, pooled: np.ndarray, writing: np.ndarray | None, writing_groups,
+                    linear: dict) -> RidgeFit:
+    """:func:`fit_probe` on ``essays`` with the params section ``linear`` (alphas, inner folds, feature
+    weights): every declared target's unit-range score (n, T) from :func:`aes.data.corpus.target_matrix`,
+    inner folds grouped by prompt; ``pooled`` (n, H) and ``writing`` (n, d) or None row-aligned with ``essays``."""
+    return fit_probe(pooled, target_matrix(essays), essays["prompt"].astype(str).to_numpy(), linear["alphas"],
+                     linear["inner_folds"], writing, writing_groups, linear["feature_weights"])
 
 
 def _target_rmse(j: int):
@@ -201,7 +211,6 @@ def cross_validate(cv: pd.DataFrame, features: np.ndarray, alphas, inner_folds: 
     ``writing_groups`` appended after ``features``, standardised per fold on that fold's training
     essays only, the feature block's penalty chosen among ``feature_weights`` (:func:`fit_probe`).
     """
-    from aes.data.corpus import target_matrix
 
     if len(features) != len(cv) or (writing is not None and len(writing) != len(cv)):
         raise AESError(f"{len(features)} feature rows ({'no' if writing is None else len(writing)} writing-feature rows) for {len(cv)} CV essays")

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from aes.baseline.linear import fit_essay_probe
 from aes.core.errors import AESError
 from aes.core.io import write_json
 from aes.core.metrics import finite_or_none, mean_over_seeds, metric_value, per_group_qwk, scored_rows, summarize
@@ -98,16 +99,6 @@ def chosen_model(params: dict, report_path: Path = REPORT_JSON) -> dict:
             "reason": f"decision defer: the strongest frozen model ({reference})"}
 
 
-def fit_lp_probe(train: pd.DataFrame, pooled: np.ndarray, writing: np.ndarray | None, writing_groups, lin: dict):
-    """The LP probe (:func:`aes.baseline.linear.fit_probe`, params ``linear``) on all CV essays ``train``:
-    pooled (n_train, H) text features, writing (n_train, d) features of ``writing_groups`` or None,
-    every declared target's unit-range score (n_train, T)."""
-    from aes.baseline.linear import fit_probe
-
-    return fit_probe(pooled, target_matrix(train), train["prompt"].astype(str).to_numpy(), lin["alphas"], lin["inner_folds"],
-                     writing, writing_groups, lin["feature_weights"])
-
-
 def fit_predict_frozen(stage: str, train: pd.DataFrame, test: pd.DataFrame, params: dict) -> np.ndarray:
     """A frozen model on the locked test, fitted on ALL CV essays -> (n_seeds, n_test, T) predictions (T declared targets).
 
@@ -126,7 +117,7 @@ def fit_predict_frozen(stage: str, train: pd.DataFrame, test: pd.DataFrame, para
                                   dataset_of(params).text_repair)[1]
         lin, n = params["linear"], len(train)
         writing = frozen.features
-        probe = fit_lp_probe(train, frozen.pooled[:n], None if writing is None else writing[:n], frozen.feature_groups, lin)
+        probe = fit_essay_probe(train, frozen.pooled[:n], None if writing is None else writing[:n], frozen.feature_groups, lin)
         return probe.predict_essays(frozen.pooled[n:], None if writing is None else writing[n:])[None, :, :]
     from aes.encoders.embedding import embed_texts
     from aes.encoders.store import load_embeddings
@@ -175,7 +166,7 @@ def fit_predict_finetune(train: pd.DataFrame, test: pd.DataFrame, params: dict, 
         rows = np.arange(len(train))
         _, pooled = predict_batches(trainer.backbone.pristine_model(), trainer.backbone, data, rows, ft["eval_batch_size"], trainer.accelerator)
         writing = None if data.features is None else data.features[rows]
-        probe = fit_lp_probe(train, pooled, writing, ft["features"], lin)
+        probe = fit_essay_probe(train, pooled, writing, ft["features"], lin)
     return np.stack([np.asarray(trainer.train_fold(frame, data, TEST_FOLD, seed, init_head=probe)["pred_unit"], dtype=float) for seed in ft["seeds"]])
 
 

@@ -32,9 +32,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from aes.baseline.linear import fit_probe
+from aes.baseline.linear import fit_essay_probe
 from aes.core.metrics import headline_qwk, per_group_qwk, prompt_offset, prompt_offset_noise, scored_rows
-from aes.data.corpus import target_matrix
 from aes.data.params import load_params
 from aes.data.registry import dataset_of
 from aes.data.splits import inner_split
@@ -142,10 +141,8 @@ def evaluate(params: dict, cv, data: Prepared, pooled: np.ndarray, cand: dict, f
         inner.loc[held_pos, "fold"] = 1  # the loop trains on fold != 1 and predicts fold == 1
         # the probe and the fine-tune predict every declared target; candidates are scored on the primary (column 0)
         writing = None if data.features is None else data.features[train_rows]  # finetune.features, beside the pooled text
-        probe = fit_probe(pooled[train_rows][fit_pos], target_matrix(part)[fit_pos], part["prompt"].to_numpy()[fit_pos],
-                          params["linear"]["alphas"], params["linear"]["inner_folds"],
-                          None if writing is None else writing[fit_pos], ft["features"],
-                          params["linear"]["feature_weights"])
+        probe = fit_essay_probe(part.iloc[fit_pos], pooled[train_rows][fit_pos], None if writing is None else writing[fit_pos],
+                                ft["features"], params["linear"])
         if trainer is None:
             pred = probe.predict_essays(pooled[train_rows][held_pos], None if writing is None else writing[held_pos])[:, 0]
         else:
