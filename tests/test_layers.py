@@ -1,7 +1,7 @@
-"""The package's layers, read from the imports themselves (ast, not running them): ``aes.core`` imports
-nothing above it, ``aes.data`` nothing above ``aes.core`` and ``aes.data``, the modules of
-``aes.data`` import one another without a circle and hide no ``aes`` import inside a function
-(where a circle would go unseen until run time)."""
+"""The package's layers, read from the imports themselves (ast, not running them): each package of
+``aes`` imports only the packages below it (``aes.core`` nothing else, ``aes.data`` only core, ...),
+no module of ``aes`` takes part in an import circle, and the modules of ``aes.data`` hide no ``aes``
+import inside a function (where a circle would go unseen until run time)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,26 @@ def modules(package: str) -> list[Path]:
     return sorted((ROOT / "aes" / package).glob("*.py"))
 
 
-@pytest.mark.parametrize("package,allowed", [("core", ("aes.core",)), ("data", ("aes.core", "aes.data"))])
+# What each package may import besides itself: the layers from the bottom up. The writing features and
+# the encoders sit beside the data, not on it; ops (command-line tools, no stage) may use anything.
+BELOW = {
+    "core": (),
+    "data": ("core",),
+    "encoders": ("core",),
+    "features": ("core",),
+    "baseline": ("core", "data", "features"),
+    "report": ("core", "data"),
+    "finetune": ("core", "data", "encoders", "features", "baseline"),
+    "holdout": ("core", "data", "encoders", "features", "baseline", "finetune"),
+    "ops": ("core", "data", "encoders", "features", "baseline", "finetune", "report", "holdout"),
+}
+
+
+def test_every_package_has_a_layer():
+    assert {p.parent.name for p in (ROOT / "aes").glob("*/__init__.py")} == set(BELOW)
+
+
+@pytest.mark.parametrize("package,allowed", [(name, tuple(f"aes.{b}" for b in (name, *below))) for name, below in BELOW.items()])
 def test_a_layer_imports_nothing_above_it(package, allowed):
     above = {f"{p.relative_to(ROOT)}: {name}" for p in modules(package) for name, _ in aes_imports(p)
              if not any(name == a or name.startswith(a + ".") for a in allowed)}
@@ -61,3 +80,21 @@ def test_the_data_modules_import_one_another_without_a_circle():
         visit(module, ())
     # the one tuple of datasets is the registry's: the dataset modules do not import it
     assert all("aes.data.registry" not in graph[f"aes.data.{name}"] for name in ("ellipse", "asap", "dataset", "protocols"))
+
+
+def test_no_module_of_the_package_is_in_an_import_circle():
+    """Module by module over the whole package (``aes.x`` naming a package counts as its ``__init__``)."""
+    paths = {".".join(p.relative_to(ROOT).with_suffix("").parts): p for p in (ROOT / "aes").rglob("*.py")}
+    paths = {name.removesuffix(".__init__"): p for name, p in paths.items()}
+    graph = {name: {n for n, _ in aes_imports(p) if n in paths and n != name} for name, p in paths.items()}
+    done: set[str] = set()
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        assert module not in path, f"import circle: {' -> '.join((*path, module))}"
+        if module not in done:
+            for other in sorted(graph[module]):
+                visit(other, (*path, module))
+            done.add(module)
+
+    for module in sorted(graph):
+        visit(module, ())
