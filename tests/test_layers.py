@@ -5,29 +5,32 @@ import inside a function (where a circle would go unseen until run time)."""
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
+
+from aes.ops import stage_deps
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def aes_imports(path: Path) -> list[tuple[str, bool]]:
-    """(module, at top level?) of every ``aes`` import in ``path``; ``from aes.data import corpus`` names aes.data.corpus."""
-    tree = ast.parse(path.read_text())
-    top = {id(node) for node in tree.body}
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            package = ROOT.joinpath(*node.module.split("."))
-            names = [f"{node.module}.{a.name}" if (package / f"{a.name}.py").exists() else node.module for a in node.names]
-        else:
-            continue
-        found += [(name, id(node) in top) for name in names if name == "aes" or name.startswith("aes.")]
-    return found
+    return stage_deps.aes_imports(path.relative_to(ROOT), ROOT)
+
+
+def assert_no_circle(graph: dict[str, set[str]]) -> None:
+    """Fails naming the first import circle in ``graph`` ({module: modules it imports})."""
+    done: set[str] = set()
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        assert module not in path, f"import circle: {' -> '.join((*path, module))}"
+        if module not in done:
+            for other in sorted(graph.get(module, ())):
+                visit(other, (*path, module))
+            done.add(module)
+
+    for module in sorted(graph):
+        visit(module, ())
 
 
 def modules(package: str) -> list[Path]:
@@ -67,17 +70,7 @@ def test_no_aes_import_hides_inside_a_function():
 
 def test_the_data_modules_import_one_another_without_a_circle():
     graph = {f"aes.data.{p.stem}": {n for n, _ in aes_imports(p) if n.startswith("aes.data.")} for p in modules("data")}
-    done: set[str] = set()
-
-    def visit(module: str, path: tuple[str, ...]) -> None:
-        assert module not in path, f"import circle: {' -> '.join((*path, module))}"
-        if module not in done:
-            for other in sorted(graph.get(module, ())):
-                visit(other, (*path, module))
-            done.add(module)
-
-    for module in sorted(graph):
-        visit(module, ())
+    assert_no_circle(graph)
     # the one tuple of datasets is the registry's: the dataset modules do not import it
     assert all("aes.data.registry" not in graph[f"aes.data.{name}"] for name in ("ellipse", "asap", "dataset", "protocols"))
 
@@ -87,14 +80,4 @@ def test_no_module_of_the_package_is_in_an_import_circle():
     paths = {".".join(p.relative_to(ROOT).with_suffix("").parts): p for p in (ROOT / "aes").rglob("*.py")}
     paths = {name.removesuffix(".__init__"): p for name, p in paths.items()}
     graph = {name: {n for n, _ in aes_imports(p) if n in paths and n != name} for name, p in paths.items()}
-    done: set[str] = set()
-
-    def visit(module: str, path: tuple[str, ...]) -> None:
-        assert module not in path, f"import circle: {' -> '.join((*path, module))}"
-        if module not in done:
-            for other in sorted(graph[module]):
-                visit(other, (*path, module))
-            done.add(module)
-
-    for module in sorted(graph):
-        visit(module, ())
+    assert_no_circle(graph)

@@ -36,17 +36,31 @@ def module_file(name: str, root: Path = ROOT) -> Path | None:
     return None
 
 
+def aes_imports(path: Path, root: Path = ROOT) -> list[tuple[str, bool]]:
+    """(module, at the file's top level?) for every ``aes`` import anywhere in ``path`` (relative to ``root``).
+
+    ``from aes.report import plots`` names ``aes.report.plots`` where that is a module file, else the
+    module it imports from (``from aes.core.errors import AESError`` names ``aes.core.errors``).
+    """
+    tree = ast.parse((root / path).read_text(), str(path))
+    top = {id(node) for node in tree.body}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [f"{node.module}.{alias.name}" if module_file(f"{node.module}.{alias.name}", root) else node.module
+                     for alias in node.names]
+        else:
+            continue
+        found += [(name, id(node) in top) for name in names if name == PACKAGE or name.startswith(PACKAGE + ".")]
+    return found
+
+
 def imported_modules(path: Path, root: Path = ROOT) -> set[str]:
     """Every ``aes`` module an import anywhere in ``path`` names, plus the packages that import runs."""
-    names: set[str] = set()
-    for node in ast.walk(ast.parse((root / path).read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            names |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-            names |= {f"{node.module}.{alias.name}" for alias in node.names}  # `from aes.report import plots`
     found = set()
-    for name in names:
+    for name, _ in aes_imports(path, root):
         parts = name.split(".")
         for i in range(1, len(parts) + 1):  # importing aes.a.b runs aes/__init__.py and aes/a/__init__.py too
             if module_file(".".join(parts[:i]), root) is not None:
