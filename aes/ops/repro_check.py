@@ -34,9 +34,10 @@ from aes.core.errors import AESError, stage_main
 from aes.core.io import write_json
 from aes.core.metrics import metric_value
 from aes.core.params import parse_yaml
+from aes.core.registry import REPORT_JSON
 
-METRICS_DIR = "metrics"
-REPORT = "metrics/report.json"
+REPORT = REPORT_JSON.as_posix()  # the verdicts; every other metrics file beside it
+METRICS_DIR = REPORT_JSON.parent.as_posix()
 DVC_LOCK = "dvc.lock"
 # For a model with one seed the seed sd is 0: the allowed difference then (QWK, RMSE: score points).
 DEFAULT_TOLERANCE = 1e-3
