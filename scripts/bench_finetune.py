@@ -37,7 +37,7 @@ def main() -> None:
     cv = cv_essays(load_essays(), load_splits())
     started = time.perf_counter()
     trainer = Trainer(params, args.objective, make_accelerator(ft))
-    data = trainer.prepare(cv["text"].tolist())
+    data = trainer.prepare(cv["text"].tolist(), prompts=cv["prompt"])
     trunk_s = time.perf_counter() - started
     started = time.perf_counter()
     result = trainer.train_fold(cv, data, args.fold, ft["seeds"][0])

@@ -12,6 +12,7 @@ from aes.data.corpus import load_essays
 from aes.data.params import load_params
 from aes.data.splits import cv_essays, load_splits
 from aes.encoders.store import load_embeddings
+from aes.features.normalise import inputs_record, normalise_embeddings
 
 
 @stage_main
@@ -20,9 +21,10 @@ def main() -> None:
     lin = params["linear"]
     cv = cv_essays(load_essays(), load_splits())
     started = time.perf_counter()
-    oof_pred, fits = cross_validate(cv, load_embeddings(EMBEDDINGS, cv["record_id"]), lin["alphas"], lin["inner_folds"])
+    embeddings = normalise_embeddings(load_embeddings(EMBEDDINGS, cv["record_id"]), cv["prompt"], params["normalise"]["embeddings"])
+    oof_pred, fits = cross_validate(cv, embeddings, lin["alphas"], lin["inner_folds"])
     write_json(models_dir(LINEAR_STAGE) / "probes.json", fits_to_json(fits))
-    extra = {"alpha": {str(k): f.alpha for k, f in fits.items()}}
+    extra = {"alpha": {str(k): f.alpha for k, f in fits.items()}, "inputs": inputs_record(params["normalise"], reads_features=False)}
     metrics = write_model_outputs(LINEAR_STAGE, make_oof_frame(cv, cv["fold"], oof_pred), time.perf_counter() - started,
                                   params["report"]["min_prompt_n"], extra=extra)
     print(f"{LINEAR_STAGE}: {headline_text(metrics)}, alpha per fold {list(extra['alpha'].values())}")

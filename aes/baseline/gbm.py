@@ -21,7 +21,7 @@ Several targets (``prepare.targets``), ``gbm.multi_strategy``:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,26 +35,32 @@ from aes.core.registry import EMBEDDINGS_SWITCH
 from aes.data.splits import inner_split
 
 
-def build_features(embeddings: np.ndarray, texts, switches: list[str], repair: Callable[[str], str] | None = None) -> tuple[np.ndarray, list[str]]:
+def build_features(embeddings: np.ndarray, texts, switches: list[str], repair: Callable[[str], str] | None = None,
+                   normalise: Mapping | None = None, prompts=None, reference: np.ndarray | None = None) -> tuple[np.ndarray, list[str]]:
     """Feature matrix (n, d) float32 and its d column names.
 
     switches: ``gbm.features`` (validated by the params schema: distinct names from
     :data:`aes.core.registry.GBM_FEATURE_SWITCHES`): ``embeddings`` adds the (n, H) frozen
     embeddings (first), every other name a group of handcrafted writing features computed from
     ``texts`` (n,), in ``FEATURE_GROUPS`` order, whatever the order of ``switches``; ``repair``: the
-    dataset's ``text_repair`` (None: the texts as they are).
+    dataset's ``text_repair`` (None: the texts as they are). ``normalise``: the ``normalise`` params
+    section (None: inputs as computed); a per-prompt setting scales each block within each prompt of
+    ``prompts`` (n,) from that prompt's essays (``reference`` (n,) bool: only those rows' values;
+    default all), never a score.
     """
     from aes.features import writing_features
+    from aes.features.normalise import normalise_embeddings, normalise_features
 
+    normalise = normalise or {"features": "training_fold", "embeddings": "as_is"}
     blocks, names = [], []
     if EMBEDDINGS_SWITCH in switches:
-        embeddings = np.asarray(embeddings, dtype=np.float32)
+        embeddings = normalise_embeddings(embeddings, prompts, normalise["embeddings"], reference)
         blocks.append(embeddings)
         names += [f"emb_{j}" for j in range(embeddings.shape[1])]
     groups = [g for g in switches if g != EMBEDDINGS_SWITCH]
     if groups:
         hand, hand_names = writing_features(list(texts), groups, repair)
-        blocks.append(hand)
+        blocks.append(normalise_features(hand, prompts, normalise["features"], reference))
         names += hand_names
     return np.hstack(blocks).astype(np.float32), names
 

@@ -18,7 +18,13 @@ from typing import Any
 
 from aes.core.errors import AESError
 from aes.core.metrics import METRIC_DIRECTION
-from aes.core.registry import GBM_FEATURE_SWITCHES, OBJECTIVES, WRITING_FEATURE_GROUPS
+from aes.core.registry import (
+    EMBEDDING_NORMALISATIONS,
+    FEATURE_NORMALISATIONS,
+    GBM_FEATURE_SWITCHES,
+    OBJECTIVES,
+    WRITING_FEATURE_GROUPS,
+)
 from aes.core.schema import Choice, Float, Int, Key, ListOf, OptionalSection
 
 SEEDS = ListOf(int)  # training seeds: every model is trained once per seed
@@ -41,6 +47,9 @@ BASE_SCHEMA: dict[str, Any] = {
         "invalid_rows": Choice("error", "drop"),
         "seed": Int(ge=0),
     },
+    # how every model's inputs are scaled: training-fold statistics (inductive) or within each prompt
+    # from its own essays, never its scores (transductive; aes/features/normalise.py)
+    "normalise": {"features": Choice(*FEATURE_NORMALISATIONS), "embeddings": Choice(*EMBEDDING_NORMALISATIONS)},
     "embed": {"model": Key(str), "max_length": Int(ge=2), "batch_size": Int(ge=1), "mixed_precision": Choice("no", "bf16")},
     "gbm": {
         "features": ListOf(str, choices=GBM_FEATURE_SWITCHES),  # embeddings and/or writing-feature groups, in any order

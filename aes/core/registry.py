@@ -43,6 +43,10 @@ WRITING_FEATURE_GROUPS = ("length", "lexical", "sophistication", "spelling", "re
 # `gbm.features`: the switch that adds the frozen embeddings as columns, then any writing-feature groups.
 EMBEDDINGS_SWITCH = "embeddings"
 GBM_FEATURE_SWITCHES = (EMBEDDINGS_SWITCH, *WRITING_FEATURE_GROUPS)
+# `normalise` (aes/features/normalise.py): how inputs are scaled. The first value of each is inductive
+# (training-fold statistics only); the others read each prompt's own essays, never its scores: transductive.
+FEATURE_NORMALISATIONS = ("training_fold", "prompt_minmax", "prompt_zscore")
+EMBEDDING_NORMALISATIONS = ("as_is", "prompt_mean")
 _WITH_FEATURES_LABELS = {
     LP_STAGE: "frozen: linear probe + writing features at the fine-tune's length (LP phase)",
     **{stage: f"{MODEL_LABELS[stage]} with writing features" for stage in OBJECTIVE_STAGES.values()},

@@ -35,7 +35,10 @@ class Prepared:
     input_ids, attention_mask: (n, T) long, padded to the longest essay (T <= max_length);
     input_ids is None when the essays come from a stored frozen pass. lengths: (n,) tokens per
     essay. hidden: (n, T, H) cached trunk output (float32, or float16 as stored), or None.
-    features: (n, d) float32 numpy raw writing features (``finetune.features``), or None.
+    features: (n, d) float32 numpy writing features (``finetune.features``; within each prompt under a
+    per-prompt ``normalise.features``), or None. prompts: (n,) str prompt of each essay (None when not
+    given). pooled: (n, H) float32 the pristine model's pooled output (the start of the prompt
+    centring, :mod:`aes.finetune.centring`), or None.
     """
 
     input_ids: object
@@ -43,6 +46,8 @@ class Prepared:
     lengths: np.ndarray
     hidden: object = None
     features: np.ndarray | None = None
+    prompts: np.ndarray | None = None
+    pooled: np.ndarray | None = None
 
 
 class Backbone:

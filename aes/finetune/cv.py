@@ -35,6 +35,7 @@ from aes.core.registry import (
 )
 from aes.data.corpus import declared_targets
 from aes.encoders.embedding import resolve_device
+from aes.features.normalise import inputs_record
 from aes.finetune.callbacks import DVCLiveCurves, ProgressCallback
 from aes.finetune.checkpoints import (
     config_hash,
@@ -97,14 +98,15 @@ def train_runs(params: dict, objective: str, cv: pd.DataFrame, probes: dict | No
     for k in folds:  # a cap larger than a fold fails before anything is loaded or trained, not after hours
         cap_training_rows(np.arange(n_train[k]), ft["max_train_essays"], 0, k)
     trainer = Trainer(params, objective, make_accelerator(ft))
-    frozen, features = None, None
+    frozen, stored = None, None
     if ft["trainable_layers"] >= 0:
         frozen = load_frozen_pass(root / FROZEN_PASS, cv["record_id"], need_hidden=True, feature_groups=ft["features"])
         print(f"{stage}: read the frozen pass of stage {EMBED} from {root / FROZEN_PASS} ({frozen.hidden.shape[0]} essays, "
               f"{frozen.hidden.shape[1]} tokens)", flush=True)
-    elif ft["features"]:  # the whole encoder trains from tokens, but the writing features are stage embed's, not recomputed
-        features = load_frozen_pass(root / FROZEN_PASS, cv["record_id"], need_hidden=False, feature_groups=ft["features"]).features
-    data = trainer.prepare(cv["text"].tolist(), frozen, features)
+    elif ft["features"] or trainer.centres_pooled:  # the whole encoder trains from tokens; features and pristine pooled are stage embed's
+        stored = load_frozen_pass(root / FROZEN_PASS, cv["record_id"], need_hidden=False, feature_groups=ft["features"])
+    data = trainer.prepare(cv["text"].tolist(), frozen, None if stored is None else stored.features, cv["prompt"],
+                           None if stored is None else stored.pooled)
     if ft["max_train_essays"]:
         n_train = {k: ft["max_train_essays"] for k in folds}
     if ft["inner_val_fraction"] > 0:  # the inner split removes about this share of training essays
@@ -136,6 +138,7 @@ def write_fold_models(folder: Path, results: dict, params: dict, objective: str,
             "lora": ft["lora"], "max_length": ft["max_length"], "targets": result.get("targets"),
             "target_weights": ft["target_weights"], "target_mean": result["target_mean"],
             "target_std": result["target_std"], "features": ft["features"], "feature_scaling": result.get("feature_scaling"),
+            "normalise": params["normalise"],
             "config_hash": chash,
             "weights": "weights.safetensors: trained top layers / LoRA adapters (names as in the training module) + head "
                        "(reads [pooled, (features - feature_scaling.mean) / feature_scaling.sd] when features are set)",
@@ -184,6 +187,7 @@ def run_cv(params: dict, objective: str, root: Path = Path(".")) -> dict:
     write_fold_models(models_dir(stage, root), results, params, objective, chash)
     write_representations(stage, cv, reps, root)
     extra = {"train": train_summary(objective, results, cv), "lp_ft": ft["lp_ft"], "features": list(ft["features"]),
+             "inputs": inputs_record(params["normalise"], reads_features=bool(ft["features"])),
              "resumed_runs": [run_name(*r) for r in sorted(results) if r not in todo],
              "compute": compute_fingerprint(ft["mixed_precision"], resolve_device(ft["device"]))}
     if ft["trainable_layers"] >= 0:

@@ -111,6 +111,21 @@ def with_writing_features(frozen: FrozenPass, ft: dict, texts: list[str], repair
     return frozen
 
 
+def normalised_pass(frozen: FrozenPass, prompts, normalise: dict) -> FrozenPass:
+    """``frozen`` with its pooled output and writing features under the ``normalise`` settings (per prompt
+    of ``prompts`` (n,), from each prompt's own essays; as they are under the inductive defaults).
+
+    The fine-tunes' own pooled representation changes while they train, so they centre it themselves
+    (:mod:`aes.finetune.centring`); this is the pristine model's, the linear-probe phase's input.
+    """
+    from aes.features.normalise import normalise_embeddings, normalise_features
+
+    frozen.pooled = normalise_embeddings(frozen.pooled, prompts, normalise["embeddings"])
+    if frozen.features is not None:
+        frozen.features = normalise_features(frozen.features, prompts, normalise["features"])
+    return frozen
+
+
 def embed_and_freeze(embed: dict, ft: dict, texts: list[str], record_ids, stage: str,
                      repair: Callable[[str], str] | None = None) -> tuple[np.ndarray, FrozenPass, dict]:
     """The frozen baselines' embeddings (n, H) float32 and the fine-tune's frozen pass over ``texts`` (n,).

@@ -19,7 +19,10 @@ epoch; :meth:`Trainer.finish` predicts the validation essays. Which essays train
 
 Writing features (``finetune.features``): the head reads [pooled, standardised writing features];
 the standardisation (:class:`aes.features.FeatureScaling`) is fitted on the essays the fold trains
-on, never its validation essays, and returned with the fold's result.
+on, never its validation essays, and returned with the fold's result. Under a per-prompt
+``normalise.features`` the features are first scaled within each prompt (:mod:`aes.features.normalise`);
+under ``normalise.embeddings: prompt_mean`` the head reads each prompt's centred pooled text
+(:mod:`aes.finetune.centring`).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from aes.data.registry import dataset_of
 from aes.features import FeatureScaling, writing_features
 from aes.finetune.backbones import Backbone, Prepared, make_backbone
 from aes.finetune.callbacks import CURVE_EVERY, Callback, curve_point
+from aes.finetune.centring import PromptCentring, centre_predictions
 from aes.finetune.folds import fold_rows, run_seed, seed_everything
 from aes.finetune.frozen_pass import check_feature_groups
 from aes.finetune.lpft import head_from_probe
@@ -83,6 +87,7 @@ class FoldRun:
     loader: object
     objective: object
     total_steps: int
+    centring: PromptCentring | None = None
     step: int = 0
     epochs: list = field(default_factory=list)
     history: list = field(default_factory=list)
@@ -100,13 +105,21 @@ class Trainer:
         self.backbone = backbone if backbone is not None else make_backbone(self.ft, self.stage)
         self.hidden_size = self.backbone.hidden_size
 
-    def prepare(self, texts: list[str], frozen=None, features: np.ndarray | None = None) -> Prepared:
+    def prepare(self, texts: list[str], frozen=None, features: np.ndarray | None = None, prompts=None,
+                pooled: np.ndarray | None = None) -> Prepared:
         """Tokenise the essays or, for cached training, take the stored frozen pass (or compute it).
 
         With ``finetune.features``: the essays' raw writing features (n, d), taken from ``features``,
-        else from the frozen pass, else computed here (:func:`aes.features.writing_features`).
+        else from the frozen pass, else computed here (:func:`aes.features.writing_features`), then
+        normalised within each prompt of ``prompts`` (n,) under a per-prompt ``normalise.features``.
+        With ``normalise.embeddings: prompt_mean`` the pristine pooled output (``pooled``, else the
+        frozen pass's, else one pass of the pristine model) starts the prompt centring.
         """
+        from aes.features.normalise import normalise_features
+
+        normalise = self.params["normalise"]
         data = self.backbone.prepare(texts, self.accelerator.device, frozen)
+        data.prompts = None if prompts is None else np.asarray(prompts).astype(str)
         if self.ft["features"]:
             if features is None and frozen is not None and frozen.features is not None:
                 check_feature_groups(frozen.feature_groups, self.ft["features"], f"{self.stage}: the frozen pass")
@@ -115,8 +128,23 @@ class Trainer:
                 features, _ = writing_features(list(texts), self.ft["features"], dataset_of(self.params).text_repair)
             if len(features) != len(data.lengths):
                 raise AESError(f"{self.stage}: {len(features)} writing-feature rows for {len(data.lengths)} essays")
-            data.features = np.asarray(features, dtype=np.float32)
+            data.features = normalise_features(features, data.prompts, normalise["features"])
+        if self.centres_pooled:
+            if data.prompts is None:
+                raise AESError(f"{self.stage}: normalise.embeddings: prompt_mean centres each prompt's pooled text, but the essays "
+                               "carry no prompt; use normalise.embeddings: as_is")
+            if pooled is None and frozen is not None:
+                pooled = frozen.pooled
+            if pooled is None:  # no frozen pass to take it from: one pass of the pristine model
+                _, pooled = predict_batches(self.backbone.pristine_model(), self.backbone, data, np.arange(len(data.lengths)),
+                                            self.ft["eval_batch_size"], self.accelerator)
+            data.pooled = np.asarray(pooled, dtype=np.float32)
         return data
+
+    @property
+    def centres_pooled(self) -> bool:
+        """True under ``normalise.embeddings: prompt_mean``: the head reads each prompt's centred pooled text."""
+        return self.params["normalise"]["embeddings"] == "prompt_mean"
 
     def steps_per_epoch(self, n_train: int) -> int:
         return math.ceil(n_train / self.ft["batch_size"])
@@ -145,8 +173,16 @@ class Trainer:
         return torch.optim.AdamW(groups, lr=ft["encoder_lr"], weight_decay=ft["weight_decay"])
 
     def predict(self, model, data: Prepared, rows: np.ndarray):
-        """(pred_z (m, T), pooled (m, H)) float32 numpy for essay rows (m,), in that order."""
-        return predict_batches(model, self.backbone, data, rows, self.ft["eval_batch_size"], self.accelerator)
+        """(pred_z (m, T), pooled (m, H)) float32 numpy for essay rows (m,), in that order.
+
+        With prompt centring the head's predictions are centred on each prompt's mean pooled vector
+        over these rows (a held-out prompt's own essays; :func:`aes.finetune.centring.centre_predictions`).
+        """
+        pred_z, pooled = predict_batches(model, self.backbone, data, rows, self.ft["eval_batch_size"], self.accelerator)
+        if self.centres_pooled:
+            head = self.accelerator.unwrap_model(model).head
+            pred_z = centre_predictions(head.weight.detach().float().cpu().numpy(), pred_z, pooled, data.prompts[rows])
+        return pred_z, pooled
 
     def start_model(self, init_head, mean: np.ndarray, std: np.ndarray, scaling=None):
         """A fresh model with one output per target (mean, std: (T,)), its head reading the writing
@@ -235,7 +271,8 @@ class Trainer:
         loader = self.train_loader(data, plan)
         model, optimizer, loader = acc.prepare(model, optimizer, loader)
         objective.to(acc.device)
-        return FoldRun(model, optimizer, scheduler, loader, objective, total_steps=len(loader) * ft["epochs"])
+        centring = PromptCentring.from_pooled(data.pooled, plan.group, len(plan.prompts), plan.train_rows) if self.centres_pooled else None
+        return FoldRun(model, optimizer, scheduler, loader, objective, total_steps=len(loader) * ft["epochs"], centring=centring)
 
     def train_loader(self, data: Prepared, plan: FoldPlan):
         """The training essays' batches (model inputs + ``target_z`` (B, T) + ``group`` (B,)) in an order
@@ -288,6 +325,8 @@ class Trainer:
         acc, model = self.accelerator, run.model
         with acc.accumulate(model):
             target, grp = batch.pop("target_z"), batch.pop("group")
+            if run.centring is not None:
+                batch["offset"] = run.centring.offsets(grp).to(acc.device)
             with acc.autocast():
                 pooled, pred = model(**batch)
                 loss, batch_logs = run.objective.loss(pred, target, pooled, grp, run.step / run.total_steps)
@@ -297,6 +336,8 @@ class Trainer:
                     f"step {run.step}; lower finetune.encoder_lr / head_lr or check the data"
                 )
             acc.backward(loss)
+            if run.centring is not None:
+                run.centring.update(pooled, grp)
             run.optimizer.step()
             if acc.sync_gradients:
                 run.scheduler.step()

@@ -21,7 +21,8 @@ from aes.core.errors import AESError
 from aes.core.io import write_json
 from aes.core.registry import FROZEN_PASS, LP_STAGE, models_dir
 from aes.finetune.folds import load_cv
-from aes.finetune.frozen_pass import check_feature_groups, load_frozen_pass
+from aes.features.normalise import inputs_record
+from aes.finetune.frozen_pass import check_feature_groups, load_frozen_pass, normalised_pass
 
 PROBES_FILE = "probes.json"
 
@@ -32,7 +33,8 @@ def run_lp_cv(params: dict, root: Path = Path(".")) -> dict:
     ft, lin = params["finetune"], params["linear"]
     started = time.perf_counter()
     cv = load_cv(root)
-    frozen = load_frozen_pass(root / FROZEN_PASS, cv["record_id"], need_hidden=False, feature_groups=ft["features"])
+    frozen = normalised_pass(load_frozen_pass(root / FROZEN_PASS, cv["record_id"], need_hidden=False, feature_groups=ft["features"]),
+                             cv["prompt"], params["normalise"])
     # With finetune.features the probe reads [pooled, writing features], each fold's features
     # standardised on its own training essays, so LP-FT starts from the best linear use of both.
     oof, fits = probe_cross_validate(cv, frozen.pooled, lin["alphas"], lin["inner_folds"], frozen.features, frozen.feature_groups,
@@ -41,7 +43,8 @@ def run_lp_cv(params: dict, root: Path = Path(".")) -> dict:
     extra = {"alpha": {str(k): f.alpha for k, f in fits.items()},
              "feature_weight": {str(k): f.feature_weight for k, f in fits.items()},
              "max_length": ft["max_length"], "model": ft["model"], "mean_tokens": round(float(np.mean(frozen.lengths)), 1),
-             "features": list(frozen.feature_groups), "n_writing_features": 0 if frozen.features is None else int(frozen.features.shape[1])}
+             "features": list(frozen.feature_groups), "n_writing_features": 0 if frozen.features is None else int(frozen.features.shape[1]),
+             "inputs": inputs_record(params["normalise"], reads_features=frozen.features is not None)}
     return write_model_outputs(LP_STAGE, make_oof_frame(cv, cv["fold"], oof), time.perf_counter() - started,
                                params["report"]["min_prompt_n"], extra=extra, root=root)
 

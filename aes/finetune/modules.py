@@ -9,6 +9,7 @@ With writing features (``finetune.features``, d columns) the head reads [pooled 
 mean and sd (buffers ``feature_mean``, ``feature_sd``, set from a
 :class:`aes.features.FeatureScaling`), so the model carries its own statistics.
 ``pooled`` stays the text representation alone (what the GRL adversary and the prompt probe read).
+With ``offset`` (B, H) (prompt centring, :mod:`aes.finetune.centring`) the head reads ``pooled - offset``.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ class FeatureHead(nn.Module):
 class TopLayersRegressor(FeatureHead):
     """Top encoder layers + mean pooling + linear head over cached hidden states.
 
-    forward(hidden_states (B, L, H), attention_mask (B, L)[, features (B, d) raw]) -> (pooled (B, H), pred_z (B, n_outputs)).
+    forward(hidden_states (B, L, H), attention_mask (B, L)[, features (B, d) raw, offset (B, H)]) -> (pooled (B, H), pred_z (B, n_outputs)).
     """
 
     def __init__(self, layers, hidden_size: int, n_outputs: int = 1, scaling=None):
@@ -81,14 +82,14 @@ class TopLayersRegressor(FeatureHead):
         self.layers = nn.ModuleList(layers)
         self._init_head(hidden_size, n_outputs, scaling)
 
-    def forward(self, hidden_states, attention_mask, features=None):
+    def forward(self, hidden_states, attention_mask, features=None, offset=None):
         hidden = hidden_states
         additive = (1.0 - attention_mask[:, None, None, :].to(hidden.dtype)) * torch.finfo(hidden.dtype).min
         for layer in self.layers:
             out = layer(hidden, additive)
             hidden = out[0] if isinstance(out, tuple) else out
         pooled = mean_pool(hidden, attention_mask)
-        return pooled, self.predict_head(pooled, features)
+        return pooled, self.predict_head(pooled if offset is None else pooled - offset.to(pooled.dtype), features)
 
     def layer_groups(self):
         """[(lr depth below the top, params)]: 0 for the top layer, 1 the one below, ..."""
@@ -99,7 +100,7 @@ class TopLayersRegressor(FeatureHead):
 class EncoderRegressor(FeatureHead):
     """Whole encoder + mean pooling + linear head from tokens.
 
-    forward(input_ids (B, L), attention_mask (B, L)[, features (B, d) raw]) -> (pooled (B, H), pred_z (B, n_outputs)).
+    forward(input_ids (B, L), attention_mask (B, L)[, features (B, d) raw, offset (B, H)]) -> (pooled (B, H), pred_z (B, n_outputs)).
     """
 
     def __init__(self, encoder, hidden_size: int, n_outputs: int = 1, scaling=None):
@@ -107,10 +108,10 @@ class EncoderRegressor(FeatureHead):
         self.encoder = encoder
         self._init_head(hidden_size, n_outputs, scaling)
 
-    def forward(self, input_ids, attention_mask, features=None):
+    def forward(self, input_ids, attention_mask, features=None, offset=None):
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         pooled = mean_pool(hidden, attention_mask)
-        return pooled, self.predict_head(pooled, features)
+        return pooled, self.predict_head(pooled if offset is None else pooled - offset.to(pooled.dtype), features)
 
     def layer_groups(self):
         layers = getattr(getattr(self.encoder, "encoder", None), "layer", None)

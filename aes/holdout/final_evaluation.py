@@ -110,11 +110,13 @@ def fit_predict_frozen(stage: str, train: pd.DataFrame, test: pd.DataFrame, para
     from aes.baseline.linear import fit_ridge
 
     if stage == LP_STAGE:  # as in CV: the probe on [pooled, writing features (finetune.features)], scaled on the training essays
-        from aes.finetune.frozen_pass import embed_and_freeze
+        from aes.finetune.frozen_pass import embed_and_freeze, normalised_pass
 
         texts = pd.concat([train["text"], test["text"]]).tolist()  # the pooled output only: no trunk to keep
         frozen = embed_and_freeze(params["embed"], {**params["finetune"], "trainable_layers": -1}, texts, np.arange(len(texts)), LP_STAGE,
                                   dataset_of(params).text_repair)[1]
+        # per prompt (a locked-test prompt on its own essays) under a transductive normalise setting, as in CV
+        frozen = normalised_pass(frozen, pd.concat([train["prompt"], test["prompt"]]).to_numpy(), params["normalise"])
         lin, n = params["linear"], len(train)
         writing = frozen.features
         probe = fit_essay_probe(train, frozen.pooled[:n], None if writing is None else writing[:n], frozen.feature_groups, lin)
@@ -127,14 +129,18 @@ def fit_predict_frozen(stage: str, train: pd.DataFrame, test: pd.DataFrame, para
     x_test = embed_texts(test["text"].tolist(), emb["model"], emb["max_length"], emb["batch_size"], device="auto",
                          bf16=emb["mixed_precision"] == "bf16")
     if stage == LINEAR_STAGE:
-        lin = params["linear"]
+        from aes.features.normalise import normalise_embeddings
+
+        lin, setting = params["linear"], params["normalise"]["embeddings"]
+        x_train = normalise_embeddings(x_train, train["prompt"], setting)
+        x_test = normalise_embeddings(x_test, test["prompt"], setting)
         probe = fit_ridge(x_train, target_matrix(train), train["prompt"].astype(str).to_numpy(), lin["alphas"], lin["inner_folds"])
         return probe.predict(x_test)[None, :, :]
     from aes.baseline.gbm import build_features, fit_fold
 
     gbm, repair = params["gbm"], dataset_of(params).text_repair
-    f_train, _ = build_features(x_train, train["text"], gbm["features"], repair)
-    f_test, _ = build_features(x_test, test["text"], gbm["features"], repair)
+    f_train, _ = build_features(x_train, train["text"], gbm["features"], repair, params["normalise"], train["prompt"])
+    f_test, _ = build_features(x_test, test["text"], gbm["features"], repair, params["normalise"], test["prompt"])
     return np.stack([fit_fold(train.reset_index(drop=True), f_train, gbm, seed)[0].predict(f_test).reshape(len(test), -1)
                      for seed in gbm["seeds"]])
 
@@ -148,6 +154,7 @@ def fit_predict_finetune(train: pd.DataFrame, test: pd.DataFrame, params: dict, 
     ``finetune.lp_ft`` the head starts from a ridge probe fitted on the CV essays' pooled features
     (and, with ``finetune.features``, their writing features, standardised on the CV essays).
     """
+    from aes.features.normalise import normalise_embeddings
     from aes.finetune.loop import Trainer
     from aes.finetune.runtime import make_accelerator, predict_batches
 
@@ -160,11 +167,15 @@ def fit_predict_finetune(train: pd.DataFrame, test: pd.DataFrame, params: dict, 
     )
     ft, lin = params["finetune"], params["linear"]
     trainer = Trainer(params, objective, make_accelerator(ft))
-    data = trainer.prepare(frame["text"].tolist())
+    data = trainer.prepare(frame["text"].tolist(), prompts=frame["prompt"])  # test prompts normalise on their own essays
     probe = None
     if ft["lp_ft"]:
         rows = np.arange(len(train))
-        _, pooled = predict_batches(trainer.backbone.pristine_model(), trainer.backbone, data, rows, ft["eval_batch_size"], trainer.accelerator)
+        if data.pooled is not None:  # prompt centring computed the pristine pooled output already
+            pooled = data.pooled[rows]
+        else:
+            _, pooled = predict_batches(trainer.backbone.pristine_model(), trainer.backbone, data, rows, ft["eval_batch_size"], trainer.accelerator)
+        pooled = normalise_embeddings(pooled, train["prompt"], params["normalise"]["embeddings"])  # as lp_cv's probe
         writing = None if data.features is None else data.features[rows]
         probe = fit_essay_probe(train, pooled, writing, ft["features"], lin)
     return np.stack([np.asarray(trainer.train_fold(frame, data, TEST_FOLD, seed, init_head=probe)["pred_unit"], dtype=float) for seed in ft["seeds"]])

@@ -99,7 +99,7 @@ def run_variant(params: dict, objective: str, cv, k: int, probe) -> dict:
     seed = ft["seeds"][0]
     started = time.perf_counter()
     trainer = Trainer(params, objective, make_accelerator(ft))
-    data = trainer.prepare(cv["text"].tolist())
+    data = trainer.prepare(cv["text"].tolist(), prompts=cv["prompt"])
     setup_s = time.perf_counter() - started
     predict_s = [0.0]
     predict = trainer.predict

@@ -186,7 +186,7 @@ def main(argv=None) -> None:
         if pass_key not in passes:
             frozen, seconds = compute_frozen_pass(ft, cv["text"].tolist(), cv["record_id"], f"tune@{pass_key}",
                                                   dataset_of(params).text_repair)
-            backbone_data = Trainer({**params, "finetune": ft}, "erm", make_accelerator(ft)).prepare(cv["text"].tolist(), frozen)
+            backbone_data = Trainer({**params, "finetune": ft}, "erm", make_accelerator(ft)).prepare(cv["text"].tolist(), frozen, prompts=cv["prompt"])
             passes[pass_key] = (backbone_data, frozen.pooled, round(seconds, 1))
         data, pooled, _ = passes[pass_key]
         row = evaluate(params, cv, data, pooled, cand, folds, args.seed)

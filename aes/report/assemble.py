@@ -68,6 +68,8 @@ def build_report(params: dict, root: Path = Path(".")) -> tuple[dict, dict]:
     traits = {s: outputs[s]["metrics"]["traits"] for s in MODEL_STAGES if outputs[s]["metrics"].get("traits")}
     # the writing-feature groups each feature-aware model read (finetune.features, as its stage recorded it): names the models
     features = {s: outputs[s]["metrics"]["features"] for s in MODEL_STAGES if "features" in outputs[s]["metrics"]}
+    # how each model's inputs were scaled (normalise): a transductive one is labelled so in every table
+    inputs = {s: outputs[s]["metrics"]["inputs"] for s in MODEL_STAGES if "inputs" in outputs[s]["metrics"]}
     # the plotted table's per-model QWK columns are report.json's per_prompt_qwk; its delta columns the plotted pairs
     per_prompt = per_prompt_table(oofs, rp["min_prompt_n"], [("erm_vs_strongest_frozen", ERM_STAGE, answers["decision"]["reference"]),
                                                              *[(n, a, b) for n, a, b in pairs if n.endswith("_vs_erm")]])
@@ -82,6 +84,7 @@ def build_report(params: dict, root: Path = Path(".")) -> tuple[dict, dict]:
         "models": models,
         **({"traits": traits} if traits else {}),
         **({"features": features} if features else {}),
+        **({"inputs": inputs} if inputs else {}),
         "rule": rule_block(rp),
         "delta": boot["pairs"],
         "intervals": boot["intervals"],

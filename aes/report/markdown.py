@@ -5,17 +5,23 @@ from __future__ import annotations
 import numpy as np
 
 from aes.core.registry import ERM_STAGE, MODEL_LABELS, model_label, stage_for_objective
+from aes.features.normalise import inputs_label
 
 
-def model_labels(objective: str, features: dict | None = None) -> dict[str, str]:
-    """Readable names of the stages, marking the candidate.
+def model_labels(objective: str, features: dict | None = None, inputs: dict | None = None) -> dict[str, str]:
+    """Readable names of the stages, marking the candidate and every transductive model.
 
     features: {stage: writing-feature groups its model reads} as the report records them from the
     stages' metrics (``finetune.features``); lp_cv and the fine-tunes are named "with writing
     features" when theirs is non-empty. None (a report from before the features): text-only names.
+    inputs: {stage: its inputs record (:func:`aes.features.normalise.inputs_record`)}; a model that
+    read held-out prompts' essays is named "[transductive: ...]" in every table.
     """
-    features = features or {}
+    features, inputs = features or {}, inputs or {}
     labels = {stage: model_label(stage, features.get(stage, ())) for stage in MODEL_LABELS}
+    for stage, record in inputs.items():
+        if record.get("transductive"):
+            labels[stage] += f" [{inputs_label(record).replace(' (', ': ', 1).rstrip(')')}]"
     labels["frozen_embeddings"] = "frozen embeddings (embed stage)"
     cand = stage_for_objective(objective)
     labels[cand] += " [candidate]"
@@ -24,7 +30,7 @@ def model_labels(objective: str, features: dict | None = None) -> dict[str, str]
 
 def report_labels(report: dict) -> dict[str, str]:
     """:func:`model_labels` for a report document (metrics/report.json)."""
-    return model_labels(report["objective"], report.get("features"))
+    return model_labels(report["objective"], report.get("features"), report.get("inputs"))
 
 
 def finetune_phrase(report: dict) -> str:
@@ -152,7 +158,7 @@ def per_prompt_md(report: dict, max_prompts: int = 12) -> list[str]:
     prompts = list(first)
     lines = ["## QWK per unseen prompt, mean over seeds (each prompt on its own scale)", "",
              "| model | " + " | ".join(prompts) + " | mean | worst |", "|---" * (len(prompts) + 3) + "|"]
-    return [*lines, *per_prompt_rows(report, model_labels(report["objective"])), ""]
+    return [*lines, *per_prompt_rows(report, model_labels(report["objective"], None, report.get("inputs"))), ""]
 
 
 def per_prompt_rows(report: dict, labels: dict, with_seeds: bool = False) -> list[str]:
