@@ -6,13 +6,12 @@ from aes.baseline.gbm import build_features, cross_validate, save_models
 from aes.core.artifacts import make_oof_frame, stack_seeds, write_model_outputs
 from aes.core.errors import stage_main
 from aes.core.metrics import headline_text
-from aes.core.registry import BASELINE_STAGE, EMBEDDINGS, EMBEDDINGS_SWITCH, models_dir
+from aes.core.registry import BASELINE_STAGE, EMBEDDINGS, EMBEDDINGS_SWITCH, inputs_record, models_dir
 from aes.data.corpus import load_essays
 from aes.data.params import load_params
 from aes.data.registry import dataset_of
 from aes.data.splits import cv_essays, load_splits
 from aes.encoders.store import load_embeddings
-from aes.features.normalise import inputs_record
 
 
 @stage_main

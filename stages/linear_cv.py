@@ -7,12 +7,12 @@ from aes.core.artifacts import make_oof_frame, write_model_outputs
 from aes.core.errors import stage_main
 from aes.core.io import write_json
 from aes.core.metrics import headline_text
-from aes.core.registry import EMBEDDINGS, LINEAR_STAGE, models_dir
+from aes.core.registry import EMBEDDINGS, LINEAR_STAGE, inputs_record, models_dir
 from aes.data.corpus import load_essays
 from aes.data.params import load_params
 from aes.data.splits import cv_essays, load_splits
 from aes.encoders.store import load_embeddings
-from aes.features.normalise import inputs_record, normalise_embeddings
+from aes.features.normalise import normalise_embeddings
 
 
 @stage_main

@@ -9,12 +9,16 @@ import pytest
 
 from aes.baseline.gbm import build_features
 from aes.core.errors import AESError
-from aes.core.registry import EMBEDDING_NORMALISATIONS, FEATURE_NORMALISATIONS, FROZEN_PASS
-from aes.data.params import load_params
-from aes.features.normalise import (
+from aes.core.registry import (
+    EMBEDDING_NORMALISATIONS,
+    FEATURE_NORMALISATIONS,
+    FROZEN_PASS,
     inputs_label,
     inputs_record,
     is_transductive,
+)
+from aes.data.params import load_params
+from aes.features.normalise import (
     normalise_embeddings,
     normalise_features,
     within_prompt,
@@ -159,7 +163,7 @@ def test_centring_predictions_after_the_pass_equals_a_head_that_read_centred_poo
         raw = head(torch.as_tensor(np.hstack([pooled, features]))).numpy()
         centred_inputs = normalise_embeddings(pooled, prompts, "prompt_mean")
         expected = head(torch.as_tensor(np.hstack([centred_inputs, features]))).numpy()
-    np.testing.assert_allclose(centre_predictions(head.weight.numpy(), raw, pooled, prompts), expected, atol=1e-5)
+    np.testing.assert_allclose(centre_predictions(head.weight.detach().numpy(), raw, pooled, prompts), expected, atol=1e-5)
 
 
 def test_the_running_prompt_means_start_at_the_training_essays_and_follow_the_batches():

@@ -101,7 +101,7 @@ BASE_SCHEMA: dict[str, Any] = {
         "device": Choice("auto", "cpu", "cuda"),
         "inner_val_fraction": RATE,  # 0: no inner split, train a fixed number of epochs
         "eval_batch_size": Int(ge=1),
-        "max_train_essays": Int(ge=0),  # smoke runs: a seeded sample of this many training essays per fold; 0: all
+        "max_train_essays": Int(ge=0),  # a seeded sample of this many training essays per fold and seed (ASAP's budget; smoke runs); 0: all
         # loss weight of each of prepare.targets (same order); checked against it by check_cross_keys
         "target_weights": ListOf(float, unique=False),
         # writing-feature groups the regression head reads beside the pooled text (lp_cv's probe too); [] = text only
@@ -237,19 +237,27 @@ def read_params_file(path: str | Path) -> Any:
 
 
 def read_overrides(path: str | Path) -> dict[str, Any]:
-    """The ``-S key=value`` overrides of a profile file (profiles/gpu.args), values parsed as DVC parses them."""
+    """The ``-S key=value`` overrides of a profile file (profiles/gpu.args), values parsed as DVC parses them.
+
+    Lines starting with ``#`` are comments (the README's command drops them with ``grep -v '^#'``).
+    """
     path = Path(path)
     if not path.exists():
         raise AESError(f"{path}: profile file not found")
-    tokens = path.read_text().split()
+    tokens = " ".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("#")).split()
     if tokens[0::2] != ["-S"] * (len(tokens) // 2) or len(tokens) % 2:
         raise AESError(f"{path}: every override must be '-S key=value'")
+    return parse_override_items(tokens[1::2], str(path))
+
+
+def parse_override_items(items: list[str], source: str) -> dict[str, Any]:
+    """{dotted key: value} of ``key=value`` items (the words after each ``-S``), values parsed as DVC parses them."""
     out = {}
-    for item in tokens[1::2]:
+    for item in items:
         key, sep, value = item.partition("=")
         if not sep:
-            raise AESError(f"{path}: override {item!r} has no '='")
-        out[key] = parse_yaml(value, str(path))
+            raise AESError(f"{source}: override {item!r} has no '='")
+        out[key] = parse_yaml(value, source)
     return out
 
 

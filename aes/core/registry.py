@@ -6,6 +6,7 @@ relative to the repository root; functions take ``root`` so tests can run in a t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from aes.core.errors import AESError
@@ -47,6 +48,34 @@ GBM_FEATURE_SWITCHES = (EMBEDDINGS_SWITCH, *WRITING_FEATURE_GROUPS)
 # (training-fold statistics only); the others read each prompt's own essays, never its scores: transductive.
 FEATURE_NORMALISATIONS = ("training_fold", "prompt_minmax", "prompt_zscore")
 EMBEDDING_NORMALISATIONS = ("as_is", "prompt_mean")
+def is_transductive(normalise: Mapping) -> bool:
+    """True when either setting reads the held-out prompt's essays (never its scores)."""
+    return normalise["features"] != "training_fold" or normalise["embeddings"] != "as_is"
+
+
+def inputs_record(normalise: Mapping, reads_features: bool = True, reads_embeddings: bool = True) -> dict:
+    """What a model's metrics record of its input normalisation: the settings it honours and whether that is transductive.
+
+    A model that reads no writing features (or no embeddings) is unaffected by that setting and
+    records ``training_fold`` (``as_is``) for it, so a linear probe on embeddings alone is never
+    labelled transductive by a feature setting it does not read.
+    """
+    features = normalise["features"] if reads_features else "training_fold"
+    embeddings = normalise["embeddings"] if reads_embeddings else "as_is"
+    record = {"features": features, "embeddings": embeddings}
+    return {**record, "transductive": is_transductive(record)}
+
+
+def inputs_label(record: Mapping | None) -> str:
+    """Short table label of a model's inputs record: 'inductive' or 'transductive (...)'."""
+    if not record or not record.get("transductive"):
+        return "inductive"
+    parts = [p for p in (record["features"] if record["features"] != "training_fold" else "",
+                         "embeddings prompt-centred" if record["embeddings"] != "as_is" else "") if p]
+    return "transductive (" + ", ".join(parts).replace("prompt_minmax", "features min-max per prompt").replace(
+        "prompt_zscore", "features z-scored per prompt") + ")"
+
+
 _WITH_FEATURES_LABELS = {
     LP_STAGE: "frozen: linear probe + writing features at the fine-tune's length (LP phase)",
     **{stage: f"{MODEL_LABELS[stage]} with writing features" for stage in OBJECTIVE_STAGES.values()},

@@ -4,7 +4,7 @@ Cross-prompt systems in the literature scale every handcrafted feature within ea
 unseen target prompt included, from that prompt's essays and never its scores (min-max in
 ``get_normalized_features``, ``utils/read_data.py`` of robert1ridley/cross-prompt-trait-scoring).
 Reading the held-out prompt's essays makes a model *transductive*: allowed here only as a named
-setting, and every table that shows such numbers says so (:func:`inputs_label`).
+setting, and every table that shows such numbers says so (:func:`aes.core.registry.inputs_label`).
 
 - ``normalise.features``: ``training_fold`` (inductive, the default: features as computed, later
   standardised with the training fold's statistics by the model itself) | ``prompt_minmax``
@@ -19,8 +19,6 @@ prompt's mean vector is its one essay's vector, which centres to 0.
 """
 
 from __future__ import annotations
-
-from collections.abc import Mapping
 
 import numpy as np
 
@@ -99,31 +97,3 @@ def normalise_embeddings(embeddings: np.ndarray, prompts, setting: str, referenc
     if setting == "as_is":
         return np.asarray(embeddings, dtype=np.float32)
     return within_prompt(embeddings, prompts, "centre", reference, "normalise.embeddings").astype(np.float32)
-
-
-def is_transductive(normalise: Mapping) -> bool:
-    """True when either setting reads the held-out prompt's essays (never its scores)."""
-    return normalise["features"] != "training_fold" or normalise["embeddings"] != "as_is"
-
-
-def inputs_record(normalise: Mapping, reads_features: bool = True, reads_embeddings: bool = True) -> dict:
-    """What a model's metrics record of its input normalisation: the settings it honours and whether that is transductive.
-
-    A model that reads no writing features (or no embeddings) is unaffected by that setting and
-    records ``training_fold`` (``as_is``) for it, so a linear probe on embeddings alone is never
-    labelled transductive by a feature setting it does not read.
-    """
-    features = normalise["features"] if reads_features else "training_fold"
-    embeddings = normalise["embeddings"] if reads_embeddings else "as_is"
-    record = {"features": features, "embeddings": embeddings}
-    return {**record, "transductive": is_transductive(record)}
-
-
-def inputs_label(record: Mapping | None) -> str:
-    """Short table label of a model's inputs record: 'inductive' or 'transductive (...)'."""
-    if not record or not record.get("transductive"):
-        return "inductive"
-    parts = [p for p in (record["features"] if record["features"] != "training_fold" else "",
-                         "embeddings prompt-centred" if record["embeddings"] != "as_is" else "") if p]
-    return "transductive (" + ", ".join(parts).replace("prompt_minmax", "features min-max per prompt").replace(
-        "prompt_zscore", "features z-scored per prompt") + ")"

@@ -29,13 +29,13 @@ from aes.core.registry import (
     FROZEN_PASS,
     SPLITS,
     dvclive_dir,
+    inputs_record,
     models_dir,
     representation_paths,
     stage_for_objective,
 )
 from aes.data.corpus import declared_targets
 from aes.encoders.embedding import resolve_device
-from aes.features.normalise import inputs_record
 from aes.finetune.callbacks import DVCLiveCurves, ProgressCallback
 from aes.finetune.checkpoints import (
     config_hash,

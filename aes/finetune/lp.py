@@ -19,9 +19,8 @@ from aes.baseline.linear import fits_from_json, fits_to_json
 from aes.core.artifacts import make_oof_frame, write_model_outputs
 from aes.core.errors import AESError
 from aes.core.io import write_json
-from aes.core.registry import FROZEN_PASS, LP_STAGE, models_dir
+from aes.core.registry import FROZEN_PASS, LP_STAGE, inputs_record, models_dir
 from aes.finetune.folds import load_cv
-from aes.features.normalise import inputs_record
 from aes.finetune.frozen_pass import check_feature_groups, load_frozen_pass, normalised_pass
 
 PROBES_FILE = "probes.json"

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from aes.core.registry import ERM_STAGE, MODEL_LABELS, model_label, stage_for_objective
-from aes.features.normalise import inputs_label
+from aes.core.registry import ERM_STAGE, MODEL_LABELS, inputs_label, model_label, stage_for_objective
 
 
 def model_labels(objective: str, features: dict | None = None, inputs: dict | None = None) -> dict[str, str]:
