@@ -128,6 +128,22 @@ def test_gbm_strategy_switch_shows_trait_changes_in_metrics_diff(repo):
     assert any(key.startswith("traits.gbm_cv.") for key in diff.get("metrics/report.json", {}))
 
 
+def test_prompt_normalisation_is_one_setting_away_and_labelled_transductive(repo):
+    """`dvc exp run -S normalise.embeddings=prompt_mean`: every model that reads embeddings re-runs, nothing upstream does,
+    each records its inputs as transductive, the decision labels them so and `dvc exp show` lists the setting."""
+    root, _ = repo
+    out = run(["dvc", "exp", "run", "-S", "normalise.embeddings=prompt_mean"], root)
+    ran = {line.split("'")[1] for line in out.stdout.splitlines() if line.startswith("Running stage")}
+    assert {"gbm_cv", "linear_cv", "lp_cv", "finetune_cv", "grl_cv", "dro_cv", "report"} <= ran
+    assert not ran & {"fetch", "topics", "prepare", "embed"}, ran
+    for stage in ("gbm_cv", "linear_cv", "lp_cv", "finetune_cv"):
+        inputs = json.loads((root / "metrics" / f"{stage}.json").read_text())["inputs"]
+        assert inputs["embeddings"] == "prompt_mean" and inputs["transductive"], (stage, inputs)
+    assert "[transductive: embeddings prompt-centred]" in (root / "reports" / "decision.md").read_text()
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], root).stdout)
+    assert "normalise" in json.dumps(shown) and "prompt_mean" in json.dumps(shown)
+
+
 def test_locked_test_scored_only_when_unfrozen(repo):
     """final_test is frozen: no repro touches it; unfrozen, the README's command scores the locked test once."""
     root, _ = repo
