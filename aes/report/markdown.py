@@ -175,6 +175,22 @@ def per_prompt_rows(report: dict, labels: dict, with_seeds: bool = False) -> lis
     return rows
 
 
+def holdout_md(h: dict | None) -> list[str]:
+    """decision.md's "Holdout unit" section from the report's ``holdout`` record (none: no section):
+    what the locked test, if the protocol has one, and the CV folds keep whole."""
+    if not h:
+        return []
+    if h.get("locked_test") is False:
+        return ["", "## Holdout unit", "", f"No locked test: the protocol ({h.get('protocol', 'leave one prompt out')}) holds out "
+                f"each {h['by']} whole in a CV fold of its own."]
+    lines = ["", "## Holdout unit", "", f"The locked test ({h['n_test_prompts']} prompts) and the CV folds keep whole **{h['by']}s** "
+             f"(`groups: {h['by']}` in the dataset's `prepare` section: `prepare.ellipse.groups` on ELLIPSE)."]
+    if h["by"] == "topic":
+        lines += [f"{h['n_groups']} topics; these join several prompts (prompt names alike by `prepare.ellipse.topic_similarity`):", ""]
+        lines += [f"- {', '.join(ps)}" for ps in h["multi_prompt_topics"].values()] or ["- none"]
+    return lines
+
+
 def decision_md(report: dict) -> str:
     """The readable decision document (reports/decision.md)."""
     rule, labels = report["rule"], report_labels(report)
@@ -248,12 +264,6 @@ def decision_md(report: dict) -> str:
             lines.append(f"| {labels[stage]} | {_cell(c['qwk_pooled_uncalibrated'])} → {_cell(c['qwk_pooled'])} "
                          f"| {_cell(c['qwk_fold_mean_uncalibrated'])} → {_cell(c['qwk_fold_mean'])} "
                          f"| {_cell(c['qwk_worst_prompt_uncalibrated'])} → {_cell(c['qwk_worst_prompt'])} |")
-    h = report.get("holdout")
-    if h:
-        lines += ["", "## Holdout unit", "",
-                  f"The locked test ({h['n_test_prompts']} prompts) and the CV folds keep whole **{h['by']}s** (`prepare.groups: {h['by']}`)."]
-        if h["by"] == "topic":
-            lines += [f"{h['n_groups']} topics; these join several prompts (prompt names alike by `prepare.topic_similarity`):", ""]
-            lines += [f"- {', '.join(ps)}" for ps in h["multi_prompt_topics"].values()] or ["- none"]
+    lines += holdout_md(report.get("holdout"))
     lines += ["", "Figures: `plots/report/png/`. Numbers: `metrics/report.json`.", ""]
     return "\n".join(lines)
