@@ -60,6 +60,23 @@ def results_table_md(report: dict) -> str:
     return "\n".join(lines)
 
 
+COMPACT_HEADLINE = {"qwk.pooled": "QWK pooled", "qwk.within_prompt": "mean per-prompt QWK"}
+
+
+def compact_table_md(report: dict) -> str:
+    """The front page's table: per model its seeds, the headline QWK (Q1's first metric), the
+    within-prompt and worst-quarter QWK and the prompt offset with its noise reference, mean ± sd over seeds."""
+    labels, headline = report_labels(report), report["rule"]["q1_metrics"][0]
+    columns = [(headline, COMPACT_HEADLINE.get(headline, headline))]
+    columns += [(k, name) for k, name in (("qwk.within_prompt", "within-prompt QWK"), ("qwk.worst_quarter", "worst-quarter QWK"))
+                if k != headline]
+    lines = ["| model | seeds | " + " | ".join(name for _, name in columns) + " | prompt offset (noise) |", "|---" * (len(columns) + 3) + "|"]
+    for stage, m in report["models"].items():
+        cells = " | ".join(_pm(m.get(k.replace(".", "_")), m.get(k.replace(".", "_") + "_seed_sd")) for k, _ in columns)
+        lines.append(f"| {labels[stage]} | {m['n_seeds']} | {cells} | {_cell(m.get('offset_rms'))} ({_cell(m.get('offset_noise_rms'))}) |")
+    return "\n".join(lines)
+
+
 def offset_md(report: dict) -> list[str]:
     """decision.md: each model's per-prompt offset and within-prompt QWK with their own 95% intervals."""
     labels = report_labels(report)
