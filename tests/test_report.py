@@ -778,3 +778,21 @@ def test_adversary_summary_sets_grls_last_epoch_accuracy_beside_chance():
     assert summary == {"accuracy_mean": 0.4, "accuracy_min": 0.3, "accuracy_max": 0.5, "chance_mean": pytest.approx(0.0667, abs=1e-4), "runs": 2}
     assert adversary_summary({"grl_cv": {"metrics": {"train": {"adversary_acc": {"7/0": 0.5}}}}}) is None  # no chance recorded
     assert adversary_summary({}) is None
+
+
+def test_holdout_section_names_the_locked_test_only_where_the_protocol_has_one():
+    """decision.md's holdout section: ELLIPSE's locked test and its key; leave one prompt out (ASAP) has no locked test."""
+    from aes.report.markdown import holdout_md
+
+    ellipse = "\n".join(holdout_md({"by": "prompt", "n_test_prompts": 13, "test_prompts": [], "locked_test": True,
+                                     "protocol": "locked_test"}))
+    assert "The locked test (13 prompts) and the CV folds keep whole **prompts**" in ellipse
+    assert "`prepare.ellipse.groups`" in ellipse and "`prepare.groups" not in ellipse
+    asap = "\n".join(holdout_md({"by": "prompt", "n_test_prompts": 0, "test_prompts": [], "locked_test": False,
+                                  "protocol": "leave_one_prompt_out"}))
+    assert "No locked test" in asap and "leave_one_prompt_out" in asap and "locked test (0 prompts)" not in asap
+    topic = "\n".join(holdout_md({"by": "topic", "n_test_prompts": 12, "locked_test": True, "n_groups": 2,
+                                   "multi_prompt_topics": {"t0": ["Cell phones at school", "Cell phones in classrooms"]}}))
+    assert "whole **topics**" in topic and "- Cell phones at school, Cell phones in classrooms" in topic
+    assert "`prepare.ellipse.topic_similarity`" in topic
+    assert holdout_md(None) == []

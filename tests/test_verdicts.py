@@ -11,6 +11,7 @@ from aes.report.verdicts import (
     check_metrics,
     combine,
     judge,
+    rule_block,
     verdict,
 )
 from tests.committed import committed_params
@@ -104,3 +105,10 @@ def test_bad_seed_lists_name_the_key(tmp_path, section, seeds, message):
 ])
 def test_the_rule_at_its_edges(case, kwargs, outcome):
     assert verdict(min_gain=0.01, **kwargs)["outcome"] == outcome, case
+
+
+def test_the_rule_in_words_states_every_clause_the_rule_applies():
+    """report.json and decision.md print this text: it names the one-seed clause as :func:`verdict` applies it."""
+    text = rule_block({"q1_metrics": ["qwk.pooled"], "q2_metrics": ["qwk.pooled"], "min_gain": 0.01, "min_prompt_n": 20})["text"]
+    assert "CI of the gain spans 0" in text and "seed-to-seed sd" in text and "better if gain >= 0.01" in text
+    assert "ran one seed" in text and "unmeasured" in text

@@ -1,4 +1,4 @@
-"""Which CPU kernels change the frozen embeddings: the benchmark behind README "What reproduces where".
+"""Which CPU kernels change the frozen embeddings: the benchmark behind docs/reproducibility.md, "What reproduces where".
 
 One machine can stand in for other CPU kinds: oneDNN, MKL and ATen read environment variables that
 cap the instruction set they use (``ONEDNN_MAX_CPU_ISA``, ``MKL_ENABLE_INSTRUCTIONS``,

@@ -1,9 +1,9 @@
-"""Time a whole ``dvc repro`` stage by stage: the benchmark behind the README's stage times.
+"""Time a whole ``dvc repro`` stage by stage: the benchmark behind the stage times in docs/profiles.md.
 
 Runs ``dvc repro`` (with any extra arguments) in a checkout, streams its output, stamps every
 "Running stage" line and writes the wall time of each stage (from its start to the next stage's
 start, so DVC's own hashing and caching count towards the stage that caused them) and of the
-whole command. Run it in a fresh clone after the README's set-up command, on an idle machine:
+whole command. Run it in a fresh clone after the set-up command of README.md, on an idle machine:
 
     python -m aes.ops.bench_repro --out bench/repro.json [-- dvc repro args]
     python -m aes.ops.bench_repro --exp --out bench/asap_run.json -- $(grep -v '^#' profiles/asap.args)

@@ -1,17 +1,20 @@
-"""Write the report's results table into README.md between the results markers.
+"""Write the report's tables into the documentation between their markers.
 
 Run by hand after `dvc repro` (no stage writes outside what DVC declares):
 
     aes-readme            # or: python -m aes.ops.readme
 
-It reads metrics/report.json only. `tests/test_readme.py` fails when the committed README
-table and metrics/report.json disagree.
+Each block (between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``) lives on one page
+(:data:`HOMES`): the default run's full tables in docs/results-ellipse.md, and a compact view of
+the default run and of ASAP on the front page, README.md (:data:`COMPACT`). The default reads
+metrics/report.json only. `tests/test_readme.py` fails when a committed block and its committed
+report disagree.
 
-The other blocks (between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``) come from documented
-experiments, each report kept as ``reports/NAME/report.json`` (copy the experiment's
-metrics/report.json and reports/decision.md there after it ran). A report does not record its
-dataset: ``--dataset`` names it, by default the dataset the block is named after (asap), else the
-default dataset; the asap block lists that dataset's published results (``Dataset.published``).
+The other blocks come from documented experiments, each report kept as ``reports/NAME/report.json``
+(copy the experiment's metrics/report.json and reports/decision.md there after it ran). A report
+does not record its dataset: ``--dataset`` names it, by default the dataset the block is named
+after (asap), else the default dataset; the asap block lists that dataset's published results
+(``Dataset.published``).
 
     aes-readme --block asap --report reports/asap/report.json                    # profiles/asap.args
     aes-readme --block whole_encoder --report reports/whole_encoder/report.json  # profiles/whole_encoder.args
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import posixpath
 import warnings
 from pathlib import Path
 
@@ -31,6 +35,7 @@ from aes.core.registry import DECISION_MD, REPORT_JSON
 from aes.data.dataset import Dataset
 from aes.data.registry import BY_NAME, DATASETS, get_dataset
 from aes.report.markdown import (
+    compact_table_md,
     finetune_phrase,
     per_prompt_rows,
     report_labels,
@@ -40,17 +45,23 @@ from aes.report.markdown import (
 
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 ASAP_REPORT = Path("reports/asap/report.json")  # the ASAP experiment's report, committed (aggregates only)
+FRONT_PAGE = Path("README.md")
 
 
 def markers(block: str) -> tuple[str, str]:
-    """The (start, end) markers of a README block: 'results' (the default run) or 'asap'."""
+    """The (start, end) markers of a block: 'results' (the default run), 'asap', an experiment's or a front-page view."""
     return (README_START, README_END) if block == "results" else (f"<!-- {block}:start -->", f"<!-- {block}:end -->")
 
 
-def asap_block(report: dict, dataset: Dataset) -> str:
+def link(target: str, page: str) -> str:
+    """A Markdown link to the repository path ``target`` from the page ``page`` (both relative to the root)."""
+    return f"[{target}]({posixpath.relpath(target, posixpath.dirname(page) or '.')})"
+
+
+def asap_block(report: dict, dataset: Dataset, page: str = str(FRONT_PAGE)) -> str:
     """ASAP's table: every model's QWK on each unseen prompt, their mean (the literature's headline)
     and worst, then the published systems' means under the same protocol (``dataset.published``,
-    ``dataset`` being the one the report was made on), and both verdicts."""
+    ``dataset`` being the one the report was made on), and both verdicts; ``page``: the page it goes on."""
     labels, per_prompt = report_labels(report), report["per_prompt_qwk"]
     prompts = list(next(iter(per_prompt.values())))
     lines = ["| system | " + " | ".join(f"P{p}" for p in prompts) + " | mean QWK | worst prompt |", "|---" * (len(prompts) + 3) + "|",
@@ -61,11 +72,11 @@ def asap_block(report: dict, dataset: Dataset) -> str:
     q2_text = "; ".join(f"{o.upper()} vs ERM **{q['verdict']}**" for o, q in q2.items())
     return ("\n" + "\n".join(lines) + f"\n\nQ1, {finetune_phrase(report)} vs the strongest frozen model (`{q1['reference']}`), on "
             f"{', '.join(report['rule']['q1_metrics'])}: **{q1['verdict']}**. Q2, on {', '.join(report['rule']['q2_metrics'])}: {q2_text}. "
-            f"CIs: {report['bootstrap']['unit']} bootstrap. Details: [reports/asap/decision.md](reports/asap/decision.md).\n")
+            f"CIs: {report['bootstrap']['unit']} bootstrap. Details: {link('reports/asap/decision.md', page)}.\n")
 
 
-def results_block(report: dict, details: str = str(DECISION_MD)) -> str:
-    """The text that belongs between the markers for this report (``details``: its decision.md)."""
+def results_block(report: dict, details: str = str(DECISION_MD), page: str = str(FRONT_PAGE)) -> str:
+    """The text that belongs between the markers for this report (``details``: its decision.md; ``page``: the page it goes on)."""
     q1, q2 = report["q1"], report["q2"]
     q2_text = "; ".join(f"{o.upper()} vs ERM **{q['verdict']}**" for o, q in q2.items())
     traits = traits_table_md(report)
@@ -73,7 +84,7 @@ def results_block(report: dict, details: str = str(DECISION_MD)) -> str:
     return (f"\n{results_table_md(report)}{traits_text}\n\nQ1, {finetune_phrase(report)} vs the strongest frozen model (`{q1['reference']}`), "
             f"on {', '.join(report['rule']['q1_metrics'])}: **{q1['verdict']}**. Q2, on {', '.join(report['rule']['q2_metrics'])}: "
             f"{q2_text}. Every number is the mean ± sd over seeds; verdicts use the 95% prompt x seed bootstrap CI and the "
-            f"seed spread. Details: [{details}]({details}).\n")
+            f"seed spread. Details: {link(details, page)}.\n")
 
 
 def block_span(text: str, block: str = "results") -> tuple[int, int] | None:
@@ -83,15 +94,42 @@ def block_span(text: str, block: str = "results") -> tuple[int, int] | None:
     return None if start < 0 or end < start else (start + len(start_marker), end)
 
 
+def compact_block(report: dict, dataset: Dataset, full: str) -> str:
+    """The front page's view of a report: :func:`aes.report.markdown.compact_table_md`, the verdicts in
+    one line, ``dataset``'s published means (if any) and a link to ``full``, the page with every table."""
+    q1, q2 = report["q1"], report["q2"]
+    q2_text = ", ".join(f"{o.upper()} vs ERM **{q['verdict']}**" for o, q in q2.items())
+    published = "; ".join(f"{system.split(';')[0]} {mean:.3f}" for system, mean, _ in dataset.published)
+    published_text = f" Published means under the same protocol: {published}." if published else ""
+    return (f"\n{compact_table_md(report)}\n\nQ1 (ERM vs `{q1['reference']}`): **{q1['verdict']}**. Q2: {q2_text}.{published_text} "
+            f"Every table: {link(full, str(FRONT_PAGE))}.\n")
+
+
 EXPERIMENTS = ("whole_encoder", "whole_encoder_text")  # results tables of experiments beside the default
-BLOCKS = {"results": results_block, "asap": asap_block,
-          **{name: functools.partial(results_block, details=f"reports/{name}/decision.md") for name in EXPERIMENTS}}
-DATASET_BLOCKS = ("asap",)  # blocks that also take the dataset the report was made on
+HOMES = {"results": Path("docs/results-ellipse.md"), "asap": Path("docs/asap.md"),
+         **{name: Path("docs/whole-encoder.md") for name in EXPERIMENTS}}  # the page each block lives on
+COMPACT = {"results": "results_compact", "asap": "asap_compact"}  # the front-page view of a block, on FRONT_PAGE
+BLOCKS = {"results": functools.partial(results_block, page=str(HOMES["results"])),
+          "asap": functools.partial(asap_block, page=str(HOMES["asap"])),
+          **{name: functools.partial(results_block, details=f"reports/{name}/decision.md", page=str(HOMES[name])) for name in EXPERIMENTS},
+          **{view: functools.partial(compact_block, full=str(HOMES[block])) for block, view in COMPACT.items()}}
+DATASET_BLOCKS = ("asap", *COMPACT.values())  # blocks that also take the dataset the report was made on
+
+
+def base_block(block: str) -> str:
+    """The block a front-page view shows ('results_compact' -> 'results'); any other block is its own."""
+    return next((b for b, view in COMPACT.items() if view == block), block)
 
 
 def block_dataset(block: str) -> Dataset:
-    """The dataset a block's report was made on by default: the one the block is named after, else the default dataset."""
-    return BY_NAME.get(block, DATASETS[0])
+    """The dataset a block's report was made on by default: the one the block (or the block a
+    front-page view shows) is named after, else the default dataset."""
+    return BY_NAME.get(base_block(block), DATASETS[0])
+
+
+def block_pages(block: str) -> list[tuple[Path, str]]:
+    """(page, block name) of every block one report writes: ``block`` on its page, and its front-page view if it has one."""
+    return [(HOMES[block], block), *([(FRONT_PAGE, COMPACT[block])] if block in COMPACT else [])]
 
 
 def block_text(block: str, report: dict, dataset: Dataset | None = None) -> str:
@@ -103,7 +141,8 @@ def block_text(block: str, report: dict, dataset: Dataset | None = None) -> str:
 
 
 def update_readme(readme: Path, report: dict, block: str = "results", dataset: Dataset | None = None) -> bool:
-    """Replace the text between the block's markers of README.md (:func:`block_text`); False (with a warning) if absent."""
+    """Replace the text between the block's markers of the Markdown file ``readme`` (:func:`block_text`);
+    False (with a warning) if the file or the markers are absent."""
     if not readme.exists():
         warnings.warn(f"{readme} not found; results table not written there", stacklevel=2)
         return False
@@ -116,12 +155,17 @@ def update_readme(readme: Path, report: dict, block: str = "results", dataset: D
     return True
 
 
+def update_docs(root: Path, report: dict, block: str = "results", dataset: Dataset | None = None) -> list[Path]:
+    """Write ``report`` into every page of :func:`block_pages` under ``root``; the pages written (relative to ``root``)."""
+    return [page for page, name in block_pages(block) if update_readme(root / page, report, name, dataset)]
+
+
 @stage_main
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="aes-readme", description="Write metrics/report.json's results table into README.md.")
-    parser.add_argument("--readme", default="README.md", type=Path)
+    parser = argparse.ArgumentParser(prog="aes-readme", description="Write a report's tables into the docs pages and the front page.")
+    parser.add_argument("--root", default=".", type=Path, help="the repository root the pages are under (default: .)")
     parser.add_argument("--report", default=str(REPORT_JSON), type=Path)
-    parser.add_argument("--block", default="results", choices=tuple(BLOCKS), help="results (the default run) or an experiment's block")
+    parser.add_argument("--block", default="results", choices=tuple(HOMES), help="results (the default run) or an experiment's block")
     parser.add_argument("--dataset", choices=tuple(BY_NAME), default=None,
                         help="the dataset the report was made on (its published results); default: the block's namesake, else "
                              f"{DATASETS[0].name}")
@@ -130,8 +174,8 @@ def main() -> None:
         raise AESError(f"{args.report}: not found; run `dvc repro report` first (for an experiment's block: run the experiment, "
                        f"then copy its metrics/report.json to reports/<block>/report.json, e.g. {ASAP_REPORT})")
     dataset = get_dataset(args.dataset) if args.dataset else None
-    if update_readme(args.readme, json.loads(args.report.read_text()), args.block, dataset):
-        print(f"{args.readme}: {args.block} table updated from {args.report}")
+    for page in update_docs(args.root, json.loads(args.report.read_text()), args.block, dataset):
+        print(f"{page}: {args.block} table updated from {args.report}")
 
 
 if __name__ == "__main__":

@@ -123,7 +123,7 @@ def start(
         remotes = [line.split()[0] for line in listing.splitlines() if line.strip()]
         if not remotes:
             raise AESError(f"{root / '.dvc/config'}: no DVC remote configured; add one "
-                           "(README, section 'GPU box') or pass --no-push")
+                           "(docs/gpu-box.md) or pass --no-push")
         if dvc_remote and dvc_remote not in remotes:
             raise AESError(f"--remote {dvc_remote!r}: not a DVC remote; expected one of {remotes}")
         r = ["-r", dvc_remote] if dvc_remote else []
@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         i = argv.index("--")
         argv, exp_args = argv[:i], argv[i + 1:]
     parser = argparse.ArgumentParser(
-        prog="aes-run", description="Detached `dvc exp run` on the GPU box (README, section 'GPU box').")
+        prog="aes-run", description="Detached `dvc exp run` on the GPU box (docs/gpu-box.md).")
     sub = parser.add_subparsers(dest="cmd", required=True, metavar="{start,status,tail,stop,push-run-cache}")
     p = sub.add_parser("start", help="start `dvc exp run` detached; args after `--` go to dvc exp run")
     p.add_argument("--name", help="experiment name (default run-<UTC stamp>)")

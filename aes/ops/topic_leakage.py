@@ -4,7 +4,7 @@ For every model: pooled and worst-prompt QWK with their 95% prompt-bootstrap int
 experiment's metrics/report.json) when the splits keep prompts whole vs topic clusters whole, and
 the change. Reads `dvc exp show --json`; prints a Markdown table.
 
-    dvc exp run --queue -S 'prepare.ellipse.groups=prompt,topic' && dvc queue start   # README, "Sweeps"
+    dvc exp run --queue -S 'prepare.ellipse.groups=prompt,topic' && dvc queue start   # docs/experiments.md, "Sweeps"
     python -m aes.ops.topic_leakage                 # newest experiment of each grouping
     python -m aes.ops.topic_leakage --prompt NAME --topic NAME
 """

@@ -60,6 +60,23 @@ def results_table_md(report: dict) -> str:
     return "\n".join(lines)
 
 
+COMPACT_HEADLINE = {"qwk.pooled": "QWK pooled", "qwk.within_prompt": "mean per-prompt QWK"}
+
+
+def compact_table_md(report: dict) -> str:
+    """The front page's table: per model its seeds, the headline QWK (Q1's first metric), the
+    within-prompt and worst-quarter QWK and the prompt offset with its noise reference, mean ± sd over seeds."""
+    labels, headline = report_labels(report), report["rule"]["q1_metrics"][0]
+    columns = [(headline, COMPACT_HEADLINE.get(headline, headline))]
+    columns += [(k, name) for k, name in (("qwk.within_prompt", "within-prompt QWK"), ("qwk.worst_quarter", "worst-quarter QWK"))
+                if k != headline]
+    lines = ["| model | seeds | " + " | ".join(name for _, name in columns) + " | prompt offset (noise) |", "|---" * (len(columns) + 3) + "|"]
+    for stage, m in report["models"].items():
+        cells = " | ".join(_pm(m.get(k.replace(".", "_")), m.get(k.replace(".", "_") + "_seed_sd")) for k, _ in columns)
+        lines.append(f"| {labels[stage]} | {m['n_seeds']} | {cells} | {_cell(m.get('offset_rms'))} ({_cell(m.get('offset_noise_rms'))}) |")
+    return "\n".join(lines)
+
+
 def offset_md(report: dict) -> list[str]:
     """decision.md: each model's per-prompt offset and within-prompt QWK with their own 95% intervals."""
     labels = report_labels(report)
@@ -175,6 +192,22 @@ def per_prompt_rows(report: dict, labels: dict, with_seeds: bool = False) -> lis
     return rows
 
 
+def holdout_md(h: dict | None) -> list[str]:
+    """decision.md's "Holdout unit" section from the report's ``holdout`` record (none: no section):
+    what the locked test, if the protocol has one, and the CV folds keep whole."""
+    if not h:
+        return []
+    if h.get("locked_test") is False:
+        return ["", "## Holdout unit", "", f"No locked test: the protocol ({h.get('protocol', 'leave one prompt out')}) holds out "
+                f"each {h['by']} whole in a CV fold of its own."]
+    lines = ["", "## Holdout unit", "", f"The locked test ({h['n_test_prompts']} prompts) and the CV folds keep whole **{h['by']}s** "
+             f"(`groups: {h['by']}` in the dataset's `prepare` section: `prepare.ellipse.groups` on ELLIPSE)."]
+    if h["by"] == "topic":
+        lines += [f"{h['n_groups']} topics; these join several prompts (prompt names alike by `prepare.ellipse.topic_similarity`):", ""]
+        lines += [f"- {', '.join(ps)}" for ps in h["multi_prompt_topics"].values()] or ["- none"]
+    return lines
+
+
 def decision_md(report: dict) -> str:
     """The readable decision document (reports/decision.md)."""
     rule, labels = report["rule"], report_labels(report)
@@ -248,12 +281,6 @@ def decision_md(report: dict) -> str:
             lines.append(f"| {labels[stage]} | {_cell(c['qwk_pooled_uncalibrated'])} → {_cell(c['qwk_pooled'])} "
                          f"| {_cell(c['qwk_fold_mean_uncalibrated'])} → {_cell(c['qwk_fold_mean'])} "
                          f"| {_cell(c['qwk_worst_prompt_uncalibrated'])} → {_cell(c['qwk_worst_prompt'])} |")
-    h = report.get("holdout")
-    if h:
-        lines += ["", "## Holdout unit", "",
-                  f"The locked test ({h['n_test_prompts']} prompts) and the CV folds keep whole **{h['by']}s** (`prepare.groups: {h['by']}`)."]
-        if h["by"] == "topic":
-            lines += [f"{h['n_groups']} topics; these join several prompts (prompt names alike by `prepare.topic_similarity`):", ""]
-            lines += [f"- {', '.join(ps)}" for ps in h["multi_prompt_topics"].values()] or ["- none"]
+    lines += holdout_md(report.get("holdout"))
     lines += ["", "Figures: `plots/report/png/`. Numbers: `metrics/report.json`.", ""]
     return "\n".join(lines)

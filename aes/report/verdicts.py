@@ -142,5 +142,6 @@ def rule_block(rp: dict) -> dict:
     return {
         "q1_metrics": rp["q1_metrics"], "q2_metrics": rp["q2_metrics"], "min_gain": rp["min_gain"], "min_prompt_n": rp["min_prompt_n"],
         "text": ("per metric: inconclusive if the 95% prompt x seed bootstrap CI of the gain spans 0 or |gain| <= the "
-                 f"seed-to-seed sd; else better if gain >= {rp['min_gain']:g}, otherwise not better"),
+                 "seed-to-seed sd (the larger of the two models') or a model that depends on its seed ran one seed (its seed sd "
+                 f"unmeasured); else better if gain >= {rp['min_gain']:g}, otherwise not better"),
     }
