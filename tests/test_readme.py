@@ -184,3 +184,17 @@ def test_committed_experiment_blocks_match_their_committed_reports(name):
     assert block == BLOCKS[name](report), f"copy the experiment's report to reports/{name}/, `aes-readme --block {name} --report ...`, commit"
     assert f"[reports/{name}/decision.md](../reports/{name}/decision.md)" in block
     committed_text(f"reports/{name}/decision.md")  # the link resolves in the commit
+
+
+def test_committed_asap_inductive_block_matches_its_report_without_repeating_the_published_rows():
+    """ASAP's inductive run (training-fold feature scaling) keeps its own table on the ASAP page, beside the
+    profile's transductive one; the published rows appear once, under the transductive table."""
+    from aes.data.asap import ASAP
+    from aes.ops.readme import ASAP_INDUCTIVE, block_dataset
+
+    assert block_dataset(ASAP_INDUCTIVE) is ASAP
+    report = json.loads(committed_text(f"reports/{ASAP_INDUCTIVE}/report.json"))
+    block = current_block(committed_text(str(HOMES[ASAP_INDUCTIVE])), ASAP_INDUCTIVE)
+    assert block == block_text(ASAP_INDUCTIVE, report) and "| published:" not in block
+    assert f"[reports/{ASAP_INDUCTIVE}/decision.md](../reports/{ASAP_INDUCTIVE}/decision.md)" in block
+    assert not any(r.get("transductive") for r in (report.get("inputs") or {}).values())

@@ -17,6 +17,7 @@ after (asap), else the default dataset; the asap block lists that dataset's publ
 (``Dataset.published``).
 
     aes-readme --block asap --report reports/asap/report.json                    # profiles/asap.args
+    aes-readme --block asap_inductive --report reports/asap_inductive/report.json  # the earlier inductive run (bench/asap_run_inductive.json)
     aes-readme --block whole_encoder --report reports/whole_encoder/report.json  # profiles/whole_encoder.args
     aes-readme --block whole_encoder_text --report reports/whole_encoder_text/report.json
 """
@@ -58,21 +59,23 @@ def link(target: str, page: str) -> str:
     return f"[{target}]({posixpath.relpath(target, posixpath.dirname(page) or '.')})"
 
 
-def asap_block(report: dict, dataset: Dataset, page: str = str(FRONT_PAGE)) -> str:
+def asap_block(report: dict, dataset: Dataset, page: str = str(FRONT_PAGE), details: str = "reports/asap/decision.md",
+               published: bool = True) -> str:
     """ASAP's table: every model's QWK on each unseen prompt, their mean (the literature's headline)
-    and worst, then the published systems' means under the same protocol (``dataset.published``,
-    ``dataset`` being the one the report was made on), and both verdicts; ``page``: the page it goes on."""
+    and worst, then (``published``) the published systems' means under the same protocol
+    (``dataset.published``, ``dataset`` being the one the report was made on), and both verdicts;
+    ``page``: the page it goes on; ``details``: the report's decision.md."""
     labels, per_prompt = report_labels(report), report["per_prompt_qwk"]
     prompts = list(next(iter(per_prompt.values())))
     lines = ["| system | " + " | ".join(f"P{p}" for p in prompts) + " | mean QWK | worst prompt |", "|---" * (len(prompts) + 3) + "|",
              *per_prompt_rows(report, labels, with_seeds=True)]
-    for system, mean, inputs in dataset.published:
+    for system, mean, inputs in dataset.published if published else ():
         lines.append(f"| published: {system}; {inputs} | " + " | ".join("" for _ in prompts) + f" | {mean:.3f} | |")
     q1, q2 = report["q1"], report["q2"]
     q2_text = "; ".join(f"{o.upper()} vs ERM **{q['verdict']}**" for o, q in q2.items())
     return ("\n" + "\n".join(lines) + f"\n\nQ1, {finetune_phrase(report)} vs the strongest frozen model (`{q1['reference']}`), on "
             f"{', '.join(report['rule']['q1_metrics'])}: **{q1['verdict']}**. Q2, on {', '.join(report['rule']['q2_metrics'])}: {q2_text}. "
-            f"CIs: {report['bootstrap']['unit']} bootstrap. Details: {link('reports/asap/decision.md', page)}.\n")
+            f"CIs: {report['bootstrap']['unit']} bootstrap. Details: {link(details, page)}.\n")
 
 
 def results_block(report: dict, details: str = str(DECISION_MD), page: str = str(FRONT_PAGE)) -> str:
@@ -106,14 +109,19 @@ def compact_block(report: dict, dataset: Dataset, full: str) -> str:
 
 
 EXPERIMENTS = ("whole_encoder", "whole_encoder_text")  # results tables of experiments beside the default
-HOMES = {"results": Path("docs/results-ellipse.md"), "asap": Path("docs/asap.md"),
+# ASAP's inductive run (training-fold feature scaling): its own table beside the profile's transductive one
+ASAP_INDUCTIVE = "asap_inductive"
+HOMES = {"results": Path("docs/results-ellipse.md"), "asap": Path("docs/asap.md"), ASAP_INDUCTIVE: Path("docs/asap.md"),
          **{name: Path("docs/whole-encoder.md") for name in EXPERIMENTS}}  # the page each block lives on
 COMPACT = {"results": "results_compact", "asap": "asap_compact"}  # the front-page view of a block, on FRONT_PAGE
 BLOCKS = {"results": functools.partial(results_block, page=str(HOMES["results"])),
           "asap": functools.partial(asap_block, page=str(HOMES["asap"])),
+          ASAP_INDUCTIVE: functools.partial(asap_block, page=str(HOMES[ASAP_INDUCTIVE]), details=f"reports/{ASAP_INDUCTIVE}/decision.md",
+                                            published=False),
           **{name: functools.partial(results_block, details=f"reports/{name}/decision.md", page=str(HOMES[name])) for name in EXPERIMENTS},
           **{view: functools.partial(compact_block, full=str(HOMES[block])) for block, view in COMPACT.items()}}
-DATASET_BLOCKS = ("asap", *COMPACT.values())  # blocks that also take the dataset the report was made on
+DATASET_BLOCKS = ("asap", ASAP_INDUCTIVE, *COMPACT.values())  # blocks that also take the dataset the report was made on
+BLOCK_DATASETS = {ASAP_INDUCTIVE: "asap"}  # blocks not named after their dataset
 
 
 def base_block(block: str) -> str:
@@ -124,7 +132,8 @@ def base_block(block: str) -> str:
 def block_dataset(block: str) -> Dataset:
     """The dataset a block's report was made on by default: the one the block (or the block a
     front-page view shows) is named after, else the default dataset."""
-    return BY_NAME.get(base_block(block), DATASETS[0])
+    block = base_block(block)
+    return BY_NAME.get(BLOCK_DATASETS.get(block, block), DATASETS[0])
 
 
 def block_pages(block: str) -> list[tuple[Path, str]]:
