@@ -168,6 +168,10 @@ def test_compare_heads_gives_a_paired_ci_and_refuses_unpaired_files(tmp_path, ca
           "--json", str(tmp_path / "cmp.json")])
     out = capsys.readouterr().out
     assert "| qwk.pooled |" in out and "| rmse |" in out and (tmp_path / "cmp.json").exists()
+    assert "A vs B on qwk.pooled: **" in out  # the report's rule on params' q2 metrics
+    within = compare_predictions(good, bad, n_resamples=200, min_prompt_n=5, unit="essay_within_prompt", verdict_metrics=["qwk.pooled"])
+    assert within["unit"] == "essay_within_prompt" and within["verdict"]["verdict"] in {"better", "inconclusive"}
+    assert compare_predictions(good, good, n_resamples=50, min_prompt_n=5, verdict_metrics=["qwk.pooled"])["verdict"]["verdict"] == "inconclusive"
     with pytest.raises(SystemExit):
         main([str(a), str(tmp_path / "missing.csv"), "--params", str(tmp_path / "none.yaml")])
     assert "missing.csv: predictions file not found" in capsys.readouterr().err

@@ -1,12 +1,14 @@
 """Paired prompt x seed bootstrap of the difference between two prediction files of one stage.
 
-    python -m aes.ops.compare_heads A.csv B.csv [--target Overall|Cohesion|...] [--metrics qwk.pooled rmse]
+    python -m aes.ops.compare_heads A.csv B.csv [--target Overall|Cohesion|...] [--metrics qwk.pooled rmse] [--unit ...] [--verdict ...]
 
 A and B are data/predictions/<stage>.csv of two experiments on the same folds and seeds, e.g. the
 seven-output fine-tune and an Overall-only one (`dvc exp run -S 'finetune.target_weights=[1,0,0,0,0,0,0]'`,
 its file taken with `dvc exp show`/`git show` or copied aside). Prints a Markdown table of the gain
-of A over B with its 95% CI; --json writes the numbers. Resamples and seed default to params.yaml's
-report section (the report's own bootstrap).
+of A over B with its 95% CI and the report's verdict (better / not better / inconclusive) on
+``--verdict`` metrics; --json writes the numbers. Resamples, seed, unit, verdict metrics and min_gain
+default to params.yaml's report section (the report's own bootstrap and rule), e.g. the same fine-tune
+with and without prompt-normalised inputs (``normalise``), on ASAP with its profile's settings.
 """
 
 from __future__ import annotations
@@ -30,10 +32,15 @@ def main(argv=None) -> None:
     parser.add_argument("--resamples", type=int, default=None, help="bootstrap resamples (default: params.yaml report.bootstrap_resamples)")
     parser.add_argument("--seed", type=int, default=None, help="bootstrap seed (default: params.yaml report.bootstrap_seed)")
     parser.add_argument("--min-prompt-n", type=int, default=None, help="default: params.yaml report.min_prompt_n")
+    parser.add_argument("--unit", choices=("prompt", "essay_within_prompt"), default=None,
+                        help="what the bootstrap resamples besides seeds (default: params.yaml report.bootstrap_unit)")
+    parser.add_argument("--verdict", nargs="*", default=None, choices=list(METRIC_DIRECTION),
+                        help="metrics the report's verdict rule reads (default: params.yaml report.q2_metrics)")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--json", type=Path, default=None, help="also write the result here")
     args = parser.parse_args(argv)
-    report = {"bootstrap_resamples": 2000, "bootstrap_seed": 11, "min_prompt_n": 20}
+    report = {"bootstrap_resamples": 2000, "bootstrap_seed": 11, "min_prompt_n": 20, "bootstrap_unit": "prompt",
+              "q2_metrics": ["qwk.pooled"], "min_gain": 0.01}
     if args.params.exists():
         from aes.data.params import load_params
 
@@ -42,7 +49,8 @@ def main(argv=None) -> None:
     result = compare_predictions(read_prediction_table(args.a), read_prediction_table(args.b), args.target,
                                  args.resamples or report["bootstrap_resamples"],
                                  report["bootstrap_seed"] if args.seed is None else args.seed,
-                                 args.min_prompt_n or report["min_prompt_n"], names)
+                                 args.min_prompt_n or report["min_prompt_n"], names, args.unit or report["bootstrap_unit"],
+                                 report["q2_metrics"] if args.verdict is None else args.verdict, report["min_gain"])
     print(f"A = {args.a}\nB = {args.b}\n")
     print(comparison_md(result, names, args.metrics))
     if args.json:

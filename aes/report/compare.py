@@ -51,33 +51,47 @@ def check_same_essays(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str]) 
 
 
 def compare_predictions(a: pd.DataFrame, b: pd.DataFrame, target: str | None = None, n_resamples: int = 2000, seed: int = 11,
-                        min_prompt_n: int = 20, names: tuple[str, str] = ("A", "B")) -> dict:
-    """Gain of A over B with its 95% prompt x seed bootstrap CI on every headline metric.
+                        min_prompt_n: int = 20, names: tuple[str, str] = ("A", "B"), unit: str = "prompt",
+                        verdict_metrics=(), min_gain: float = 0.01) -> dict:
+    """Gain of A over B with its 95% prompt (or essay-within-prompt: ``unit``) x seed bootstrap CI on every headline metric.
 
-    a, b: prediction tables of the same essays and folds (one row per essay and seed).
-    target: None for the primary target, or a trait both predict. Returns {"target", "n_prompts",
-    "n_seeds": {A, B}, "point": {name: {metric: seed mean}}, "seed_sd", "delta": {metric: {delta,
-    gain, ci_low, ci_high, p_not_better, n_valid, seed_spread}}} (:func:`prompt_bootstrap`'s keys).
+    a, b: prediction tables of the same essays and folds (one row per essay and seed), both of
+    seeded models (a one-seed table leaves the seed spread unmeasured, as in the report).
+    target: None for the primary target, or a trait both predict. Returns {"target", "unit",
+    "n_prompts", "n_seeds": {A, B}, "point": {name: {metric: seed mean}}, "seed_sd", "delta":
+    {metric: {delta, gain, ci_low, ci_high, p_not_better, n_valid, seed_spread}}}
+    (:func:`prompt_bootstrap`'s keys) and, with ``verdict_metrics``, the report's verdict on them
+    ("verdict": :func:`aes.report.verdicts.judge`).
     """
+    from aes.report.verdicts import judge
+
     if names[0] == names[1]:
         names = (f"{names[0]} (A)", f"{names[1]} (B)")
     check_same_essays(a, b, names)
     views = {names[0]: target_view(a, target), names[1]: target_view(b, target)}
-    boot = prompt_bootstrap(views, [("a_vs_b", *names)], n_resamples, seed, min_prompt_n)
-    return {"target": target or "primary", "n_prompts": boot["n_prompts"], "n_seeds": boot["n_seeds"],
-            "point": boot["point"], "seed_sd": boot["seed_sd"], "delta": boot["pairs"]["a_vs_b"]}
+    boot = prompt_bootstrap(views, [("a_vs_b", *names)], n_resamples, seed, min_prompt_n, unit, seeded=names)
+    out = {"target": target or "primary", "unit": unit, "n_prompts": boot["n_prompts"], "n_seeds": boot["n_seeds"],
+           "point": boot["point"], "seed_sd": boot["seed_sd"], "delta": boot["pairs"]["a_vs_b"]}
+    if verdict_metrics:
+        out["verdict"] = judge(out["delta"], list(verdict_metrics), min_gain)
+    return out
 
 
 def comparison_md(result: dict, names: tuple[str, str], metrics=tuple(METRIC_DIRECTION)) -> str:
     """A Markdown table of :func:`compare_predictions`' result for ``metrics``."""
     a, b = names if names[0] != names[1] else (f"{names[0]} (A)", f"{names[1]} (B)")
+    unit = result.get("unit", "prompt").replace("_", " ")
     lines = [f"Target: {result['target']}; {result['n_prompts']} prompts; seeds {result['n_seeds'][a]} (A) and {result['n_seeds'][b]} (B). "
              "Gain = A - B signed so that positive is better.", "",
-             "| metric | A | B | gain | 95% CI of gain (prompts x seeds) | seed sd | share of resamples gain <= 0 |",
+             f"| metric | A | B | gain | 95% CI of gain ({unit} x seed) | seed sd | share of resamples gain <= 0 |",
              "|---|---|---|---|---|---|---|"]
     fmt = lambda x, d=4: "–" if x is None else f"{x:.{d}f}"  # noqa: E731
     for m in metrics:
         d = result["delta"][m]
         lines.append(f"| {m} | {fmt(result['point'][a][m])} | {fmt(result['point'][b][m])} | {fmt(d['gain'])} "
                      f"| [{fmt(d['ci_low'])}, {fmt(d['ci_high'])}] | {fmt(d['seed_spread'])} | {fmt(d['p_not_better'], 3)} |")
+    if "verdict" in result:
+        v = result["verdict"]
+        lines += ["", f"A vs B on {', '.join(v['metrics'])}: **{v['verdict']}** ("
+                  + "; ".join(f"{m}: {x['why']}" for m, x in v["metrics"].items()) + ")"]
     return "\n".join(lines)
