@@ -118,7 +118,9 @@ def summarise_curve(curve: pd.DataFrame) -> list[dict]:
 
 
 def plot_curve(summary: list[dict], dataset: str, headline: str, path: Path) -> None:
+    """The curve's PNG: mean ± sd over draws against n (log axis), with the all-essays, inductive and alone levels."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -135,6 +137,7 @@ def plot_curve(summary: list[dict], dataset: str, headline: str, path: Path) -> 
                               "alone": "each essay alone"}[name])
     ax.set_xscale("log")
     ax.set_xticks(x, [str(v) for v in x])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # the log axis' own minor labels would overprint these
     ax.set_xlabel("essays of the held-out prompt that give its statistics")
     ax.set_ylabel(headline)
     ax.set_title(f"{dataset}: XGBoost on embeddings + writing features")
