@@ -172,6 +172,9 @@ def test_compare_heads_gives_a_paired_ci_and_refuses_unpaired_files(tmp_path, ca
     within = compare_predictions(good, bad, n_resamples=200, min_prompt_n=5, unit="essay_within_prompt", verdict_metrics=["qwk.pooled"])
     assert within["unit"] == "essay_within_prompt" and within["verdict"]["verdict"] in {"better", "inconclusive"}
     assert compare_predictions(good, good, n_resamples=50, min_prompt_n=5, verdict_metrics=["qwk.pooled"])["verdict"]["verdict"] == "inconclusive"
+    from aes.ops.compare_heads import is_seeded
+
+    assert is_seeded(a) and not is_seeded(b) and is_seeded(tmp_path / "seven.csv")  # dro_cv seeded; linear_cv a ridge probe
     with pytest.raises(SystemExit):
         main([str(a), str(tmp_path / "missing.csv"), "--params", str(tmp_path / "none.yaml")])
     assert "missing.csv: predictions file not found" in capsys.readouterr().err

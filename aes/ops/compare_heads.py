@@ -19,7 +19,14 @@ from pathlib import Path
 
 from aes.core.errors import stage_main
 from aes.core.metrics import METRIC_DIRECTION
+from aes.core.registry import MODEL_STAGES, SEEDED_STAGES
 from aes.report.compare import compare_predictions, comparison_md, read_prediction_table
+
+
+def is_seeded(path: Path) -> bool:
+    """Whether the predictions file's model depends on its training seed: a file named after a stage
+    (``data/predictions/<stage>.csv``) is as that stage is (the ridge probes are not); any other name counts as seeded."""
+    return path.stem not in MODEL_STAGES or path.stem in SEEDED_STAGES
 
 
 @stage_main
@@ -50,7 +57,8 @@ def main(argv=None) -> None:
                                  args.resamples or report["bootstrap_resamples"],
                                  report["bootstrap_seed"] if args.seed is None else args.seed,
                                  args.min_prompt_n or report["min_prompt_n"], names, args.unit or report["bootstrap_unit"],
-                                 report["q2_metrics"] if args.verdict is None else args.verdict, report["min_gain"])
+                                 report["q2_metrics"] if args.verdict is None else args.verdict, report["min_gain"],
+                                 seeded=is_seeded(args.a) or is_seeded(args.b))
     print(f"A = {args.a}\nB = {args.b}\n")
     print(comparison_md(result, names, args.metrics))
     if args.json:

@@ -35,7 +35,7 @@ from aes.core.artifacts import make_oof_frame
 from aes.core.errors import AESError
 from aes.core.io import write_json
 from aes.core.machine import cpu_name
-from aes.core.metrics import headline_qwk
+from aes.core.metrics import headline_qwk, is_single_scale
 from aes.core.params import parse_override_items
 from aes.core.registry import EMBEDDINGS, EMBEDDINGS_SWITCH, is_transductive
 from aes.data.corpus import load_essays
@@ -170,7 +170,7 @@ def main(argv=None) -> None:
     hand = writing_features(cv["text"].tolist(), groups, dataset.text_repair)[0] if groups else None
     curve = n_essays_curve(cv, embeddings, hand, params, args.ns, args.draws, args.seed)
     summary = summarise_curve(curve)
-    headline = "mean per-prompt QWK" if cv["score_low"].nunique() > 1 or cv["score_high"].nunique() > 1 else "pooled QWK"
+    headline = "pooled QWK" if is_single_scale(cv) else "mean per-prompt QWK"  # what headline_qwk computes
     name = params["data"]["dataset"]
     folder = Path("plots/n_essays")
     folder.mkdir(parents=True, exist_ok=True)

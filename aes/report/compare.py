@@ -52,11 +52,12 @@ def check_same_essays(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str]) 
 
 def compare_predictions(a: pd.DataFrame, b: pd.DataFrame, target: str | None = None, n_resamples: int = 2000, seed: int = 11,
                         min_prompt_n: int = 20, names: tuple[str, str] = ("A", "B"), unit: str = "prompt",
-                        verdict_metrics=(), min_gain: float = 0.01) -> dict:
+                        verdict_metrics=(), min_gain: float = 0.01, seeded: bool = True) -> dict:
     """Gain of A over B with its 95% prompt (or essay-within-prompt: ``unit``) x seed bootstrap CI on every headline metric.
 
-    a, b: prediction tables of the same essays and folds (one row per essay and seed), both of
-    seeded models (a one-seed table leaves the seed spread unmeasured, as in the report).
+    a, b: prediction tables of the same essays and folds (one row per essay and seed); ``seeded``:
+    their models depend on the training seed, so a one-seed table leaves the seed spread unmeasured,
+    as in the report (False for the deterministic ridge probes).
     target: None for the primary target, or a trait both predict. Returns {"target", "unit",
     "n_prompts", "n_seeds": {A, B}, "point": {name: {metric: seed mean}}, "seed_sd", "delta":
     {metric: {delta, gain, ci_low, ci_high, p_not_better, n_valid, seed_spread}}}
@@ -69,7 +70,7 @@ def compare_predictions(a: pd.DataFrame, b: pd.DataFrame, target: str | None = N
         names = (f"{names[0]} (A)", f"{names[1]} (B)")
     check_same_essays(a, b, names)
     views = {names[0]: target_view(a, target), names[1]: target_view(b, target)}
-    boot = prompt_bootstrap(views, [("a_vs_b", *names)], n_resamples, seed, min_prompt_n, unit, seeded=names)
+    boot = prompt_bootstrap(views, [("a_vs_b", *names)], n_resamples, seed, min_prompt_n, unit, seeded=names if seeded else ())
     out = {"target": target or "primary", "unit": unit, "n_prompts": boot["n_prompts"], "n_seeds": boot["n_seeds"],
            "point": boot["point"], "seed_sd": boot["seed_sd"], "delta": boot["pairs"]["a_vs_b"]}
     if verdict_metrics:
