@@ -72,7 +72,7 @@ def test_no_gpu_says_what_would_work(tmp_path, tiny_encoder, capsys):
     if torch.cuda.is_available():
         pytest.skip("a GPU is visible")
     err = _error(capsys, ["run", "--prep-dir", str(_prep_dir(tmp_path, tiny_encoder))])
-    assert "no CUDA GPU visible" in err and "nvidia-h100-x1" in err and "python -m aes.ops.smoke" in err
+    assert "no CUDA GPU visible" in err and "H100" in err and "python -m aes.ops.smoke" in err
 
 
 BLOCKER = """

