@@ -791,6 +791,8 @@ def test_holdout_section_names_the_locked_test_only_where_the_protocol_has_one()
     asap = "\n".join(holdout_md({"by": "prompt", "n_test_prompts": 0, "test_prompts": [], "locked_test": False,
                                   "protocol": "leave_one_prompt_out"}))
     assert "No locked test" in asap and "leave_one_prompt_out" in asap and "locked test (0 prompts)" not in asap
+    older = "\n".join(holdout_md({"by": "prompt", "n_test_prompts": 0, "test_prompts": []}))  # a report from before the flag
+    assert "No locked test" in older and "locked test (0 prompts)" not in older
     topic = "\n".join(holdout_md({"by": "topic", "n_test_prompts": 12, "locked_test": True, "n_groups": 2,
                                    "multi_prompt_topics": {"t0": ["Cell phones at school", "Cell phones in classrooms"]}}))
     assert "whole **topics**" in topic and "- Cell phones at school, Cell phones in classrooms" in topic

@@ -157,7 +157,7 @@ def headline_name(report: dict) -> str:
 def locked_test_md(report: dict) -> list[str]:
     """The decision line: the locked-test gate, or why there is none."""
     d, h = report["decision"], report.get("holdout") or {}
-    if h.get("locked_test") is False:
+    if h.get("locked_test") is False or h.get("n_test_prompts") == 0:  # reports written before the flag: no test prompts
         return [f"**Locked test: none.** The dataset's protocol ({h.get('protocol', 'leave one prompt out')}) scores every prompt "
                 "out of fold and leaves no prompt to lock, as in the published results; the gate does not apply."]
     return [f"**Locked test: {d['verdict'].upper()}** with candidate objective `{report['objective']}` "
@@ -197,7 +197,7 @@ def holdout_md(h: dict | None) -> list[str]:
     what the locked test, if the protocol has one, and the CV folds keep whole."""
     if not h:
         return []
-    if h.get("locked_test") is False:
+    if h.get("locked_test") is False or h.get("n_test_prompts") == 0:  # reports written before the flag: no test prompts
         return ["", "## Holdout unit", "", f"No locked test: the protocol ({h.get('protocol', 'leave one prompt out')}) holds out "
                 f"each {h['by']} whole in a CV fold of its own."]
     lines = ["", "## Holdout unit", "", f"The locked test ({h['n_test_prompts']} prompts) and the CV folds keep whole **{h['by']}s** "
