@@ -21,6 +21,26 @@ def with_scale(frame: pd.DataFrame, scale: Scale = HALF_BANDS_SCALE) -> pd.DataF
     return frame.assign(**dict(zip(SCALE_COLUMNS, (scale.low, scale.high, scale.step))))
 
 
+# a small, fast gbm section for tests that fit XGBoost on a gbm_cv_frame
+GBM = {
+    "features": ["embeddings"], "n_estimators": 60, "learning_rate": 0.1, "max_depth": [1, 2], "min_child_weight": 1.0,
+    "subsample": 0.8, "colsample_bytree": 0.8, "reg_lambda": 1.0, "early_stopping_rounds": 5,
+    "inner_val_fraction": 0.25, "n_jobs": 1, "seeds": [7],
+}
+
+
+def gbm_cv_frame(n_prompts=9, per_prompt=8, n_folds=3, seed=0):
+    """CV-shaped frame (prompt, y, fold, the half-band scale) plus features whose column 0 is the row id."""
+    rng = np.random.default_rng(seed)
+    n = n_prompts * per_prompt
+    prompt = np.repeat([f"P{p}" for p in range(n_prompts)], per_prompt)
+    y = np.clip(np.round(rng.normal(3, 0.7, n) * 2) / 2, 1, 5)
+    fold = np.repeat(np.arange(n_prompts) % n_folds, per_prompt)
+    cv = with_scale(pd.DataFrame({"record_id": [f"r{i}" for i in range(n)], "prompt": prompt, "y": y, "fold": fold, "grade": 9}))
+    features = np.column_stack([np.arange(n), y + rng.normal(0, 0.3, n), rng.normal(size=(n, 3))]).astype(np.float32)
+    return cv, features
+
+
 def points_to_unit(points, scale: Scale = HALF_BANDS_SCALE) -> np.ndarray:
     """Predictions (n,) or (n, T) in score points of ``scale`` -> its unit range (what make_oof_frame takes)."""
     return to_unit(points, np.full(len(points), scale.low), np.full(len(points), scale.high))

@@ -24,30 +24,12 @@ from aes.data.ellipse import ELLIPSE
 from aes.data.registry import prepare_settings
 from aes.data.splits import build_splits, cv_essays
 from tests.committed import committed_params
-from tests.report_fixtures import HALF_BANDS_SCALE, points_to_unit, with_scale
+from tests.report_fixtures import GBM, HALF_BANDS_SCALE, points_to_unit, with_scale
+from tests.report_fixtures import gbm_cv_frame as _cv_frame
 from tests.synthetic import make_ellipse_frame
 from tests.yamlio import dump_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-GBM = {
-    "features": ["embeddings"], "n_estimators": 60, "learning_rate": 0.1, "max_depth": [1, 2], "min_child_weight": 1.0,
-    "subsample": 0.8, "colsample_bytree": 0.8, "reg_lambda": 1.0, "early_stopping_rounds": 5,
-    "inner_val_fraction": 0.25, "n_jobs": 1, "seeds": [7],
-}
-
-
-def _cv_frame(n_prompts=9, per_prompt=8, n_folds=3, seed=0):
-    """CV-shaped frame (prompt, y, fold, the half-band scale) plus features whose column 0 is the row id."""
-    rng = np.random.default_rng(seed)
-    n = n_prompts * per_prompt
-    prompt = np.repeat([f"P{p}" for p in range(n_prompts)], per_prompt)
-    y = np.clip(np.round(rng.normal(3, 0.7, n) * 2) / 2, 1, 5)
-    fold = np.repeat(np.arange(n_prompts) % n_folds, per_prompt)
-    cv = with_scale(pd.DataFrame({"record_id": [f"r{i}" for i in range(n)], "prompt": prompt, "y": y, "fold": fold, "grade": 9}))
-    features = np.column_stack([np.arange(n), y + rng.normal(0, 0.3, n), rng.normal(size=(n, 3))]).astype(np.float32)
-    return cv, features
-
-
 def test_build_features_stacks_embeddings_then_groups_in_a_fixed_order():
     emb = np.arange(8, dtype=np.float64).reshape(2, 4)
     texts = ["Hello world. It is warm!\n\nSecond para here.", "one two three"]

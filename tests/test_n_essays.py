@@ -3,31 +3,20 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from aes.baseline.gbm import build_features
 from aes.core.errors import AESError
 from aes.ops.n_essays import main, model_inputs, n_essays_curve, reference_rows, summarise_curve
-from tests.report_fixtures import with_scale
-
-GBM = {
-    "features": ["embeddings", "length"], "n_estimators": 30, "learning_rate": 0.1, "max_depth": [1, 2], "min_child_weight": 1.0,
-    "subsample": 0.8, "colsample_bytree": 0.8, "reg_lambda": 1.0, "early_stopping_rounds": 5,
-    "inner_val_fraction": 0.25, "n_jobs": 1, "seeds": [7],
-}
-
+from tests.report_fixtures import GBM, gbm_cv_frame
 
 def _cv(n_prompts=6, per_prompt=12, n_folds=3, seed=0):
-    rng = np.random.default_rng(seed)
-    n = n_prompts * per_prompt
-    prompt = np.repeat([f"P{p}" for p in range(n_prompts)], per_prompt)
-    y = np.clip(np.round(rng.normal(3, 0.7, n) * 2) / 2, 1, 5)
-    fold = np.repeat(np.arange(n_prompts) % n_folds, per_prompt)
-    cv = with_scale(pd.DataFrame({"record_id": [f"r{i}" for i in range(n)], "prompt": prompt, "y": y, "fold": fold, "grade": 9}))
+    """gbm_cv_frame's essays, with embeddings and writing features that each prompt shifts by its own offset."""
+    cv, features = gbm_cv_frame(n_prompts, per_prompt, n_folds, seed)
+    rng = np.random.default_rng(seed + 1)
     shift = np.repeat(rng.normal(scale=3, size=n_prompts), per_prompt)[:, None]  # each prompt's own offset
-    embeddings = np.column_stack([y + rng.normal(0, 0.3, n), rng.normal(size=(n, 2))]) + shift
-    hand = np.column_stack([y * 10 + rng.normal(0, 2, n), rng.normal(size=n)]) + shift
+    embeddings = features[:, 1:4].astype(np.float64) + shift
+    hand = np.column_stack([features[:, 1] * 10, features[:, 4]]).astype(np.float64) + shift
     return cv, embeddings, hand
 
 
@@ -51,7 +40,7 @@ def test_reference_rows_keep_every_training_row_and_n_of_each_held_out_prompt():
 
 def test_the_curve_reaches_the_cv_setting_with_every_essay_and_has_every_point():
     cv, emb, hand = _cv()
-    params = {"gbm": GBM, "normalise": {"features": "prompt_minmax", "embeddings": "prompt_mean"}}
+    params = {"gbm": GBM | {"n_estimators": 30}, "normalise": {"features": "prompt_minmax", "embeddings": "prompt_mean"}}
     curve = n_essays_curve(cv, emb, hand, params, ns=[3, 100], draws=2, seed=7)
     assert set(curve["n"].astype(str)) == {"3", "100", "all", "alone", "inductive"}
     assert np.isfinite(curve["qwk"]).all()
