@@ -2,8 +2,8 @@
 
 import time
 
-from aes.baseline.linear import cross_validate, fits_to_json
-from aes.core.artifacts import make_oof_frame, write_model_outputs
+from aes.baseline.linear import cross_validate, fits_to_json, inner_predictions
+from aes.core.artifacts import make_inner_frame, make_oof_frame, write_model_outputs
 from aes.core.errors import stage_main
 from aes.core.io import write_json
 from aes.core.metrics import headline_text
@@ -26,7 +26,7 @@ def main() -> None:
     write_json(models_dir(LINEAR_STAGE) / "probes.json", fits_to_json(fits))
     extra = {"alpha": {str(k): f.alpha for k, f in fits.items()}, "inputs": inputs_record(params["normalise"], reads_features=False)}
     metrics = write_model_outputs(LINEAR_STAGE, make_oof_frame(cv, cv["fold"], oof_pred), time.perf_counter() - started,
-                                  params["report"]["min_prompt_n"], extra=extra)
+                                  params["report"]["min_prompt_n"], extra=extra, inner=make_inner_frame(cv, inner_predictions(cv, fits)))
     print(f"{LINEAR_STAGE}: {headline_text(metrics)}, alpha per fold {list(extra['alpha'].values())}")
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from aes.core.artifacts import make_oof_frame, stack_seeds, write_model_outputs
+from aes.core.artifacts import make_inner_frame, make_oof_frame, stack_seeds, write_model_outputs
 from aes.core.io import write_json
 from aes.core.registry import FROZEN_STAGES, MODEL_STAGES, OBJECTIVE_STAGES
 from aes.core.scale import SCALE_COLUMNS, Scale, to_unit
@@ -97,6 +97,21 @@ def seeded_oof(essays: pd.DataFrame, noise_sd: float, seeds, rng: np.random.Gene
     return stack_seeds(frames)
 
 
+def fake_inner(essays: pd.DataFrame, noise_sd: float, seeds, rng: np.random.Generator) -> pd.DataFrame:
+    """Inner predictions as a model stage writes them: per seed and fold k, the essays of the next fold
+    (on k's training side) predicted with noise ``noise_sd`` in score points, squeezed toward the
+    middle as real models are (so cut-points have something to undo)."""
+    fold_of = essays["fold"].to_numpy()
+    folds = sorted(np.unique(fold_of))
+    inner = {}
+    for s in seeds:
+        for i, k in enumerate(folds):
+            rows = np.flatnonzero(fold_of == folds[(i + 1) % len(folds)])
+            points = 3.0 + 0.7 * (essays["y"].to_numpy()[rows] - 3.0) + rng.normal(0.0, noise_sd, len(rows))
+            inner[(int(s), int(k))] = (rows, points_to_unit(points))
+    return make_inner_frame(essays, inner)
+
+
 def write_fake_workspace(root: Path, noise: dict | None = None, seed: int = 0, stages=None, representations: bool = True,
                          curves: bool = True, n_prompts: int = 15, per_prompt: int = 40, seeds: dict | None = None,
                          traits=()) -> pd.DataFrame:
@@ -113,7 +128,8 @@ def write_fake_workspace(root: Path, noise: dict | None = None, seed: int = 0, s
     rng = np.random.default_rng(seed + 1)
     n = len(essays)
     for stage in stages or MODEL_STAGES:
-        write_model_outputs(stage, seeded_oof(essays, noise[stage], seeds[stage], rng), 1.0, 20, root=root)
+        write_model_outputs(stage, seeded_oof(essays, noise[stage], seeds[stage], rng), 1.0, 20, root=root,
+                            inner=fake_inner(essays, noise[stage], seeds[stage], rng))
     test_ids = [f"rT{i:04d}" for i in range(per_prompt)]  # a locked test prompt (its essays are not among the CV essays)
     splits = {"dataset_sha256": "fake", "params": {"groups": "prompt"},
               "test": {"prompts": ["Prompt T"], "n_essays": len(test_ids), "record_ids": test_ids},

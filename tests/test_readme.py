@@ -77,7 +77,7 @@ def _fresh_report(root: Path) -> dict:
     from tests.report_fixtures import write_fake_workspace
 
     params = validate(committed_params())
-    params["report"].update(bootstrap_resamples=200, calibration=False, q1_metrics=["qwk.pooled"], q2_metrics=["qwk.pooled", "qwk.worst_quarter"])
+    params["report"].update(bootstrap_resamples=200, calibration="none", q1_metrics=["qwk.pooled"], q2_metrics=["qwk.pooled", "qwk.worst_quarter"])
     write_fake_workspace(root, representations=False, curves=False, n_prompts=8, per_prompt=25)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # no representations: the probe is skipped

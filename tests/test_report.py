@@ -19,7 +19,7 @@ from aes.core.registry import FROZEN_STAGES, MODEL_STAGES, stage_for_objective
 from aes.data.params import validate
 from aes.holdout.final_evaluation import chosen_model, run_final_test
 from aes.report import assemble as rep
-from aes.report import bootstrap, calibration, probe, verdicts
+from aes.report import bootstrap, probe, verdicts
 from aes.report.verdicts import BETTER, INCONCLUSIVE
 from tests.committed import committed_params
 from tests.report_fixtures import HALF_BANDS_SCALE as HB
@@ -33,7 +33,7 @@ EXPECTED_PAIRS = {"erm_vs_gbm_cv", "erm_vs_linear_cv", "erm_vs_lp_cv", "grl_vs_e
 def params():
     p = validate(committed_params())
     p["report"].update(bootstrap_resamples=400, probe_folds=3, min_prompt_n=20, q1_metrics=["qwk.pooled"],
-                       q2_metrics=["qwk.pooled", "qwk.worst_quarter"], min_gain=0.01, calibration=True)
+                       q2_metrics=["qwk.pooled", "qwk.worst_quarter"], min_gain=0.01, calibration="inner")
     p["objective"] = "dro"
     p["final_test"]["override"] = False
     return p
@@ -207,48 +207,6 @@ def test_within_fold_probe_ignores_which_fold_model_made_the_vector():
     assert within["accuracy"] < within["chance"] + 0.1 and set(within["per_fold"]) == {"0", "1", "2", "3", "4"}
 
 
-# ---------------------------------------------------------------- calibration
-
-
-def test_cut_points_fix_compressed_predictions():
-    essays = make_cv_essays(n_prompts=10, per_prompt=60, seed=6)
-    shrunk = 3.0 + 0.4 * (essays["y"].to_numpy() - 3.0) + np.random.default_rng(1).normal(0, 0.1, len(essays))
-    oof = make_oof_frame(essays, essays["fold"].to_numpy(), points_to_unit(shrunk))
-    cuts = calibration.fit_cut_points(oof["y_true"], oof["y_pred_raw"], HB)
-    assert np.all(np.diff(cuts) > 0)
-    cal = calibration.calibrated_metrics(oof, 20)
-    assert cal["qwk"]["pooled"] > qwk(oof["y_true"], oof["y_pred_raw"], HB) + 0.05
-
-
-def test_calibration_never_sees_the_scored_fold():
-    essays = make_cv_essays(n_prompts=10, per_prompt=60, seed=7)
-    oof = _oof(essays, 0.4, 3, shift=0.3)
-    y_cal, _ = calibration.calibrate_oof(oof)
-    scored = (oof["fold"] == 0).to_numpy()
-    # Rewrite the labels of fold 0 completely: its calibrated predictions must not move.
-    tampered = oof.copy()
-    tampered.loc[scored, "y_true"] = 5.0
-    y_cal_tampered, _ = calibration.calibrate_oof(tampered)
-    np.testing.assert_array_equal(y_cal[scored], y_cal_tampered[scored])
-    # Control: a fit that includes fold 0 does react to the rewrite, so the check above has teeth.
-    leaky_before = calibration.apply_cut_points(oof["y_pred_raw"][scored], calibration.fit_cut_points(oof["y_true"], oof["y_pred_raw"], HB), HB)
-    leaky_after = calibration.apply_cut_points(oof["y_pred_raw"][scored], calibration.fit_cut_points(tampered["y_true"], tampered["y_pred_raw"], HB),
-                                               HB)
-    assert not np.array_equal(leaky_before, leaky_after)
-    # And the fitter is only ever handed rows of the other folds.
-    seen = []
-
-    def spy(y_true, y_pred_raw, scale):
-        assert scale == HB  # the table's one scale is handed to the fitter
-        seen.append(set(np.round(y_pred_raw, 9)))
-        return calibration.default_cuts(scale)
-
-    calibration.calibrate_oof(oof, fit=spy)
-    for k, rows in enumerate(seen):
-        fold_k = set(np.round(oof.loc[oof["fold"] == k, "y_pred_raw"], 9))
-        assert rows and not rows & fold_k
-
-
 # ---------------------------------------------------------------- Q1, Q2 and the decision
 
 
@@ -397,10 +355,21 @@ def test_report_end_to_end(tmp_path, params):
     probe_result = saved["probe"]
     assert probe_result["frozen_embeddings"]["within_fold"]["accuracy"] > 0.95 > probe_result["grl_cv"]["within_fold"]["accuracy"]
     assert not set(FROZEN_STAGES) & set(probe_result)  # frozen stages have no representation of their own
-    assert set(saved["calibration"]) == set(MODEL_STAGES)
+    assert saved["calibration"]["method"] == "inner" and set(saved["calibration"]["models"]) == set(MODEL_STAGES)
+    for stage, row in saved["calibration"]["models"].items():  # the fake inner predictions are squeezed: cut-points undo it
+        assert set(row) == {"raw", "inner", "other_folds", "prompt_spread"} and row["prompt_spread"]["transductive"] is True
+        assert row["inner"]["pooled"] > row["raw"]["pooled"], stage
+    calibrated = saved["calibrated"]
+    assert calibrated["method"] == "inner" and calibrated["transductive"] is False
+    assert calibrated["q1"]["verdict"] in (BETTER, INCONCLUSIVE, "not better") and set(calibrated["q2"]) == {"grl", "dro"}
+    assert set(calibrated["delta"]) == EXPECTED_PAIRS - {f"{o}_vs_gbm_cv" for o in ("grl", "dro")} | {f"{o}_vs_{calibrated['reference']}" for o in ("grl", "dro")}
     assert not (tmp_path / "README.md").exists()  # the README table is `aes-readme`'s job, not the stage's
     decision_md = (tmp_path / "reports/decision.md").read_text()
     assert "## Q1" in decision_md and "## Q2" in decision_md and "`gbm_cv`" in decision_md
+    assert "## Q1 and Q2 on calibrated scores (`report.calibration: inner`)" in decision_md and "gate reads the raw verdicts" in decision_md
+    assert "## Calibration: raw against each method" in decision_md and "prompt spread [transductive]" in decision_md
+    cuts = pd.read_csv(tmp_path / "plots/report/calibration_cut_points.csv")
+    assert set(cuts["model"]) == set(MODEL_STAGES) and len(cuts) == 6 * 5 * 8  # six models x five folds x eight cut-points (first seed)
     conf = pd.read_csv(tmp_path / "plots/report/confusion.csv")
     assert list(conf.columns) == ["model", "y_true", "y_pred", "count"] and len(conf) == 6 * 81
     assert conf.groupby("model")["count"].sum().eq(300).all()  # aggregates only, every essay counted once (first seed)
@@ -735,19 +704,19 @@ def test_essay_within_prompt_bootstrap_draws_the_same_essays_for_every_model():
 
 def test_scale_rules_reject_pooled_metrics_and_calibration_on_several_scales():
     oof = _unit_oof(_asap_essays(), 0.08, (0,), 3)
-    ok = {"q1_metrics": ["qwk.within_prompt"], "q2_metrics": ["qwk.within_prompt", "qwk.worst_prompt", "offset.rms"], "calibration": False}
+    ok = {"q1_metrics": ["qwk.within_prompt"], "q2_metrics": ["qwk.within_prompt", "qwk.worst_prompt", "offset.rms"], "calibration": "none"}
     assert verdicts.check_scale_rules(oof, ok) is None
     for key, metric in (("q1_metrics", "qwk.pooled"), ("q2_metrics", "qwk.pooled"), ("q2_metrics", "qwk.fold_mean")):
         bad = {**ok, key: [*ok[key], metric]}
         with pytest.raises(AESError, match=rf"report\.{key} lists \['{re.escape(metric)}'\], undefined here"):
             verdicts.check_scale_rules(oof, bad)
-    with pytest.raises(AESError, match=r"report\.calibration: true"):
-        verdicts.check_scale_rules(oof, {**ok, "calibration": True})
-    with pytest.raises(AESError, match=r"report\.calibration: true"):
-        calibration.calibrate_oof(oof)
+    for method in ("inner", "other_folds"):  # cut-points cannot carry over to another grid; spread matching can
+        with pytest.raises(AESError, match=rf"report\.calibration: {method}, but the prompts have different score scales"):
+            verdicts.check_scale_rules(oof, {**ok, "calibration": method})
+    assert verdicts.check_scale_rules(oof, {**ok, "calibration": "prompt_spread"}) is None
     # one scale for every prompt (ELLIPSE): pooled metrics and calibration are fine
     ellipse = _oof(make_cv_essays(n_prompts=6, per_prompt=25, seed=2), 0.5, 3)
-    assert verdicts.check_scale_rules(ellipse, {"q1_metrics": ["qwk.pooled"], "q2_metrics": ["qwk.fold_mean"], "calibration": True}) is None
+    assert verdicts.check_scale_rules(ellipse, {"q1_metrics": ["qwk.pooled"], "q2_metrics": ["qwk.fold_mean"], "calibration": "inner"}) is None
 
 
 def test_a_seeded_model_run_with_one_seed_leaves_the_seed_spread_unmeasured():

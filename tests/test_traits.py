@@ -130,7 +130,7 @@ def test_report_has_a_per_trait_table_for_every_model(tmp_path):
     _fake(tmp_path)
     params = validate(committed_params())
     params["prepare"]["targets"] = ["Overall", "Cohesion", "Grammar"]
-    params["report"].update(bootstrap_resamples=50, calibration=False)
+    params["report"].update(bootstrap_resamples=50, calibration="none")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # no representations: the probe is skipped
         report, _ = build_report(params, tmp_path)

@@ -91,13 +91,16 @@ def make_regressor(params: dict, max_depth: int, seed: int, early_stopping: bool
     )
 
 
-def fit_fold(train: pd.DataFrame, X_train: np.ndarray, params: dict, seed: int) -> tuple[xgb.XGBRegressor, dict]:
+def fit_fold(train: pd.DataFrame, X_train: np.ndarray, params: dict, seed: int) -> tuple[xgb.XGBRegressor, dict, tuple]:
     """Fit on one CV training fold (rows of ``train``: prompt and the declared targets; X_train: (n, d)) with one seed.
 
     Every depth in ``gbm.max_depth`` is fitted on the inner-training part of a prompt-grouped
     inner split with early stopping on the other part; the depth with the lowest inner RMSE (over
     all targets) and its number of trees are refitted on all of ``train``. The model predicts
-    (m,) for one target, (m, T) for T. Returns (model, {max_depth, n_trees, inner_rmse: {depth: rmse}}).
+    (m,) for one target, (m, T) for T. Returns (model, {max_depth, n_trees, inner_rmse: {depth: rmse}},
+    (stop_idx, inner_pred)): the early-stopping slice's positions in ``train`` and the chosen depth's
+    early-stopped model's predictions of them, made without training on them (the inner predictions
+    that the ``inner`` calibration fits cut-points on).
     """
     from aes.data.corpus import target_matrix
 
@@ -106,12 +109,13 @@ def fit_fold(train: pd.DataFrame, X_train: np.ndarray, params: dict, seed: int) 
     y = y_all if joint else y_all[:, 0]  # the inner choice reads all targets (joint) or the primary (a plain regressor)
     n_targets = y_all.shape[1] if joint else 1
     fit_idx, stop_idx = inner_split(train, params["inner_val_fraction"], seed)
-    inner = {}
+    inner, inner_pred = {}, {}
     for depth in params["max_depth"]:
         model = make_regressor(params, depth, seed, early_stopping=True, n_targets=n_targets)
         model.fit(X_train[fit_idx], y[fit_idx], eval_set=[(X_train[stop_idx], y[stop_idx])], verbose=False)
         rmse_curve = model.evals_result()["validation_0"]["rmse"]
         inner[depth] = (float(min(rmse_curve)), best_iteration(model))
+        inner_pred[depth] = model.predict(X_train[stop_idx], iteration_range=(0, inner[depth][1]))
     depth = min(inner, key=lambda d: (inner[d][0], d))  # ties: the shallower tree
     n_trees = inner[depth][1]
     model = make_regressor(params, depth, seed, early_stopping=False, n_estimators=n_trees, n_targets=n_targets).fit(X_train, y, verbose=False)
@@ -119,7 +123,8 @@ def fit_fold(train: pd.DataFrame, X_train: np.ndarray, params: dict, seed: int) 
         traits = make_regressor(params, depth, seed, early_stopping=False, n_estimators=n_trees, n_targets=y_all.shape[1] - 1)
         traits = traits.fit(X_train, y_all[:, 1:] if y_all.shape[1] > 2 else y_all[:, 1], verbose=False)
         model = PrimaryAndTraits(model, traits)
-    return model, {"max_depth": depth, "n_trees": n_trees, "inner_rmse": {str(d): round(r, 6) for d, (r, _) in inner.items()}}
+    choice = {"max_depth": depth, "n_trees": n_trees, "inner_rmse": {str(d): round(r, 6) for d, (r, _) in inner.items()}}
+    return model, choice, (stop_idx, inner_pred[depth])
 
 
 @dataclass
@@ -147,8 +152,9 @@ def best_iteration(model: xgb.XGBRegressor) -> int:
         return int(model.get_booster().num_boosted_rounds())
 
 
-def cross_validate(cv: pd.DataFrame, features: np.ndarray, params: dict, seed: int) -> tuple[np.ndarray, list[xgb.XGBRegressor], list[dict]]:
-    """Out-of-fold predictions (n, T) of every declared target, the per-fold models and their choices (fold order).
+def cross_validate(cv: pd.DataFrame, features: np.ndarray, params: dict, seed: int) -> tuple[np.ndarray, list[xgb.XGBRegressor], list[dict], dict]:
+    """Out-of-fold predictions (n, T) of every declared target, the per-fold models and their choices
+    (fold order) and the inner predictions {(seed, k): (row positions of cv, predictions)} (:func:`fit_fold`).
 
     cv: n rows with columns prompt, fold (0..k-1) and the targets (:func:`aes.data.corpus.declared_targets`);
     features: (n, d) row-aligned with cv.
@@ -161,15 +167,16 @@ def cross_validate(cv: pd.DataFrame, features: np.ndarray, params: dict, seed: i
     if len(folds) < 2:
         raise AESError(f"gbm_cv needs at least 2 CV folds; got {len(folds)}")
     oof = np.full((len(cv), len(declared_targets(cv))), np.nan)
-    models, choices = [], []
+    models, choices, inner = [], [], {}
     for k in folds:
         val = (cv["fold"] == k).to_numpy()
         update_progress(stage="gbm_cv", seed=int(seed), fold=int(k), folds=len(folds))
-        model, choice = fit_fold(cv[~val].reset_index(drop=True), features[~val], params, seed)
+        model, choice, (stop_idx, stop_pred) = fit_fold(cv[~val].reset_index(drop=True), features[~val], params, seed)
         oof[val] = model.predict(features[val]).reshape(int(val.sum()), -1)
         models.append(model)
         choices.append(choice)
-    return oof, models, choices
+        inner[(int(seed), int(k))] = (np.flatnonzero(~val)[stop_idx], stop_pred)
+    return oof, models, choices, inner
 
 
 def save_models(models: dict[int, list[xgb.XGBRegressor]], folder: Path) -> None:

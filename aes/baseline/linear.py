@@ -49,6 +49,7 @@ class RidgeFit:
     inner_rmse: dict
     scaling: FeatureScaling | None = None
     feature_weight: float | list | None = None
+    inner_pred: np.ndarray | None = None  # (n,) the primary target's inner-fold predictions of the training essays (not saved)
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """(n,) or (n, T) predictions on the unit range of each essay's scale for features (n, d)."""
@@ -148,8 +149,10 @@ def fit_ridge(features: np.ndarray, y: np.ndarray, groups: np.ndarray, alphas, i
     alpha: 32 features beside 384 pooled dimensions need a weaker penalty than the one the pooled
     block wants. Each target takes its own (w, alpha) on the same inner folds (the first of equals,
     in ``block_weights`` then ``linear.alphas`` order); the chosen weights are in ``feature_weight``.
+    ``inner_pred``: the primary target's predictions of every training essay by the inner-fold
+    model (the chosen weight and penalty) that did not fit it: the ``inner`` calibration's input.
     """
-    from sklearn.model_selection import GridSearchCV, GroupKFold
+    from sklearn.model_selection import GridSearchCV, GroupKFold, cross_val_predict
 
     features, y = np.asarray(features, dtype=np.float64), np.asarray(y, dtype=np.float64)
     n_targets = 1 if y.ndim == 1 else y.shape[1]
@@ -170,7 +173,7 @@ def fit_ridge(features: np.ndarray, y: np.ndarray, groups: np.ndarray, alphas, i
         search = GridSearchCV(
             _pipeline(block_start=start, weight=w),
             {"ridge__alpha": [float(a) for a in alphas]},
-            cv=GroupKFold(n_splits=min(inner_folds, n_groups)),
+            cv=GroupKFold(n_splits=min(inner_folds, n_groups)),  # deterministic: the same folds as inner_cv below
             scoring={str(j): _target_rmse(j) for j in range(n_targets)},
             refit=False,
         )
@@ -193,13 +196,15 @@ def fit_ridge(features: np.ndarray, y: np.ndarray, groups: np.ndarray, alphas, i
         weight[np.ix_(keep, cols)] = (ridge.coef_.reshape(len(cols), -1) * column_weight / scaler.scale_).T
         bias[cols] = np.reshape(ridge.intercept_, -1) - weight[np.ix_(keep, cols)].T @ scaler.mean_
     alphas_chosen = [c[1] for c in chosen]
+    inner_cv = GroupKFold(n_splits=min(inner_folds, n_groups))
+    inner_pred = cross_val_predict(_pipeline(chosen[0][1], start, chosen[0][0]), features[:, keep], y2[:, 0], groups=groups, cv=inner_cv)
     # inner RMSE per penalty, at each target's chosen block weight
     inner = {a: [float(-scores[candidates.index((chosen[j][0], a)), j]) for j in range(n_targets)] for _, a in candidates[: len(alphas)]}
     feature_weight = None if block_start is None else [c[0] for c in chosen]
     if y.ndim == 1:
         return RidgeFit(weight[:, 0], float(bias[0]), alphas_chosen[0], {a: r[0] for a, r in inner.items()},
-                        feature_weight=None if feature_weight is None else feature_weight[0])
-    return RidgeFit(weight, bias, alphas_chosen, inner, feature_weight=feature_weight)
+                        feature_weight=None if feature_weight is None else feature_weight[0], inner_pred=inner_pred)
+    return RidgeFit(weight, bias, alphas_chosen, inner, feature_weight=feature_weight, inner_pred=inner_pred)
 
 
 def cross_validate(cv: pd.DataFrame, features: np.ndarray, alphas, inner_folds: int, writing: np.ndarray | None = None,
@@ -223,6 +228,14 @@ def cross_validate(cv: pd.DataFrame, features: np.ndarray, alphas, inner_folds: 
         fits[int(k)] = fit_probe(features[train], y[train], groups[train], alphas, inner_folds, w_train, writing_groups, feature_weights)
         oof[val] = fits[int(k)].predict_essays(features[val], w_val)
     return oof, fits
+
+
+def inner_predictions(cv: pd.DataFrame, fits: dict[int, RidgeFit], seed: int = 0) -> dict:
+    """{(seed, k): (row positions of fold k's training essays in ``cv``, (m,) their inner-fold predictions)}
+    of :func:`cross_validate`'s probes: the ``inner`` calibration's input (:func:`aes.core.artifacts.make_inner_frame`).
+    ``seed``: the prediction table's seed (a ridge probe has one, 0)."""
+    fold_of = cv["fold"].to_numpy()
+    return {(seed, int(k)): (np.flatnonzero(fold_of != k), f.inner_pred) for k, f in sorted(fits.items())}
 
 
 def fits_to_json(fits: dict[int, RidgeFit]) -> dict:

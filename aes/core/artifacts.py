@@ -10,6 +10,10 @@ For a stage named ``<stage>``:
   headline metric is the mean over seeds, with ``seed_sd`` and per-seed values), ``traits``
   (:func:`summarize_traits`: per further target pooled QWK, worst-quarter QWK and RMSE, seed mean
   and sd, and their mean trait QWK) plus ``runtime_s`` (committed);
+- ``data/predictions/<stage>_inner.csv``: the inner predictions (:func:`make_inner_frame`), what
+  the ``inner`` calibration fits each fold's cut-points on (a DVC out); the prediction table gains
+  one calibrated column per method and ``metrics/<stage>.json`` a ``calibrated`` block
+  (:func:`calibration_metrics`; :mod:`aes.core.calibration`);
 - ``plots/<stage>/by_prompt.csv``, ``by_grade.csv``, ``by_band.csv``: residual diagnostics of the
   primary target, each number the mean over seeds (aggregates, committed as DVC plot data).
 """
@@ -22,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from aes.core.calibration import CAL_PREFIX, calibrated_view, is_transductive_calibration, with_calibrations
 from aes.core.errors import AESError
 from aes.core.io import write_json
 from aes.core.metrics import (
@@ -35,7 +40,7 @@ from aes.core.metrics import (
     summarize_seeds,
 )
 from aes.core.prepared import declared_targets
-from aes.core.registry import metrics_path, plots_dir, predictions_path
+from aes.core.registry import CALIBRATIONS, inner_predictions_path, metrics_path, plots_dir, predictions_path
 from aes.core.scale import SCALE_COLUMNS, from_unit, scale_arrays, to_unit
 
 PREDICTION_COLUMNS = ["record_id", "fold", "seed", "prompt", "grade", "y_true", "y_pred_raw", "y_pred", "residual", *SCALE_COLUMNS]
@@ -105,6 +110,40 @@ def make_oof_frame(essays: pd.DataFrame, fold: np.ndarray, y_pred_unit: np.ndarr
     return pd.concat([oof[PREDICTION_COLUMNS], pd.DataFrame(further, index=oof.index)], axis=1)
 
 
+def make_inner_frame(essays: pd.DataFrame, inner: dict) -> pd.DataFrame:
+    """The inner predictions of a model stage as one table (columns ``PREDICTION_COLUMNS``, primary target).
+
+    inner: {(seed, k): (rows (m,) row positions of ``essays``, pred_unit (m,) or (m, T) on the unit
+    range)}: fold ``k``'s model (or its inner models) predicting essays of its own training side that
+    it did not train on. ``fold`` is ``k``, the outer fold the prediction serves.
+    """
+    frames = [make_oof_frame(essays.iloc[np.asarray(rows, dtype=int)].reset_index(drop=True), np.full(len(rows), k),
+                             np.asarray(pred).reshape(len(rows), -1)[:, 0], seed)[PREDICTION_COLUMNS]
+              for (seed, k), (rows, pred) in sorted(inner.items()) if len(rows)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=PREDICTION_COLUMNS)
+
+
+def calibration_metrics(oof: pd.DataFrame, undefined: dict, cuts: dict, min_prompt_n: int) -> dict:
+    """The ``calibrated`` block of a model's metrics: per method of :data:`aes.core.registry.CALIBRATIONS`
+    {transductive, qwk {pooled, within_prompt, fold_mean, worst_prompt, worst_quarter}: means over
+    seeds of the calibrated scores' QWK, seed_sd {qwk.<key>}, cut_points {fold: list} of the first
+    seed (cut-point methods)}, or {why} where the method is undefined for this table."""
+    block = {}
+    for method in CALIBRATIONS:
+        if method in undefined:
+            block[method] = {"why": undefined[method]}
+            continue
+        summary = summarize_seeds(calibrated_view(oof, method), min_prompt_n)
+        keys = ("pooled", "within_prompt", "fold_mean", "worst_prompt", "worst_quarter")
+        block[method] = {"transductive": is_transductive_calibration(method),
+                         "qwk": {k: summary["qwk"].get(k) for k in keys},
+                         "seed_sd": {f"qwk.{k}": summary["seed_sd"].get(f"qwk.{k}") for k in keys}}
+        if cuts.get(method):
+            first = min(s for s, _ in cuts[method])
+            block[method]["cut_points"] = {str(k): [round(float(c), 4) for c in v] for (s, k), v in sorted(cuts[method].items()) if s == first}
+    return block
+
+
 def stack_seeds(frames: list[pd.DataFrame]) -> pd.DataFrame:
     """One prediction table from per-seed tables (each from :func:`make_oof_frame`), seed-major."""
     seeds = [int(f["seed"].iloc[0]) for f in frames if len(f)]
@@ -160,16 +199,21 @@ def summarize_traits(oof: pd.DataFrame, min_prompt_n: int) -> dict:
 
 
 def write_model_outputs(
-    stage: str, oof: pd.DataFrame, runtime_s: float, min_prompt_n: int, extra: dict | None = None, root: Path = Path(".")
+    stage: str, oof: pd.DataFrame, runtime_s: float, min_prompt_n: int, extra: dict | None = None, root: Path = Path("."),
+    inner: pd.DataFrame | None = None,
 ) -> dict:
-    """Write predictions, metrics and diagnostics for one model stage; return the metrics dict.
+    """Write predictions, inner predictions, metrics and diagnostics for one model stage; return the metrics dict.
 
     ``extra`` adds stage-specific keys (e.g. adversary accuracy) next to the contract keys.
+    ``inner``: the stage's inner predictions (:func:`make_inner_frame`; None: it has none, and the
+    ``inner`` calibration is undefined for it).
     """
     missing = [c for c in PREDICTION_COLUMNS if c not in oof.columns]
     if missing:
         raise AESError(f"{stage}: prediction table lacks columns {missing}")
+    oof, undefined, cuts = with_calibrations(oof, inner)
     metrics = summarize_seeds(oof, min_prompt_n)
+    metrics["calibrated"] = calibration_metrics(oof, undefined, cuts, min_prompt_n)
     traits = summarize_traits(oof, min_prompt_n)
     if traits:
         metrics["traits"] = traits
@@ -180,6 +224,8 @@ def write_model_outputs(
     pred_path = predictions_path(stage, root)
     pred_path.parent.mkdir(parents=True, exist_ok=True)
     oof.to_csv(pred_path, index=False, float_format="%.6f")
+    inner_path = inner_predictions_path(stage, root)
+    (inner if inner is not None else pd.DataFrame(columns=PREDICTION_COLUMNS)).to_csv(inner_path, index=False, float_format="%.6f")
 
     pdir = plots_dir(stage, root)
     pdir.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ from typing import Any
 from aes.core.errors import AESError
 from aes.core.metrics import METRIC_DIRECTION
 from aes.core.registry import (
+    CALIBRATIONS,
     EMBEDDING_NORMALISATIONS,
     FEATURE_NORMALISATIONS,
     GBM_FEATURE_SWITCHES,
@@ -118,7 +119,8 @@ BASE_SCHEMA: dict[str, Any] = {
         # what the bootstrap resamples besides seeds: whole prompts, or essays within each prompt (few prompts)
         "bootstrap_unit": Choice("prompt", "essay_within_prompt"),
         "probe_folds": Int(ge=2),
-        "calibration": Key(bool),
+        # the calibration whose scores get their own Q1/Q2 verdicts beside the raw ones (aes/core/calibration.py)
+        "calibration": Choice(*CALIBRATIONS, "none"),
         "q1_metrics": METRICS,  # Q1 verdict: ERM vs the strongest frozen model, on each of these
         "q2_metrics": METRICS,  # Q2 verdicts: GRL and DRO vs ERM, on each of these
         "min_gain": Float(ge=0),
@@ -202,7 +204,8 @@ def check_cross_keys(params: dict, source: str = "params.yaml") -> dict:
     """Rules that tie keys of different non-dataset sections together; returns ``params`` unchanged.
 
     finetune.target_weights has one weight (>= 0) per prepare.targets entry, at least one of them
-    > 0; every linear.feature_weights entry is > 0. (The dataset's own rules:
+    > 0; every linear.feature_weights entry is > 0; report.calibration: inner needs
+    finetune.inner_val_fraction > 0. (The dataset's own rules:
     :func:`aes.data.registry.check_dataset_keys`.)
     """
     targets, weights = params["prepare"]["targets"], params["finetune"]["target_weights"]
@@ -215,6 +218,10 @@ def check_cross_keys(params: dict, source: str = "params.yaml") -> dict:
     if any(w <= 0 for w in block):
         raise AESError(f"{source}: key 'linear.feature_weights' must be > 0 (a weight w penalises the writing features by alpha / w**2); "
                        f"got {block!r}")
+    if params["report"]["calibration"] == "inner" and params["finetune"]["inner_val_fraction"] <= 0:
+        raise AESError(f"{source}: key 'report.calibration' is 'inner', which fits each fine-tune's cut-points on its inner held-out "
+                       "slice, but key 'finetune.inner_val_fraction' is 0 (no slice); set it > 0 (default 0.2) or choose "
+                       "report.calibration: other_folds | prompt_spread | none")
     return params
 
 

@@ -48,6 +48,11 @@ GBM_FEATURE_SWITCHES = (EMBEDDINGS_SWITCH, *WRITING_FEATURE_GROUPS)
 # (training-fold statistics only); the others read each prompt's own essays, never its scores: transductive.
 FEATURE_NORMALISATIONS = ("training_fold", "prompt_minmax", "prompt_zscore")
 EMBEDDING_NORMALISATIONS = ("as_is", "prompt_mean")
+# How raw outputs are mapped onto the grid (aes/core/calibration.py): every model stage writes all of
+# them; `report.calibration` names the one the calibrated verdicts read (or none).
+CALIBRATIONS = ("inner", "other_folds", "prompt_spread")
+TRANSDUCTIVE_CALIBRATIONS = ("prompt_spread",)  # read the held-out prompt's predictions (never its scores)
+
 def is_transductive(normalise: Mapping) -> bool:
     """True when either setting reads the held-out prompt's essays (never its scores)."""
     return normalise["features"] != "training_fold" or normalise["embeddings"] != "as_is"
@@ -122,6 +127,11 @@ def metrics_path(stage: str, root: Path = Path(".")) -> Path:
 
 def predictions_path(stage: str, root: Path = Path(".")) -> Path:
     return root / "data" / "predictions" / f"{stage}.csv"
+
+
+def inner_predictions_path(stage: str, root: Path = Path(".")) -> Path:
+    """A model stage's inner predictions: essays of each fold's training side held out of the model that predicted them."""
+    return root / "data" / "predictions" / f"{stage}_inner.csv"
 
 
 def plots_dir(stage: str, root: Path = Path(".")) -> Path:

@@ -54,6 +54,8 @@ def write_checkpoint(root: Path, name: str, result: dict) -> None:
     save_fold(tmp, result)
     np.save(tmp / "pred_unit.npy", np.asarray(result["pred_unit"], dtype=np.float64))
     np.save(tmp / "pooled.npy", np.asarray(result["pooled"], dtype=np.float32))
+    np.save(tmp / "inner_rows.npy", np.asarray(result["inner_rows"], dtype=np.int64))
+    np.save(tmp / "inner_unit.npy", np.asarray(result["inner_unit"], dtype=np.float64))
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     (final / "DONE").write_text("ok\n")
@@ -71,6 +73,8 @@ def read_checkpoint(root: Path, name: str) -> dict | None:
         **info,
         "pred_unit": np.load(folder / "pred_unit.npy"),
         "pooled": np.load(folder / "pooled.npy"),
+        "inner_rows": np.load(folder / "inner_rows.npy"),
+        "inner_unit": np.load(folder / "inner_unit.npy"),
         "state": load_file(str(folder / "weights.safetensors")),
     }
 

@@ -3,7 +3,7 @@
 ``run_cv`` trains every fold once per seed in ``finetune.seeds`` (resumable from fold checkpoints),
 starting from the fold's probe of stage lp_cv (:mod:`aes.finetune.lp`) when ``finetune.lp_ft`` is
 on, and writes metrics/<stage>.json, data/predictions/<stage>.csv (one row per essay and seed) and
-plots/<stage>/ (aes.core.artifacts), models/<stage>/seed_<s>/fold_<k>/ (trained weights + config),
+plots/<stage>/ and the inner slice's predictions data/predictions/<stage>_inner.csv (aes.core.artifacts), models/<stage>/seed_<s>/fold_<k>/ (trained weights + config),
 the out-of-fold pooled representations of the first seed data/representations/<stage>.npy +
 _ids.csv (for the report's prompt probe) and DVCLive curves of the first seed.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from aes.core.artifacts import make_oof_frame, stack_seeds, write_model_outputs
+from aes.core.artifacts import make_inner_frame, make_oof_frame, stack_seeds, write_model_outputs
 from aes.core.errors import AESError
 from aes.core.io import sha256_file, write_json
 from aes.core.machine import compute_fingerprint
@@ -192,7 +192,9 @@ def run_cv(params: dict, objective: str, root: Path = Path(".")) -> dict:
              "compute": compute_fingerprint(ft["mixed_precision"], resolve_device(ft["device"]))}
     if ft["trainable_layers"] >= 0:
         extra["frozen_pass_sha256"] = sha256_file(root / FROZEN_PASS / "hidden.npy")
+    inner = {r: (res["inner_rows"], res["inner_unit"]) for r, res in results.items() if len(res["inner_rows"])}
     metrics = write_model_outputs(stage, stack_seeds(frames), time.perf_counter() - started,
-                                  params["report"]["min_prompt_n"], extra=extra, root=root)
+                                  params["report"]["min_prompt_n"], extra=extra, root=root,
+                                  inner=make_inner_frame(cv, inner) if inner else None)
     remove_checkpoints(root / CHECKPOINTS, stage)  # the outputs are written: checkpoints are done with
     return metrics

@@ -223,7 +223,9 @@ class Trainer:
         cv: the essays with prompt, fold and the target columns (:func:`aes.data.corpus.declared_targets`,
         T of them, as many as ``finetune.target_weights``). init_head: the fold's linear probe
         (:class:`aes.baseline.linear.RidgeFit`, one output per target) to start from, or None.
-        Returns dict with pred_unit (n_val, T) float64 on the unit range of each essay's scale, pooled (n_val, H) float32, state
+        Returns dict with pred_unit (n_val, T) float64 on the unit range of each essay's scale, inner_rows
+        (m,) the inner slice's row positions in ``cv`` and inner_unit (m, T) the kept epoch's predictions
+        of them (m = 0 without an inner slice), pooled (n_val, H) float32, state
         (trainable tensors), target_mean/std (T lists), feature_scaling (the head's writing-feature
         standardisation as JSON, fitted on the training rows; None without features), targets,
         epochs (list of per-epoch log dicts), best_epoch, prompts, history.
@@ -353,7 +355,9 @@ class Trainer:
             # the primary target chooses the epoch, scored on each inner essay's own scale
             logs["inner_qwk"] = headline_qwk(scored_rows(cv.iloc[plan.inner_rows], inner_z[:, 0] * plan.std[0] + plan.mean[0]))
             if logs["inner_qwk"] > run.best["qwk"]:
-                run.best = {"qwk": logs["inner_qwk"], "epoch": epoch, "state": trainable_state(self.accelerator.unwrap_model(run.model))}
+                # the kept epoch's inner predictions are the fold's own held-out predictions (the inner calibration's input)
+                run.best = {"qwk": logs["inner_qwk"], "epoch": epoch, "state": trainable_state(self.accelerator.unwrap_model(run.model)),
+                            "inner_unit": inner_z.astype(np.float64) * plan.std + plan.mean}
         run.epochs.append(logs)
         for cb in callbacks:
             cb.on_epoch_end(plan.k, logs)
@@ -365,8 +369,13 @@ class Trainer:
         if run.best["state"] is not None:
             model.load_state_dict(run.best["state"], strict=False)
         val_z, val_pooled = self.predict(model, data, plan.val_rows)
+        inner_unit = run.best.get("inner_unit")
+        if len(plan.inner_rows) and inner_unit is None:  # no epoch had a finite inner QWK: the last epoch's model scores them
+            inner_unit = self.predict(model, data, plan.inner_rows)[0].astype(np.float64) * plan.std + plan.mean
         result = {
             "pred_unit": (val_z.astype(np.float64) * plan.std + plan.mean),
+            "inner_rows": np.asarray(plan.inner_rows, dtype=np.int64),
+            "inner_unit": np.zeros((0, len(plan.mean))) if inner_unit is None else inner_unit,
             "pooled": val_pooled,
             "state": trainable_state(model),
             "targets": plan.targets,

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from aes.baseline.linear import cross_validate as probe_cross_validate
-from aes.baseline.linear import fits_from_json, fits_to_json
-from aes.core.artifacts import make_oof_frame, write_model_outputs
+from aes.baseline.linear import fits_from_json, fits_to_json, inner_predictions
+from aes.core.artifacts import make_inner_frame, make_oof_frame, write_model_outputs
 from aes.core.errors import AESError
 from aes.core.io import write_json
 from aes.core.registry import FROZEN_PASS, LP_STAGE, inputs_record, models_dir
@@ -45,7 +45,8 @@ def run_lp_cv(params: dict, root: Path = Path(".")) -> dict:
              "features": list(frozen.feature_groups), "n_writing_features": 0 if frozen.features is None else int(frozen.features.shape[1]),
              "inputs": inputs_record(params["normalise"], reads_features=frozen.features is not None)}
     return write_model_outputs(LP_STAGE, make_oof_frame(cv, cv["fold"], oof), time.perf_counter() - started,
-                               params["report"]["min_prompt_n"], extra=extra, root=root)
+                               params["report"]["min_prompt_n"], extra=extra, root=root,
+                               inner=make_inner_frame(cv, inner_predictions(cv, fits)))
 
 
 def load_probes(root: Path, folds: list[int], feature_groups=()) -> tuple[dict | None, bytes]:

@@ -3,7 +3,7 @@
 Reads the model stages' artifacts (:mod:`aes.report.inputs`), assembles the evidence (bootstrap
 over prompts and seeds: :mod:`aes.report.bootstrap`; Q1, Q2, the decision and the rule:
 :mod:`aes.report.verdicts`; the prompt probe that stage ``prompt_probe`` wrote:
-:mod:`aes.report.probe`; calibration: :mod:`aes.report.calibration`; headline rows and plot
+:mod:`aes.report.probe`; raw against calibrated, and Q1/Q2 on calibrated scores: :mod:`aes.report.calibration`; headline rows and plot
 tables: :mod:`aes.report.tables`) and writes metrics/report.json, reports/decision.md, plot data
 and PNGs.
 
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from aes.core.metrics import metric_value
+from aes.core.metrics import metric_value, table_scale
 from aes.core.registry import (
     DECISION_MD,
     DVCLIVE,
@@ -33,7 +33,7 @@ from aes.core.registry import (
     stage_for_objective,
 )
 from aes.report.bootstrap import prompt_bootstrap
-from aes.report.calibration import calibration_summary
+from aes.report.calibration import calibrated_answers, calibration_table, cut_point_rows
 from aes.report.inputs import check_consistency, holdout_groups, load_model_outputs
 from aes.report.markdown import decision_md, report_labels
 from aes.report.probe import read_probes
@@ -64,7 +64,10 @@ def build_report(params: dict, root: Path = Path(".")) -> tuple[dict, dict]:
         check_consistency(s, outputs[s]["metrics"], boot["point"][s], root)
     answers = answer_questions(boot, rp, objective)
     models = {s: headline_row(outputs[s]["metrics"]) for s in MODEL_STAGES}
-    calibration, cut_rows = calibration_summary(oofs, rp["min_prompt_n"]) if rp["calibration"] else ({}, [])
+    # every model's raw and calibrated QWK (each method), and Q1/Q2 again on report.calibration's scores
+    calibration = {"method": rp["calibration"], "models": calibration_table(outputs)}
+    calibrated = calibrated_answers(outputs, rp, objective)
+    cut_rows = cut_point_rows(outputs, rp["calibration"], lambda s: table_scale(oofs[s]).grid) if rp["calibration"] != "none" else []
     traits = {s: outputs[s]["metrics"]["traits"] for s in MODEL_STAGES if outputs[s]["metrics"].get("traits")}
     # the writing-feature groups each feature-aware model read (finetune.features, as its stage recorded it): names the models
     features = {s: outputs[s]["metrics"]["features"] for s in MODEL_STAGES if "features" in outputs[s]["metrics"]}
@@ -96,6 +99,7 @@ def build_report(params: dict, root: Path = Path(".")) -> tuple[dict, dict]:
         "probe": read_probes(root),
         "adversary": adversary_summary(outputs),
         "calibration": calibration,
+        "calibrated": calibrated,
         "n": outputs[cand]["metrics"].get("n", {}),
         "per_prompt_qwk": per_prompt_qwk(per_prompt, MODEL_STAGES),
     }
@@ -105,7 +109,7 @@ def build_report(params: dict, root: Path = Path(".")) -> tuple[dict, dict]:
         "residual_by_grade": residual_table(oofs, "grade"),
         "confusion": confusion_long(oofs),
     }
-    if cut_rows:  # the fitted cut-points per model and scored fold (plain rounding: the midpoints between grid levels)
+    if cut_rows:  # report.calibration's cut-points per model and scored fold, first seed (plain rounding: the midpoints between grid levels)
         tables["calibration_cut_points"] = pd.DataFrame(cut_rows)
     return report, tables
 

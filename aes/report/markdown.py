@@ -148,6 +148,59 @@ def verdicts_md(report: dict) -> list[str]:
     return lines
 
 
+CALIBRATION_NAMES = {
+    "inner": "monotone cut-points fitted on each fold's own model's predictions of held-out essays from its training side",
+    "other_folds": "monotone cut-points fitted on the other folds' out-of-fold predictions (other folds' models)",
+    "prompt_spread": "each unseen prompt's predictions stretched to the training prompts' score spread, label-free [transductive]",
+}
+
+
+def calibrated_verdicts_md(report: dict) -> list[str]:
+    """decision.md: Q1 and Q2 judged again on ``report.calibration``'s calibrated scores ([] when none)."""
+    cal = report.get("calibrated")
+    if not cal:
+        return []
+    labels = report_labels(report)
+    models = {s: {k.replace(".", "_"): v for k, v in p.items()} for s, p in cal["point"].items()}
+    head = [f"| comparison | metric | model | reference | gain | 95% CI of gain ({report['bootstrap']['unit']}) | seed sd | verdict | why |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    q2 = "; ".join(f"{o.upper()} vs ERM **{q['verdict']}**" for o, q in cal["q2"].items())
+    lines = [f"## Q1 and Q2 on calibrated scores (`report.calibration: {cal['method']}`){' [transductive]' if cal['transductive'] else ''}", "",
+             f"The scores a deployment would use: {CALIBRATION_NAMES[cal['method']]}. Same rule, metrics and bootstrap as above. "
+             f"**Q1: {cal['q1']['verdict']}** (ERM vs the strongest frozen model on calibrated scores, `{cal['reference']}`, "
+             f"{labels[cal['reference']]}); **Q2:** {q2}. The locked-test gate reads the raw verdicts above.", "", *head,
+             *_verdict_rows("ERM vs " + cal["reference"], cal["q1"], models, report["stages"]["erm"], cal["reference"])]
+    for o, q in cal["q2"].items():
+        lines += _verdict_rows(f"{o.upper()} vs ERM", q, models, q["stage"], report["stages"]["erm"])
+    return lines + [""]
+
+
+def calibration_md(report: dict) -> list[str]:
+    """decision.md: every model's QWK raw and under each calibration, mean ± sd over seeds."""
+    cal = report.get("calibration") or {}
+    table = cal.get("models") if isinstance(cal, dict) else None
+    if not table:
+        return []
+    labels = report_labels(report)
+    methods = [m for m in CALIBRATION_NAMES if any("why" not in row.get(m, {"why": ""}) for row in table.values())]
+    if not methods:
+        return []
+    names = {m: m.replace("_", " ") + (" [transductive]" if m == "prompt_spread" else "") for m in methods}
+    lines = ["", "## Calibration: raw against each method", "",
+             *[f"- **{m.replace('_', ' ')}**: {CALIBRATION_NAMES[m]}." for m in methods],
+             f"- `report.calibration: {cal['method']}` names the method of the calibrated verdicts.", "",
+             "| model | " + " | ".join(f"{k} QWK: raw | " + " | ".join(names[m] for m in methods) for k in ("pooled", "within-prompt")) + " |",
+             "|---" * (1 + 2 * (1 + len(methods))) + "|"]
+    for stage, row in table.items():
+        cells = []
+        for key in ("pooled", "within_prompt"):
+            cells.append(_pm(row["raw"].get(key), row["raw"].get(f"{key}_sd")))
+            cells += ["–" if "why" in row.get(m, {"why": ""}) else _pm(row[m].get(key), row[m].get(f"{key}_sd")) for m in methods]
+        lines.append(f"| {labels[stage]} | " + " | ".join(cells) + " |")
+    lines += ["", "Mean ± sd over seeds; every calibrated score is on the grid, and no method reads the scored fold's scores."]
+    return lines
+
+
 def headline_name(report: dict) -> str:
     """What the headline QWK is: Q1's first metric, in words."""
     key = report["rule"]["q1_metrics"][0]
@@ -160,8 +213,11 @@ def locked_test_md(report: dict) -> list[str]:
     if h.get("locked_test") is False or h.get("n_test_prompts") == 0:  # reports written before the flag: no test prompts
         return [f"**Locked test: none.** The dataset's protocol ({h.get('protocol', 'leave one prompt out')}) scores every prompt "
                 "out of fold and leaves no prompt to lock, as in the published results; the gate does not apply."]
+    why_raw = (" The gate reads the raw verdicts: the locked test scores the final models' raw predictions rounded to the grid, "
+               "because a model trained on every CV essay has no held-out predictions of its own to fit cut-points on."
+               if report.get("calibrated") else "")
     return [f"**Locked test: {d['verdict'].upper()}** with candidate objective `{report['objective']}` "
-            f"(proceed needs Q1 better and, for GRL/DRO, Q2 better): " + "; ".join(d["reasons"]) + "."]
+            f"(proceed needs Q1 better and, for GRL/DRO, Q2 better): " + "; ".join(d["reasons"]) + "." + why_raw]
 
 
 def per_prompt_md(report: dict, max_prompts: int = 12) -> list[str]:
@@ -220,6 +276,7 @@ def decision_md(report: dict) -> str:
         "",
         *verdicts_md(report),
         "",
+        *calibrated_verdicts_md(report),
         *locked_test_md(report),
         "",
         "## Out-of-fold results, mean ± sd over seeds (prompt-grouped CV; every prompt unseen by the model that scored it)",
@@ -271,16 +328,7 @@ def decision_md(report: dict) -> str:
         lines += ["", f"GRL's adversary on the last epoch's training batches ({adversary['runs']} seed x fold runs): prompt accuracy "
                   f"{_cell(adversary['accuracy_mean'])} (range {_cell(adversary['accuracy_min'])}-{_cell(adversary['accuracy_max'])}) "
                   f"against a chance level of {_cell(adversary['chance_mean'])} (the largest training prompt's share)."]
-    if report["calibration"]:
-        lines += ["", "## Calibration (monotone half-band cut-points)", "",
-                  "Cut-points maximise QWK on the out-of-fold predictions of the *other* folds and are applied to the "
-                  "scored fold. Approximation: those predictions come from the other folds' models, not from the "
-                  "scored fold's model on its own training essays.", "",
-                  "| model | QWK pooled raw → calibrated | fold mean raw → calibrated | worst prompt raw → calibrated |", "|---|---|---|---|"]
-        for stage, c in report["calibration"].items():
-            lines.append(f"| {labels[stage]} | {_cell(c['qwk_pooled_uncalibrated'])} → {_cell(c['qwk_pooled'])} "
-                         f"| {_cell(c['qwk_fold_mean_uncalibrated'])} → {_cell(c['qwk_fold_mean'])} "
-                         f"| {_cell(c['qwk_worst_prompt_uncalibrated'])} → {_cell(c['qwk_worst_prompt'])} |")
+    lines += calibration_md(report)
     lines += holdout_md(report.get("holdout"))
     lines += ["", "Figures: `plots/report/png/`. Numbers: `metrics/report.json`.", ""]
     return "\n".join(lines)

@@ -100,9 +100,10 @@ def check_scale_rules(oof: pd.DataFrame, rp: dict) -> None:
             raise AESError(f"report.{key} lists {pooled}, undefined here: the prompts have different score scales, so a QWK "
                            "pooled across them is not a metric; use qwk.within_prompt (the mean per-prompt QWK the cross-prompt "
                            "literature reports), qwk.worst_prompt or offset.rms (profiles/asap.args)")
-    if rp["calibration"]:
-        raise AESError("report.calibration: true, but the prompts have different score scales; cut-points fitted on other "
-                       "prompts' grids cannot score an unseen prompt on its own. Set report.calibration: false (profiles/asap.args)")
+    if rp["calibration"] in ("inner", "other_folds"):
+        raise AESError(f"report.calibration: {rp['calibration']}, but the prompts have different score scales; cut-points fitted on "
+                       "other prompts' grids cannot score an unseen prompt on its own. Set report.calibration: prompt_spread "
+                       "(label-free, transductive) or none (profiles/asap.args)")
 
 
 def strongest_frozen(point: dict, headline: str = "qwk.pooled") -> str:
