@@ -54,7 +54,7 @@ def _fresh_copy(root, dest):
 # ------------------------------------------------------------------ the head's statistics
 
 
-@pytest.mark.parametrize("extra", [{}, {"inner_val_fraction": 0.3}, {"max_train_essays": 12}], ids=["fold", "inner_split", "cap"])
+@pytest.mark.parametrize("extra", [{"inner_val_fraction": 0.0}, {"inner_val_fraction": 0.3}, {"max_train_essays": 12}], ids=["fold", "inner_split", "cap"])
 def test_the_heads_feature_statistics_are_the_training_essays_and_never_a_validation_essay(lp_runs, extra):
     root, base = lp_runs["all"]
     params = with_finetune(base, encoder_lr=0.0, head_lr=1e-12, **extra)
@@ -74,7 +74,7 @@ def test_the_heads_feature_statistics_are_the_training_essays_and_never_a_valida
         np.testing.assert_allclose(stats["sd"], np.where(sd > 1e-12, sd, 1.0), rtol=1e-12, atol=1e-12)
         with_val = np.concatenate([train_rows, val_rows])  # what the statistics would be had a validation essay slipped in
         assert not np.allclose(stats["mean"], x[with_val].mean(axis=0))
-        if not extra:  # the whole training fold: exactly the statistics of lp_cv's probe for this fold
+        if extra == {"inner_val_fraction": 0.0}:  # the whole training fold: exactly the statistics of lp_cv's probe for this fold
             train_fold = np.flatnonzero(cv["fold"].to_numpy() != k)
             np.testing.assert_array_equal(np.sort(train_rows), train_fold)
 

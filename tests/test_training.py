@@ -13,7 +13,7 @@ import torch
 
 from aes.features import FEATURE_GROUPS, feature_names, writing_features
 from aes.baseline.linear import fits_from_json
-from aes.core.artifacts import PREDICTION_COLUMNS
+from aes.core.artifacts import CALIBRATED_COLUMNS, PREDICTION_COLUMNS
 from aes.core.errors import AESError
 from aes.core.io import sha256_file
 from aes.core.registry import FROZEN_PASS
@@ -30,7 +30,7 @@ from aes.finetune.objectives import Objective
 from tests.training_fixtures import ROOT, make_training_repo, run_frozen_stages, with_finetune
 
 TRAITS = ["Cohesion", "Syntax", "Vocabulary", "Phraseology", "Grammar", "Conventions"]
-CONTRACT_COLUMNS = PREDICTION_COLUMNS + [f"y_{kind}_{t}" for t in TRAITS for kind in ("true", "pred_raw")]  # params.yaml's seven targets
+CONTRACT_COLUMNS = PREDICTION_COLUMNS + [f"y_{kind}_{t}" for t in TRAITS for kind in ("true", "pred_raw")] + CALIBRATED_COLUMNS  # params.yaml's seven targets
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # the kill test passes the thread count on to its subprocesses

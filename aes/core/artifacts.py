@@ -44,6 +44,7 @@ from aes.core.registry import CALIBRATIONS, inner_predictions_path, metrics_path
 from aes.core.scale import SCALE_COLUMNS, from_unit, scale_arrays, to_unit
 
 PREDICTION_COLUMNS = ["record_id", "fold", "seed", "prompt", "grade", "y_true", "y_pred_raw", "y_pred", "residual", *SCALE_COLUMNS]
+CALIBRATED_COLUMNS = [CAL_PREFIX + m for m in CALIBRATIONS]  # written after the traits' columns (aes/core/calibration.py)
 DIAGNOSTIC_GROUPS = {"by_prompt": "prompt", "by_grade": "grade", "by_band": "band"}
 TRUE_PREFIX, PRED_PREFIX = "y_true_", "y_pred_raw_"  # + trait name: the columns of a further target
 TRAIT_METRICS = {"qwk_pooled": "qwk.pooled", "qwk_worst_quarter": "qwk.worst_quarter", "rmse": "rmse"}  # traits.<t>.<key> <- summarize key
