@@ -40,7 +40,7 @@ out = {}
 for features, embeddings in SETTINGS:
     started = time.time()
     x = model_inputs(emb, hand, cv["prompt"].to_numpy(), {"features": features, "embeddings": embeddings})
-    pred, _, _ = cross_validate(cv, x, gbm, 7)
+    pred, _, _, _ = cross_validate(cv, x, gbm, 7)
     m = summarize(make_oof_frame(cv, cv["fold"], pred, 7), params["report"]["min_prompt_n"])
     out[f"{features}/{embeddings}"] = {k: m["qwk"][k] for k in ("pooled", "within_prompt", "worst_quarter")} | {"s": round(time.time() - started)}
     print(features, embeddings, out[f"{features}/{embeddings}"], flush=True)

@@ -360,6 +360,7 @@ def test_report_end_to_end(tmp_path, params):
         metrics = json.loads((tmp_path / f"metrics/{stage}.json").read_text())
         assert set(row) == {"raw", "inner", "other_folds", "prompt_spread"} and row["prompt_spread"]["transductive"] is True
         assert row["inner"]["pooled"] == metrics["calibrated"]["inner"]["qwk"]["pooled"] != row["raw"]["pooled"], stage
+        assert row["raw"]["pooled_sd"] == metrics["seed_sd"]["qwk.pooled"] and (row["raw"]["pooled_sd"] > 0) == (stage not in ("linear_cv", "lp_cv"))
     calibrated = saved["calibrated"]
     assert calibrated["method"] == "inner" and calibrated["transductive"] is False
     assert calibrated["q1"]["verdict"] in (BETTER, INCONCLUSIVE, "not better") and set(calibrated["q2"]) == {"grl", "dro"}

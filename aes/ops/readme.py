@@ -36,6 +36,8 @@ from aes.core.registry import DECISION_MD, REPORT_JSON
 from aes.data.dataset import Dataset
 from aes.data.registry import BY_NAME, DATASETS, get_dataset
 from aes.report.markdown import (
+    calibrated_verdicts_line,
+    calibration_md,
     compact_table_md,
     finetune_phrase,
     per_prompt_rows,
@@ -84,10 +86,11 @@ def results_block(report: dict, details: str = str(DECISION_MD), page: str = str
     q2_text = "; ".join(f"{o.upper()} vs ERM **{q['verdict']}**" for o, q in q2.items())
     traits = traits_table_md(report)
     traits_text = f"\n\nPooled QWK per target (mean over seeds; mean trait QWK ± sd over seeds):\n\n{traits}" if traits else ""
+    calibration = "\n".join(calibration_md(report))
     return (f"\n{results_table_md(report)}{traits_text}\n\nQ1, {finetune_phrase(report)} vs the strongest frozen model (`{q1['reference']}`), "
             f"on {', '.join(report['rule']['q1_metrics'])}: **{q1['verdict']}**. Q2, on {', '.join(report['rule']['q2_metrics'])}: "
-            f"{q2_text}. Every number is the mean ± sd over seeds; verdicts use the 95% prompt x seed bootstrap CI and the "
-            f"seed spread. Details: {link(details, page)}.\n")
+            f"{q2_text}.{calibrated_verdicts_line(report)} Every number is the mean ± sd over seeds; verdicts use the 95% prompt x seed "
+            f"bootstrap CI and the seed spread. Details: {link(details, page)}.\n{calibration}{chr(10) if calibration else ''}")
 
 
 def block_span(text: str, block: str = "results") -> tuple[int, int] | None:
@@ -104,7 +107,8 @@ def compact_block(report: dict, dataset: Dataset, full: str) -> str:
     q2_text = ", ".join(f"{o.upper()} vs ERM **{q['verdict']}**" for o, q in q2.items())
     published = "; ".join(f"{system.split(';')[0]} {mean:.3f}" for system, mean, _ in dataset.published)
     published_text = f" Published means under the same protocol: {published}." if published else ""
-    return (f"\n{compact_table_md(report)}\n\nQ1 (ERM vs `{q1['reference']}`): **{q1['verdict']}**. Q2: {q2_text}.{published_text} "
+    return (f"\n{compact_table_md(report)}\n\nQ1 (ERM vs `{q1['reference']}`): **{q1['verdict']}**. Q2: {q2_text}."
+            f"{calibrated_verdicts_line(report)}{published_text} "
             f"Every table: {link(full, str(FRONT_PAGE))}.\n")
 
 

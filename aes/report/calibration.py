@@ -30,7 +30,7 @@ def calibration_table(outputs: dict) -> dict:
     table = {}
     for stage, out in outputs.items():
         m = out["metrics"]
-        row = {"raw": {k: metric_value(m, f"qwk.{k}") for k in QWK_KEYS} | {f"{k}_sd": metric_value(m, f"seed_sd.qwk.{k}") for k in QWK_KEYS}}
+        row = {"raw": {k: metric_value(m, f"qwk.{k}") for k in QWK_KEYS} | {f"{k}_sd": m.get("seed_sd", {}).get(f"qwk.{k}") for k in QWK_KEYS}}
         for method in CALIBRATIONS:
             block = (m.get("calibrated") or {}).get(method) or {"why": "the stage's metrics predate calibration; re-run it"}
             if "why" in block:

@@ -4,7 +4,8 @@ E.g. a seven-output fine-tune against an Overall-only one (``finetune.target_wei
 same folds and seeds: does training on all seven scores change the fine-tune's Overall? Both
 tables are scored on the same prompt resamples (and each one's seeds resampled) by the report's
 own bootstrap (:func:`aes.report.bootstrap.prompt_bootstrap`), on the primary target or any trait
-both tables predict (:func:`aes.core.artifacts.target_view`).
+both tables predict (:func:`aes.core.artifacts.target_view`), on raw or calibrated scores
+(``scores``: e.g. one model's ``prompt_spread`` scores against its own raw ones).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from aes.core.artifacts import PREDICTION_COLUMNS, target_view
+from aes.core.calibration import cal_column, calibrated_view, with_calibrations
 from aes.core.errors import AESError
 from aes.core.metrics import METRIC_DIRECTION
 from aes.report.bootstrap import prompt_bootstrap
@@ -50,15 +52,34 @@ def check_same_essays(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str]) 
             raise AESError(f"{name}: seed(s) {sizes[sizes != len(ta)].index.tolist()} do not cover every essay once")
 
 
+SCORES = ("raw", "inner", "other_folds", "prompt_spread")  # what a table is scored on: raw predictions or a calibration's
+
+
+def scored_view(oof: pd.DataFrame, scores: str) -> pd.DataFrame:
+    """The primary target's table on ``scores``: raw, or a calibration's grid scores (columns the model
+    stage wrote; a table written before them gets other_folds / prompt_spread computed here, which
+    need no inner predictions)."""
+    if scores == "raw":
+        return oof
+    if scores not in SCORES:
+        raise AESError(f"unknown scores {scores!r}; expected one of {', '.join(SCORES)}")
+    if cal_column(scores) not in oof.columns:
+        if scores == "inner":
+            raise AESError("this predictions file has no inner-calibrated scores (written before calibration); re-run its stage")
+        oof = with_calibrations(oof, None)[0]
+    return calibrated_view(oof, scores)
+
+
 def compare_predictions(a: pd.DataFrame, b: pd.DataFrame, target: str | None = None, n_resamples: int = 2000, seed: int = 11,
                         min_prompt_n: int = 20, names: tuple[str, str] = ("A", "B"), unit: str = "prompt",
-                        verdict_metrics=(), min_gain: float = 0.01, seeded: bool = True) -> dict:
+                        verdict_metrics=(), min_gain: float = 0.01, seeded: bool = True, scores: tuple[str, str] = ("raw", "raw")) -> dict:
     """Gain of A over B with its 95% prompt (or essay-within-prompt: ``unit``) x seed bootstrap CI on every headline metric.
 
     a, b: prediction tables of the same essays and folds (one row per essay and seed); ``seeded``:
     their models depend on the training seed, so a one-seed table leaves the seed spread unmeasured,
     as in the report (False for the deterministic ridge probes).
-    target: None for the primary target, or a trait both predict. Returns {"target", "unit",
+    target: None for the primary target, or a trait both predict; scores: what A and B are scored on
+    (:func:`scored_view`; calibrated scores are the primary target's). Returns {"target", "unit",
     "n_prompts", "n_seeds": {A, B}, "point": {name: {metric: seed mean}}, "seed_sd", "delta":
     {metric: {delta, gain, ci_low, ci_high, p_not_better, n_valid, seed_spread}}}
     (:func:`prompt_bootstrap`'s keys) and, with ``verdict_metrics``, the report's verdict on them
@@ -69,9 +90,11 @@ def compare_predictions(a: pd.DataFrame, b: pd.DataFrame, target: str | None = N
     if names[0] == names[1]:
         names = (f"{names[0]} (A)", f"{names[1]} (B)")
     check_same_essays(a, b, names)
-    views = {names[0]: target_view(a, target), names[1]: target_view(b, target)}
+    if target is not None and scores != ("raw", "raw"):
+        raise AESError(f"calibrated scores are the primary target's; compare trait {target!r} on raw scores")
+    views = {names[0]: scored_view(target_view(a, target), scores[0]), names[1]: scored_view(target_view(b, target), scores[1])}
     boot = prompt_bootstrap(views, [("a_vs_b", *names)], n_resamples, seed, min_prompt_n, unit, seeded=names if seeded else ())
-    out = {"target": target or "primary", "unit": unit, "n_prompts": boot["n_prompts"], "n_seeds": boot["n_seeds"],
+    out = {"target": target or "primary", "scores": list(scores), "unit": unit, "n_prompts": boot["n_prompts"], "n_seeds": boot["n_seeds"],
            "point": boot["point"], "seed_sd": boot["seed_sd"], "delta": boot["pairs"]["a_vs_b"]}
     if verdict_metrics:
         out["verdict"] = judge(out["delta"], list(verdict_metrics), min_gain)

@@ -70,11 +70,37 @@ def compact_table_md(report: dict) -> str:
     columns = [(headline, COMPACT_HEADLINE.get(headline, headline))]
     columns += [(k, name) for k, name in (("qwk.within_prompt", "within-prompt QWK"), ("qwk.worst_quarter", "worst-quarter QWK"))
                 if k != headline]
-    lines = ["| model | seeds | " + " | ".join(name for _, name in columns) + " | prompt offset (noise) |", "|---" * (len(columns) + 3) + "|"]
+    calibrated = calibrated_column(report)
+    lines = ["| model | seeds | " + " | ".join(name for _, name in columns) + (f" | {calibrated[0]}" if calibrated else "")
+             + " | prompt offset (noise) |", "|---" * (len(columns) + 3 + bool(calibrated)) + "|"]
     for stage, m in report["models"].items():
         cells = " | ".join(_pm(m.get(k.replace(".", "_")), m.get(k.replace(".", "_") + "_seed_sd")) for k, _ in columns)
+        if calibrated:
+            cells += f" | {calibrated[1][stage]}"
         lines.append(f"| {labels[stage]} | {m['n_seeds']} | {cells} | {_cell(m.get('offset_rms'))} ({_cell(m.get('offset_noise_rms'))}) |")
     return "\n".join(lines)
+
+
+def calibrated_column(report: dict) -> tuple[str, dict] | None:
+    """(header, {stage: cell}) of the headline QWK on ``report.calibration``'s scores, mean ± sd over
+    seeds; None without a calibration (or for reports that predate it)."""
+    cal = report.get("calibration")
+    if not isinstance(cal, dict) or cal.get("method", "none") == "none" or not cal.get("models"):
+        return None
+    method, key = cal["method"], report["rule"]["q1_metrics"][0].removeprefix("qwk.")
+    name = COMPACT_HEADLINE.get(f"qwk.{key}", key)
+    cells = {s: ("–" if "why" in row[method] else _pm(row[method].get(key), row[method].get(f"{key}_sd"))) for s, row in cal["models"].items()}
+    return f"{name}, calibrated ({method.replace('_', ' ')})", cells
+
+
+def calibrated_verdicts_line(report: dict) -> str:
+    """One sentence with Q1 and Q2 on calibrated scores ('' without them)."""
+    cal = report.get("calibrated")
+    if not cal:
+        return ""
+    q2 = ", ".join(f"{o.upper()} vs ERM **{q['verdict']}**" for o, q in cal["q2"].items())
+    return (f" On calibrated scores (`report.calibration: {cal['method']}`{', transductive' if cal['transductive'] else ''}; "
+            f"what a deployment would use): Q1 (ERM vs `{cal['reference']}`) **{cal['q1']['verdict']}**; Q2: {q2}.")
 
 
 def offset_md(report: dict) -> list[str]:
