@@ -12,6 +12,7 @@ ASAP's several grids; ``inner`` on a table written before calibration) is listed
 
 import argparse
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -43,7 +44,8 @@ def compare(a: str, b: str, scores: tuple[str, str]) -> dict:
 
 
 started = time.perf_counter()
-out = {"root": str(args.root), "metric": args.metric, "unit": args.unit, "resamples": 2000, "bootstrap_seed": 11,
+commit = subprocess.run(["git", "-C", str(args.root), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+out = {"workspace_commit": commit, "metric": args.metric, "unit": args.unit, "resamples": 2000, "bootstrap_seed": 11,
        "method_vs_raw": {}, "inner_vs_other_folds": {}, "questions": {}, "undefined": {}}
 usable = []
 for method in METHODS:
