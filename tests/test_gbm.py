@@ -16,7 +16,7 @@ from aes.baseline.gbm import (
     fit_fold,
     save_models,
 )
-from aes.core.artifacts import PREDICTION_COLUMNS
+from aes.core.artifacts import CALIBRATED_COLUMNS, PREDICTION_COLUMNS
 from aes.core.errors import AESError
 from aes.core.scale import SCALE_COLUMNS
 from aes.data.clean import validate_and_clean
@@ -65,7 +65,7 @@ def _spy_fits(monkeypatch):
 def test_depth_and_trees_are_never_chosen_on_the_validation_fold(monkeypatch):
     cv, features = _cv_frame()
     calls = _spy_fits(monkeypatch)
-    _, _, choices = cross_validate(cv, features, GBM, seed=7)
+    _, _, choices, _ = cross_validate(cv, features, GBM, seed=7)
     depths = GBM["max_depth"]
     assert len(calls) == 3 * (len(depths) + 1)  # per fold: one inner fit per candidate depth, then the refit
     for k in range(3):
@@ -102,24 +102,24 @@ def test_fit_fold_picks_the_depth_with_the_lowest_inner_rmse():
     X = np.column_stack([x, rng.normal(size=(n, 2))]).astype(np.float32)
     params = GBM | {"n_estimators": 200, "learning_rate": 0.3, "subsample": 1.0, "colsample_bytree": 1.0,
                     "early_stopping_rounds": 10}
-    model, choice = fit_fold(train, X, params, seed=3)
+    model, choice, _ = fit_fold(train, X, params, seed=3)
     assert set(choice) == {"max_depth", "n_trees", "inner_rmse"} and set(choice["inner_rmse"]) == {"1", "2"}
     assert choice["inner_rmse"]["2"] < choice["inner_rmse"]["1"] - 0.2 * POINT
     assert choice["max_depth"] == 2 and model.max_depth == 2
     assert 1 <= choice["n_trees"] <= params["n_estimators"] and best_iteration(model) == choice["n_trees"]
     assert np.sqrt(np.mean((model.predict(X) - points_to_unit(y)) ** 2)) < choice["inner_rmse"]["1"] - 0.2 * POINT
     # one candidate depth: no choice to make, but the inner split still sets the number of trees
-    model, choice = fit_fold(train, X, params | {"max_depth": [1]}, seed=3)
+    model, choice, _ = fit_fold(train, X, params | {"max_depth": [1]}, seed=3)
     assert choice["max_depth"] == 1 and list(choice["inner_rmse"]) == ["1"] and choice["n_trees"] < params["n_estimators"]
     # features that cannot split give every depth the same inner RMSE: the tie goes to the shallower tree
-    _, choice = fit_fold(train, np.zeros_like(X), params | {"max_depth": [3, 1]}, seed=3)
+    _, choice, _ = fit_fold(train, np.zeros_like(X), params | {"max_depth": [3, 1]}, seed=3)
     assert choice["inner_rmse"]["3"] == choice["inner_rmse"]["1"] and choice["max_depth"] == 1
 
 
 def test_cross_validate_is_seeded_and_predicts_every_essay():
     cv, features = _cv_frame()
-    oof, models, choices = cross_validate(cv, features, GBM, seed=7)
-    again, _, again_choices = cross_validate(cv, features, GBM, seed=7)
+    oof, models, choices, _ = cross_validate(cv, features, GBM, seed=7)
+    again, _, again_choices, _ = cross_validate(cv, features, GBM, seed=7)
     assert np.array_equal(oof, again) and choices == again_choices
     assert np.isfinite(oof).all() and len(models) == 3 and len(choices) == 3
     for model, choice in zip(models, choices):
@@ -129,7 +129,7 @@ def test_cross_validate_is_seeded_and_predicts_every_essay():
     assert oof.shape == (len(cv), 1)  # a hand-made frame with only y: one target
     assert np.corrcoef(oof[:, 0], cv["y"])[0, 1] > 0.5
     # another seed subsamples other rows and columns (and another inner split): other predictions
-    other, _, _ = cross_validate(cv, features, GBM, seed=8)
+    other, _, _, _ = cross_validate(cv, features, GBM, seed=8)
     assert not np.array_equal(oof, other) and np.corrcoef(other[:, 0], cv["y"])[0, 1] > 0.5
     with pytest.raises(AESError, match="feature rows for"):
         cross_validate(cv, features[:-1], GBM, seed=7)
@@ -146,11 +146,11 @@ def test_several_targets_are_one_model_per_fold_predicting_each_in_declared_orde
     features[:, 2] += rng.normal(0, 0.1, len(cv))
     cv = cv.assign(Overall=cv["y"], Grammar=grammar, Cohesion=6.0 - cv["y"])
     params = GBM | {"multi_strategy": strategy, "n_estimators": 80}
-    oof, models, choices = cross_validate(cv, features, params, seed=7)
+    oof, models, choices, _ = cross_validate(cv, features, params, seed=7)
     assert oof.shape == (len(cv), 3) and np.isfinite(oof).all() and len(models) == 3
     assert models[0].predict(features[:5]).shape == (5, 3)
     if strategy == "primary_choice":  # the primary model is the one-target model; the traits reuse its depth and trees
-        one, _, one_choices = cross_validate(cv[["record_id", "prompt", "fold", "grade", "Overall", *SCALE_COLUMNS]], features, params, seed=7)
+        one, _, one_choices, _ = cross_validate(cv[["record_id", "prompt", "fold", "grade", "Overall", *SCALE_COLUMNS]], features, params, seed=7)
         np.testing.assert_array_equal(oof[:, 0], one[:, 0])
         assert choices == one_choices
         for model, choice in zip(models, choices):
@@ -227,7 +227,7 @@ def test_gbm_cv_stage_writes_the_contract_files(workspace):
     n_features = 32 + len(FEATURE_GROUPS["length"]) + len(FEATURE_GROUPS["lexical"])
     oof = pd.read_csv(root / "data" / "predictions" / "gbm_cv.csv", dtype={"record_id": str})
     traits = ["Cohesion", "Syntax", "Vocabulary", "Phraseology", "Grammar", "Conventions"]
-    assert list(oof.columns) == PREDICTION_COLUMNS + [f"y_{kind}_{t}" for t in traits for kind in ("true", "pred_raw")]
+    assert list(oof.columns) == PREDICTION_COLUMNS + [f"y_{kind}_{t}" for t in traits for kind in ("true", "pred_raw")] + CALIBRATED_COLUMNS
     assert oof["seed"].tolist() == [3] * len(cv) + [5] * len(cv)  # one row per essay and seed, seed-major
     for _, per_seed in oof.groupby("seed"):
         assert per_seed["record_id"].tolist() == cv["record_id"].tolist()

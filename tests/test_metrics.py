@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from aes.core.artifacts import PREDICTION_COLUMNS, make_oof_frame, read_metrics, read_predictions, stack_seeds, write_model_outputs
+from aes.core.artifacts import CALIBRATED_COLUMNS, PREDICTION_COLUMNS, make_oof_frame, read_metrics, read_predictions, stack_seeds, write_model_outputs
 from aes.core.errors import AESError
 from aes.core.artifacts import with_band
 from aes.core.metrics import (
@@ -199,7 +199,7 @@ def test_write_model_outputs_contract_for_several_seeds(tmp_path):
     assert metrics["runtime_s"] == 1.2 and metrics["note"] == "x" and metrics["n"]["seeds"] == 2
     assert read_metrics("demo_cv", tmp_path) == metrics
     back = read_predictions("demo_cv", tmp_path)
-    assert list(back.columns) == PREDICTION_COLUMNS and len(back) == 120 and sorted(back["seed"].unique()) == [0, 1]
+    assert list(back.columns) == PREDICTION_COLUMNS + CALIBRATED_COLUMNS and len(back) == 120 and sorted(back["seed"].unique()) == [0, 1]
     by_prompt = pd.read_csv(tmp_path / "plots" / "demo_cv" / "by_prompt.csv")
     assert by_prompt["model"].eq("demo_cv").all() and by_prompt["n"].tolist() == [10] * 6  # essays, not essays x seeds
     # each diagnostic is the mean over seeds of that seed's value
