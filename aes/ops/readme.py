@@ -86,7 +86,7 @@ def results_block(report: dict, details: str = str(DECISION_MD), page: str = str
     q2_text = "; ".join(f"{o.upper()} vs ERM **{q['verdict']}**" for o, q in q2.items())
     traits = traits_table_md(report)
     traits_text = f"\n\nPooled QWK per target (mean over seeds; mean trait QWK ± sd over seeds):\n\n{traits}" if traits else ""
-    calibration = "\n".join(calibration_md(report))
+    calibration = "\n".join(calibration_md(report, heading="###"))
     return (f"\n{results_table_md(report)}{traits_text}\n\nQ1, {finetune_phrase(report)} vs the strongest frozen model (`{q1['reference']}`), "
             f"on {', '.join(report['rule']['q1_metrics'])}: **{q1['verdict']}**. Q2, on {', '.join(report['rule']['q2_metrics'])}: "
             f"{q2_text}.{calibrated_verdicts_line(report)} Every number is the mean ± sd over seeds; verdicts use the 95% prompt x seed "

@@ -201,8 +201,9 @@ def calibrated_verdicts_md(report: dict) -> list[str]:
     return lines + [""]
 
 
-def calibration_md(report: dict) -> list[str]:
-    """decision.md: every model's QWK raw and under each calibration, mean ± sd over seeds."""
+def calibration_md(report: dict, heading: str = "##") -> list[str]:
+    """decision.md (and, one level down, the results page): every model's QWK raw and under each
+    calibration, mean ± sd over seeds."""
     cal = report.get("calibration") or {}
     table = cal.get("models") if isinstance(cal, dict) else None
     if not table:
@@ -212,7 +213,7 @@ def calibration_md(report: dict) -> list[str]:
     if not methods:
         return []
     names = {m: m.replace("_", " ") + (" [transductive]" if m == "prompt_spread" else "") for m in methods}
-    lines = ["", "## Calibration: raw against each method", "",
+    lines = ["", f"{heading} Calibration: raw against each method", "",
              *[f"- **{m.replace('_', ' ')}**: {CALIBRATION_NAMES[m]}." for m in methods],
              f"- `report.calibration: {cal['method']}` names the method of the calibrated verdicts.", "",
              "| model | " + " | ".join(f"{k} QWK: raw | " + " | ".join(names[m] for m in methods) for k in ("pooled", "within-prompt")) + " |",
