@@ -76,8 +76,8 @@ def asap_block(report: dict, dataset: Dataset, page: str = str(FRONT_PAGE), deta
     q1, q2 = report["q1"], report["q2"]
     q2_text = "; ".join(f"{o.upper()} vs ERM **{q['verdict']}**" for o, q in q2.items())
     return ("\n" + "\n".join(lines) + f"\n\nQ1, {finetune_phrase(report)} vs the strongest frozen model (`{q1['reference']}`), on "
-            f"{', '.join(report['rule']['q1_metrics'])}: **{q1['verdict']}**. Q2, on {', '.join(report['rule']['q2_metrics'])}: {q2_text}. "
-            f"CIs: {report['bootstrap']['unit']} bootstrap. Details: {link(details, page)}.\n")
+            f"{', '.join(report['rule']['q1_metrics'])}: **{q1['verdict']}**. Q2, on {', '.join(report['rule']['q2_metrics'])}: {q2_text}."
+            f"{calibrated_verdicts_line(report)} CIs: {report['bootstrap']['unit']} bootstrap. Details: {link(details, page)}.\n")
 
 
 def results_block(report: dict, details: str = str(DECISION_MD), page: str = str(FRONT_PAGE)) -> str:
