@@ -90,7 +90,8 @@ def calibrated_column(report: dict) -> tuple[str, dict] | None:
     method, key = cal["method"], report["rule"]["q1_metrics"][0].removeprefix("qwk.")
     name = COMPACT_HEADLINE.get(f"qwk.{key}", key)
     cells = {s: ("–" if "why" in row[method] else _pm(row[method].get(key), row[method].get(f"{key}_sd"))) for s, row in cal["models"].items()}
-    return f"{name}, calibrated ({method.replace('_', ' ')})", cells
+    transductive = " [transductive]" if (report.get("calibrated") or {}).get("transductive") else ""
+    return f"{name}, calibrated ({method.replace('_', ' ')}){transductive}", cells
 
 
 def calibrated_verdicts_line(report: dict) -> str:
