@@ -202,3 +202,23 @@ def test_scales_of_other_kinds_are_refused_by_name():
     oof = seeded_oof(essays, 0.4, (7,), np.random.default_rng(0))
     with pytest.raises(AESError, match="no inner predictions for seed 7, fold 0"):
         cal.fold_cut_points(oof, "inner", oof.iloc[:0])
+
+
+def test_compare_heads_scores_one_table_calibrated_against_raw(tmp_path):
+    from aes.report.compare import compare_predictions, read_prediction_table
+
+    essays = make_cv_essays(n_prompts=10, per_prompt=30, seed=14)
+    oof, inner = _model(essays, seeds=(7, 8))
+    write_model_outputs("gbm_cv", oof, 1.0, 20, root=tmp_path, inner=inner)
+    table = read_prediction_table(tmp_path / "data/predictions/gbm_cv.csv")
+    result = compare_predictions(table, table, None, 200, 0, 20, ("gbm_cv", "gbm_cv"), scores=("inner", "raw"), verdict_metrics=["qwk.pooled"])
+    a, b = list(result["point"])
+    assert result["scores"] == ["inner", "raw"]
+    assert result["point"][a]["qwk.pooled"] == pytest.approx(summarize_seeds(cal.calibrated_view(table, "inner"), 20)["qwk"]["pooled"], abs=1e-5)
+    assert result["point"][b]["qwk.pooled"] == pytest.approx(summarize_seeds(table, 20)["qwk"]["pooled"], abs=1e-5)
+    assert result["delta"]["qwk.pooled"]["gain"] > 0.05 and result["verdict"]["verdict"] == "better"  # the squeeze is undone
+    # a table written before calibration: the methods that need no inner predictions are computed on the spot
+    old = table.drop(columns=[c for c in table.columns if c.startswith("y_cal_")])
+    assert compare_predictions(old, old, None, 50, 0, 20, ("x", "x"), scores=("prompt_spread", "raw"))["delta"]["qwk.pooled"]["gain"] is not None
+    with pytest.raises(AESError, match="no inner-calibrated scores"):
+        compare_predictions(old, old, None, 50, 0, 20, ("x", "x"), scores=("inner", "raw"))
