@@ -29,16 +29,14 @@ from aes.core.registry import (
     MODEL_STAGES,
     REPORT_JSON,
     REPORT_PLOTS,
-    SEEDED_STAGES,
     stage_for_objective,
 )
-from aes.report.bootstrap import prompt_bootstrap
 from aes.report.calibration import calibrated_answers, calibration_table, cut_point_rows
 from aes.report.inputs import check_consistency, holdout_groups, load_model_outputs
 from aes.report.markdown import decision_md, report_labels
 from aes.report.probe import read_probes
 from aes.report.tables import confusion_long, headline_row, per_prompt_qwk, per_prompt_table, residual_table
-from aes.report.verdicts import answer_questions, check_metrics, check_scale_rules, comparison_pairs, rule_block, strongest_frozen
+from aes.report.verdicts import bootstrap_answers, check_metrics, check_scale_rules, rule_block
 
 
 def build_report(params: dict, root: Path = Path(".")) -> tuple[dict, dict]:
@@ -57,12 +55,9 @@ def build_report(params: dict, root: Path = Path(".")) -> tuple[dict, dict]:
     # Q1's reference is the strongest frozen model on Q1's first metric; pick it from the point estimates first.
     headline = rp["q1_metrics"][0]
     point = {s: {headline: metric_value(outputs[s]["metrics"], headline)} for s in MODEL_STAGES}
-    pairs = comparison_pairs(strongest_frozen(point, headline))
-    boot = prompt_bootstrap(oofs, pairs, rp["bootstrap_resamples"], rp["bootstrap_seed"], rp["min_prompt_n"], rp["bootstrap_unit"],
-                            seeded=SEEDED_STAGES)
+    boot, pairs, answers = bootstrap_answers(oofs, point, rp, objective)
     for s in MODEL_STAGES:
         check_consistency(s, outputs[s]["metrics"], boot["point"][s], root)
-    answers = answer_questions(boot, rp, objective)
     models = {s: headline_row(outputs[s]["metrics"]) for s in MODEL_STAGES}
     # every model's raw and calibrated QWK (each method), and Q1/Q2 again on report.calibration's scores
     calibration = {"method": rp["calibration"], "models": calibration_table(outputs)}

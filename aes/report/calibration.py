@@ -14,9 +14,8 @@ import pandas as pd
 from aes.core.calibration import calibrated_view, is_transductive_calibration
 from aes.core.errors import AESError
 from aes.core.metrics import metric_value
-from aes.core.registry import CALIBRATIONS, MODEL_STAGES, SEEDED_STAGES
-from aes.report.bootstrap import prompt_bootstrap
-from aes.report.verdicts import answer_questions, comparison_pairs, strongest_frozen
+from aes.core.registry import CALIBRATIONS, MODEL_STAGES
+from aes.report.verdicts import bootstrap_answers
 
 QWK_KEYS = ("pooled", "within_prompt", "fold_mean", "worst_prompt", "worst_quarter")
 
@@ -80,9 +79,6 @@ def calibrated_answers(outputs: dict, rp: dict, objective: str) -> dict | None:
     views = calibrated_oofs(outputs, method)
     headline = rp["q1_metrics"][0]
     point = {s: {headline: metric_value({"qwk": outputs[s]["metrics"]["calibrated"][method]["qwk"]}, headline)} for s in MODEL_STAGES}
-    pairs = comparison_pairs(strongest_frozen(point, headline))
-    boot = prompt_bootstrap(views, pairs, rp["bootstrap_resamples"], rp["bootstrap_seed"], rp["min_prompt_n"], rp["bootstrap_unit"],
-                            seeded=SEEDED_STAGES)
-    answers = answer_questions(boot, rp, objective)
+    boot, _, answers = bootstrap_answers(views, point, rp, objective)
     return {"method": method, "transductive": is_transductive_calibration(method), "q1": answers["q1"], "q2": answers["q2"],
             "reference": answers["decision"]["reference"], "delta": boot["pairs"], "intervals": boot["intervals"], "point": boot["point"]}

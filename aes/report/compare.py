@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from aes.core.artifacts import PREDICTION_COLUMNS, target_view
-from aes.core.calibration import cal_column, calibrated_view, with_calibrations
+from aes.core.calibration import cal_column, calibrate, calibrated_view
 from aes.core.errors import AESError
 from aes.core.metrics import METRIC_DIRECTION
 from aes.report.bootstrap import prompt_bootstrap
@@ -66,7 +66,7 @@ def scored_view(oof: pd.DataFrame, scores: str) -> pd.DataFrame:
     if cal_column(scores) not in oof.columns:
         if scores == "inner":
             raise AESError("this predictions file has no inner-calibrated scores (written before calibration); re-run its stage")
-        oof = with_calibrations(oof, None)[0]
+        oof = oof.assign(**{cal_column(scores): calibrate(oof, scores)[0]})
     return calibrated_view(oof, scores)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from aes.core.registry import ERM_STAGE, MODEL_LABELS, inputs_label, model_label, stage_for_objective
+from aes.core.registry import ERM_STAGE, MODEL_LABELS, TRANSDUCTIVE_CALIBRATIONS, inputs_label, model_label, stage_for_objective
 
 
 def model_labels(objective: str, features: dict | None = None, inputs: dict | None = None) -> dict[str, str]:
@@ -143,6 +143,12 @@ def traits_table_md(report: dict) -> str | None:
     return "\n".join(lines)
 
 
+def _verdict_head(report: dict) -> list[str]:
+    """The header of a verdict table (:func:`_verdict_rows`)."""
+    return [f"| comparison | metric | model | reference | gain | 95% CI of gain ({report['bootstrap']['unit']}) | seed sd | verdict | why |",
+            "|---|---|---|---|---|---|---|---|---|"]
+
+
 def _verdict_rows(name: str, judged: dict, models: dict, a: str, b: str) -> list[str]:
     rows = []
     for metric, v in judged["metrics"].items():
@@ -156,8 +162,7 @@ def verdicts_md(report: dict) -> list[str]:
     """The Q1 and Q2 sections of decision.md."""
     labels, models = report_labels(report), report["models"]
     q1, stages = report["q1"], report["stages"]
-    head = [f"| comparison | metric | model | reference | gain | 95% CI of gain ({report['bootstrap']['unit']}) | seed sd | verdict | why |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    head = _verdict_head(report)
     lines = [f"## Q1: does {finetune_phrase(report)} beat the strongest frozen model? **{q1['verdict'].upper()}**", "",
              f"Strongest frozen model (best {report['rule']['q1_metrics'][0]} among {', '.join(f'`{s}`' for s in stages['frozen'])}): "
              f"`{q1['reference']}`, {labels[q1['reference']]}.", "", *head,
@@ -189,8 +194,7 @@ def calibrated_verdicts_md(report: dict) -> list[str]:
         return []
     labels = report_labels(report)
     models = {s: {k.replace(".", "_"): v for k, v in p.items()} for s, p in cal["point"].items()}
-    head = [f"| comparison | metric | model | reference | gain | 95% CI of gain ({report['bootstrap']['unit']}) | seed sd | verdict | why |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    head = _verdict_head(report)
     q2 = "; ".join(f"{o.upper()} vs ERM **{q['verdict']}**" for o, q in cal["q2"].items())
     lines = [f"## Q1 and Q2 on calibrated scores (`report.calibration: {cal['method']}`){' [transductive]' if cal['transductive'] else ''}", "",
              f"The scores a deployment would use: {CALIBRATION_NAMES[cal['method']]}. Same rule, metrics and bootstrap as above. "
@@ -213,7 +217,7 @@ def calibration_md(report: dict, heading: str = "##") -> list[str]:
     methods = [m for m in CALIBRATION_NAMES if any("why" not in row.get(m, {"why": ""}) for row in table.values())]
     if not methods:
         return []
-    names = {m: m.replace("_", " ") + (" [transductive]" if m == "prompt_spread" else "") for m in methods}
+    names = {m: m.replace("_", " ") + (" [transductive]" if m in TRANSDUCTIVE_CALIBRATIONS else "") for m in methods}
     lines = ["", f"{heading} Calibration: raw against each method", "",
              *[f"- **{m.replace('_', ' ')}**: {CALIBRATION_NAMES[m]}." for m in methods],
              f"- `report.calibration: {cal['method']}` names the method of the calibrated verdicts.", "",

@@ -29,7 +29,8 @@ import pandas as pd
 
 from aes.core.errors import AESError
 from aes.core.metrics import METRIC_DIRECTION, POOLED_METRICS, is_single_scale
-from aes.core.registry import ERM_STAGE, FROZEN_STAGES, OBJECTIVE_STAGES
+from aes.core.registry import ERM_STAGE, FROZEN_STAGES, OBJECTIVE_STAGES, SEEDED_STAGES
+from aes.report.bootstrap import prompt_bootstrap
 
 BETTER, NOT_BETTER, INCONCLUSIVE = "better", "not better", "inconclusive"
 
@@ -136,6 +137,18 @@ def answer_questions(boot: dict, rp: dict, objective: str) -> dict:
         proceed = proceed and q2[objective]["verdict"] == BETTER
     return {"q1": q1, "q2": q2, "decision": {"proceed": int(proceed), "verdict": "proceed" if proceed else "defer",
                                              "candidate": objective, "reference": reference, "reasons": reasons}}
+
+
+def bootstrap_answers(oofs: dict, point: dict, rp: dict, objective: str) -> tuple[dict, list, dict]:
+    """The paired bootstrap of every comparison and the answers to Q1 and Q2 for one kind of scores.
+
+    oofs: {stage: prediction table scored as it stands (raw, or a calibrated view)}; point: {stage:
+    {Q1's first metric: its value}}, which picks Q1's reference (:func:`strongest_frozen`). Returns
+    (``prompt_bootstrap(...)``, the compared pairs, :func:`answer_questions`)."""
+    pairs = comparison_pairs(strongest_frozen(point, rp["q1_metrics"][0]))
+    boot = prompt_bootstrap(oofs, pairs, rp["bootstrap_resamples"], rp["bootstrap_seed"], rp["min_prompt_n"], rp["bootstrap_unit"],
+                            seeded=SEEDED_STAGES)
+    return boot, pairs, answer_questions(boot, rp, objective)
 
 
 def rule_block(rp: dict) -> dict:
