@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from aes.baseline.gbm import cross_validate
+from aes.baseline.gbm import cross_validate, stack_inputs
 from aes.core.artifacts import make_oof_frame
 from aes.core.metrics import summarize
 from aes.core.registry import EMBEDDINGS
@@ -25,7 +25,6 @@ from aes.data.registry import dataset_of
 from aes.data.splits import cv_essays, load_splits
 from aes.encoders.store import load_embeddings
 from aes.features import writing_features
-from aes.ops.n_essays import model_inputs
 
 SETTINGS = [("training_fold", "as_is"), ("prompt_minmax", "as_is"), ("prompt_zscore", "as_is"), ("prompt_minmax", "prompt_mean"),
             ("training_fold", "prompt_mean")]
@@ -39,7 +38,7 @@ print(len(cv), "essays", cv["prompt"].nunique(), "prompts", flush=True)
 out = {}
 for features, embeddings in SETTINGS:
     started = time.time()
-    x = model_inputs(emb, hand, cv["prompt"].to_numpy(), {"features": features, "embeddings": embeddings})
+    x = stack_inputs(emb, hand, cv["prompt"].to_numpy(), {"features": features, "embeddings": embeddings})
     pred, _, _, _ = cross_validate(cv, x, gbm, 7)
     m = summarize(make_oof_frame(cv, cv["fold"], pred, 7), params["report"]["min_prompt_n"])
     out[f"{features}/{embeddings}"] = {k: m["qwk"][k] for k in ("pooled", "within_prompt", "worst_quarter")} | {"s": round(time.time() - started)}

@@ -45,7 +45,7 @@ BELOW = {
     "encoders": ("core",),
     "features": ("core",),
     "baseline": ("core", "data", "features"),
-    "report": ("core", "data"),
+    "report": ("core", "data", "features"),
     "finetune": ("core", "data", "encoders", "features", "baseline"),
     "holdout": ("core", "data", "encoders", "features", "baseline", "finetune"),
     "ops": ("core", "data", "encoders", "features", "baseline", "finetune", "report", "holdout"),

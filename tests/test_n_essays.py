@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aes.baseline.gbm import build_features
+from aes.baseline.gbm import build_features, stack_inputs
 from aes.core.errors import AESError
-from aes.ops.n_essays import main, model_inputs, n_essays_curve, reference_rows, summarise_curve
+from aes.ops.n_essays import main, n_essays_curve, reference_rows, summarise_curve
 from tests.report_fixtures import GBM, gbm_cv_frame
 
 def _cv(n_prompts=6, per_prompt=12, n_folds=3, seed=0):
@@ -20,14 +20,14 @@ def _cv(n_prompts=6, per_prompt=12, n_folds=3, seed=0):
     return cv, embeddings, hand
 
 
-def test_model_inputs_are_gbm_cvs_feature_matrix():
+def test_stack_inputs_of_raw_blocks_is_gbm_cvs_feature_matrix():
     texts = ["One two three. Four five.", "A b c d e f g.\n\nMore words here now.", "Short.", "Again a text with words."]
     prompts = np.array(["a", "a", "b", "b"])
     emb = np.arange(12, dtype=np.float64).reshape(4, 3)
     normalise = {"features": "prompt_minmax", "embeddings": "prompt_mean"}
     expected, _ = build_features(emb, texts, ["embeddings", "length"], None, normalise, prompts)
     hand, _ = build_features(None, texts, ["length"])
-    np.testing.assert_array_equal(model_inputs(emb, hand, prompts, normalise), expected)
+    np.testing.assert_array_equal(stack_inputs(emb, hand, prompts, normalise), expected)
 
 
 def test_reference_rows_keep_every_training_row_and_n_of_each_held_out_prompt():

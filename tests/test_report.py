@@ -207,6 +207,25 @@ def test_within_fold_probe_ignores_which_fold_model_made_the_vector():
     assert within["accuracy"] < within["chance"] + 0.1 and set(within["per_fold"]) == {"0", "1", "2", "3", "4"}
 
 
+def test_probe_reads_the_representations_as_the_models_do_under_prompt_mean(tmp_path):
+    """Embeddings that differ between prompts only by each prompt's offset: the probe finds the prompt
+    as they are, and sits at chance once they are centred on their prompt's mean (normalise.embeddings)."""
+    from aes.core.registry import EMBEDDINGS
+
+    essays = make_cv_essays(n_prompts=10, per_prompt=40, n_folds=5, seed=3)
+    rng = np.random.default_rng(2)
+    code = pd.factorize(essays["prompt"])[0]
+    x = rng.normal(0, 1, (len(essays), 8)) + rng.normal(0, 3, (10, 8))[code]
+    (tmp_path / EMBEDDINGS).mkdir(parents=True)
+    np.save(tmp_path / EMBEDDINGS / "embeddings.npy", x)
+    essays[["record_id"]].to_csv(tmp_path / EMBEDDINGS / "record_ids.csv", index=False)
+    as_is = probe.run_probes(essays, [], n_folds=4, seed=0, root=tmp_path)["frozen_embeddings"]
+    centred = probe.run_probes(essays, [], n_folds=4, seed=0, root=tmp_path, embeddings="prompt_mean")["frozen_embeddings"]
+    assert as_is["embeddings"] == "as_is" and centred["embeddings"] == "prompt_mean"
+    assert as_is["within_fold"]["accuracy"] > 0.9
+    assert centred["within_fold"]["accuracy"] < centred["within_fold"]["chance"] + 0.15
+
+
 # ---------------------------------------------------------------- Q1, Q2 and the decision
 
 

@@ -49,20 +49,34 @@ def build_features(embeddings: np.ndarray, texts, switches: list[str], repair: C
     default all), never a score.
     """
     from aes.features import writing_features
+
+    names = [f"emb_{j}" for j in range(embeddings.shape[1])] if EMBEDDINGS_SWITCH in switches else []
+    groups = [g for g in switches if g != EMBEDDINGS_SWITCH]
+    hand = None
+    if groups:
+        hand, hand_names = writing_features(list(texts), groups, repair)
+        names += hand_names
+    kept = embeddings if EMBEDDINGS_SWITCH in switches else None
+    return stack_inputs(kept, hand, prompts, normalise, reference), names
+
+
+def stack_inputs(embeddings: np.ndarray | None, hand: np.ndarray | None, prompts=None, normalise: Mapping | None = None,
+                 reference: np.ndarray | None = None) -> np.ndarray:
+    """(n, d) float32 feature matrix from raw blocks: the embeddings (n, H), then the writing features
+    (n, d_w) (either None to leave it out), each under its ``normalise`` setting (None: inputs as computed)
+    with per-prompt statistics of ``prompts`` (n,) from the ``reference`` rows (n,) bool only (default all).
+
+    :func:`build_features` computes the writing features from the texts and calls this; the n-essays curve
+    (:mod:`aes.ops.n_essays`) calls it directly, to rescale one precomputed block under many references."""
     from aes.features.normalise import normalise_embeddings, normalise_features
 
     normalise = normalise or {"features": "training_fold", "embeddings": "as_is"}
-    blocks, names = [], []
-    if EMBEDDINGS_SWITCH in switches:
-        embeddings = normalise_embeddings(embeddings, prompts, normalise["embeddings"], reference)
-        blocks.append(embeddings)
-        names += [f"emb_{j}" for j in range(embeddings.shape[1])]
-    groups = [g for g in switches if g != EMBEDDINGS_SWITCH]
-    if groups:
-        hand, hand_names = writing_features(list(texts), groups, repair)
+    blocks = []
+    if embeddings is not None:
+        blocks.append(normalise_embeddings(embeddings, prompts, normalise["embeddings"], reference))
+    if hand is not None:
         blocks.append(normalise_features(hand, prompts, normalise["features"], reference))
-        names += hand_names
-    return np.hstack(blocks).astype(np.float32), names
+    return np.hstack(blocks).astype(np.float32)
 
 
 def make_regressor(params: dict, max_depth: int, seed: int, early_stopping: bool, n_estimators: int | None = None,

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from aes.baseline.gbm import fit_fold
+from aes.baseline.gbm import fit_fold, stack_inputs
 from aes.core.artifacts import make_oof_frame
 from aes.core.errors import AESError
 from aes.core.io import write_json
@@ -44,23 +44,8 @@ from aes.data.registry import dataset_of
 from aes.data.splits import cv_essays, load_splits
 from aes.encoders.store import load_embeddings
 from aes.features import writing_features
-from aes.features.normalise import normalise_embeddings, normalise_features
 
 DEFAULT_NS = (5, 10, 20, 50)
-
-
-def model_inputs(embeddings: np.ndarray | None, hand: np.ndarray | None, prompts, normalise: dict,
-                 reference: np.ndarray | None = None) -> np.ndarray:
-    """(n, d) float32 gbm_cv's feature matrix from the raw blocks: the embeddings (n, H) then the writing
-    features (n, d_w) (either None when ``gbm.features`` lacks it), each under its ``normalise`` setting
-    with per-prompt statistics from the ``reference`` rows only (the order of
-    :func:`aes.baseline.gbm.build_features`, which computes the features from the texts every call)."""
-    blocks = []
-    if embeddings is not None:
-        blocks.append(normalise_embeddings(embeddings, prompts, normalise["embeddings"], reference))
-    if hand is not None:
-        blocks.append(normalise_features(hand, prompts, normalise["features"], reference))
-    return np.hstack(blocks).astype(np.float32)
 
 
 def reference_rows(prompts: np.ndarray, held_out: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -85,16 +70,16 @@ def n_essays_curve(cv: pd.DataFrame, embeddings, hand, params: dict, ns, draws: 
         held = fold == k
         train = cv[~held].reset_index(drop=True)
         for name, setting in (("all", normalise), ("inductive", inductive)):
-            x = model_inputs(embeddings, hand, prompts, setting)
+            x = stack_inputs(embeddings, hand, prompts, setting)
             model = fit_fold(train, x[~held], gbm, seed)[0]
             preds.setdefault((name, 0), np.full(len(cv), np.nan))[held] = _primary(model.predict(x[held]))
             if name != "all":
                 continue
             alone = np.where(held, cv["record_id"].astype(str).to_numpy(), prompts)  # each held-out essay its own prompt
-            preds.setdefault(("alone", 0), np.full(len(cv), np.nan))[held] = _primary(model.predict(model_inputs(embeddings, hand, alone, setting)[held]))
+            preds.setdefault(("alone", 0), np.full(len(cv), np.nan))[held] = _primary(model.predict(stack_inputs(embeddings, hand, alone, setting)[held]))
             for n in ns:
                 for d in range(draws):
-                    x_n = model_inputs(embeddings, hand, prompts, setting, reference_rows(prompts, held, n, rng))
+                    x_n = stack_inputs(embeddings, hand, prompts, setting, reference_rows(prompts, held, n, rng))
                     preds.setdefault((n, d), np.full(len(cv), np.nan))[held] = _primary(model.predict(x_n[held]))
     rows = []
     for (n, d), pred in preds.items():

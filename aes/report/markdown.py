@@ -355,6 +355,9 @@ def decision_md(report: dict) -> str:
     lines += ["", "Within-fold: the probe runs inside each CV fold (one fine-tuned model per fold; first seed), the comparable figure. "
               "All-CV-essays: one probe over every CV essay; for fine-tuned models the vectors come from a different "
               "model per fold, which a probe can tell apart, so read that column for the frozen embeddings only."]
+    if any(p.get("embeddings") == "prompt_mean" for p in report["probe"].values()):
+        lines += ["", "Every representation was centred on its prompt's mean before the probe (`normalise.embeddings: prompt_mean`, "
+                  "transductive), as the models read it: the probe measures the prompt identity that reaches the scorer."]
     adversary = report.get("adversary")
     if adversary:  # what the reversal did to the prompt's readability on the training prompts
         lines += ["", f"GRL's adversary on the last epoch's training batches ({adversary['runs']} seed x fold runs): prompt accuracy "

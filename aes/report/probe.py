@@ -23,6 +23,7 @@ from aes.core.registry import (
     PROBE_STAGE,
     representation_paths,
 )
+from aes.features.normalise import normalise_embeddings
 
 
 def prompt_probe(features: np.ndarray, prompts: np.ndarray, n_folds: int, seed: int = 0) -> dict:
@@ -117,8 +118,12 @@ def load_representation(npy: Path, ids_csv: Path, record_ids: np.ndarray) -> np.
     return np.asarray(matrix[pos.loc[record_ids].to_numpy()], dtype=float)
 
 
-def run_probes(cv: pd.DataFrame, stages, n_folds: int, seed: int, root: Path = Path(".")) -> dict:
+def run_probes(cv: pd.DataFrame, stages, n_folds: int, seed: int, root: Path = Path("."), embeddings: str = "as_is") -> dict:
     """Prompt-leakage probe on the frozen embeddings and each fine-tuned model's representation.
+
+    ``embeddings``: ``normalise.embeddings``. Under ``prompt_mean`` every representation is centred
+    on its prompt's mean before the probe, as the models read it (gbm_cv, linear_cv, lp_cv and the
+    fine-tunes' head all see centred vectors), so the probe measures what reaches the scorer.
 
     Two numbers per representation: "within_fold" (the comparable one: each CV fold's essays,
     whose fine-tuned vectors come from one model) and "all_essays" (all CV essays at once; for
@@ -138,10 +143,12 @@ def run_probes(cv: pd.DataFrame, stages, n_folds: int, seed: int, root: Path = P
             warnings.warn(f"prompt probe: {npy} or {ids_csv} not found; skipping {name}", stacklevel=2)
             out[name] = {"status": f"missing {npy}"}
             continue
+        x = normalise_embeddings(x, prompts, embeddings)
         try:
             out[name] = {
                 "within_fold": prompt_probe_within_folds(x, prompts, folds, n_folds, seed),
                 "all_essays": prompt_probe(x, prompts, n_folds, seed),
+                "embeddings": embeddings,
             }
         except AESError as err:  # too few essays per prompt: report it, do not stop the report
             warnings.warn(f"prompt probe skipped for {name}: {err}", stacklevel=2)
@@ -160,7 +167,7 @@ def write_probes(params: dict, root: Path = Path("."), cv: pd.DataFrame | None =
     rp = params["report"]
     if cv is None:
         cv = cv_essays(load_essays(root / ESSAYS), load_splits(root / SPLITS))
-    probes = run_probes(cv, MODEL_STAGES, rp["probe_folds"], rp["bootstrap_seed"], root)
+    probes = run_probes(cv, MODEL_STAGES, rp["probe_folds"], rp["bootstrap_seed"], root, params["normalise"]["embeddings"])
     write_json(root / PROBE_JSON, probes)
     return probes
 
