@@ -148,6 +148,10 @@ def test_asap_block_lists_every_prompt_model_and_published_row(tmp_path):
         row = next(line for line in rows if line.startswith(f"| {report_row_label(report, stage)}"))
         assert [c.strip() for c in row.split("|")[2:10]] == [f"{v:.3f}" for v in per_prompt.values()]
     assert "| published: KAES (Li & Pan 2025)" in block and "0.695" in block
+    # the published rows carry the label the project's own transductive rows carry, and only those that scale features per prompt
+    assert "KAES (Li & Pan 2025); POS encoder + handcrafted features + cluster descriptions [transductive: features min-max per prompt]" in block
+    hi_att = next(line for line in rows if "Hi-att" in line)
+    assert "[transductive" not in hi_att
     assert f"**{report['q1']['verdict']}**" in block
 
 

@@ -223,6 +223,11 @@ def test_checkpoints_are_per_seed_and_fold(tmp_path):
     assert torch.equal(back["state"]["head.weight"], result["state"]["head.weight"])
     assert back["target_std"] == 0.5 and back["epochs"] == result["epochs"] and back["fold_s"] == 1.5
     assert read_checkpoint(tmp_path, run_name(8, 2)) is None  # another seed of the same fold is not done
+    assert back["inner_rows"].size == 0 and back["inner_unit"].size == 0  # a run without an inner slice
+    for file in ("inner_rows.npy", "inner_unit.npy"):  # written before the inner slice existed: read as empty
+        (tmp_path / "seed_7_fold_2" / file).unlink()
+    old = read_checkpoint(tmp_path, "seed_7_fold_2")
+    assert old["inner_rows"].dtype == np.int64 and old["inner_rows"].size == 0 and old["inner_unit"].size == 0
     (tmp_path / "seed_7_fold_2" / "DONE").unlink()  # killed before the marker: not a finished run
     assert read_checkpoint(tmp_path, "seed_7_fold_2") is None
 

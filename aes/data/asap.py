@@ -14,7 +14,7 @@ import pandas as pd
 
 from aes.core.scale import Scale
 from aes.core.schema import Key
-from aes.data.dataset import Dataset, Release
+from aes.data.dataset import Dataset, Published, Release
 from aes.data.protocols import LEAVE_ONE_PROMPT_OUT
 from aes.data.readers import read_tsv
 
@@ -45,15 +45,19 @@ SCALES = {
 }
 
 # Published holistic QWK under the same protocol (leave one prompt out, mean of the 8 per-prompt
-# QWKs), as tabulated in Li & Pan (2025), KAES, Table 2 (DATA.md): (system, mean QWK, inputs).
+# QWKs), as tabulated in Li & Pan (2025), KAES, Table 2 (DATA.md). The handcrafted-feature systems
+# min-max scale every feature within each prompt over all its essays, the target prompt's included
+# (get_normalized_features in utils/read_data.py of robert1ridley/cross-prompt-trait-scoring, which
+# PMAES and later systems inherit): transductive, as this project's normalise.features=prompt_minmax.
+MINMAX = "features min-max per prompt"
 PUBLISHED = (
-    ("Hi-att (Dong & Zhang 2016)", 0.453, "word embeddings, no features"),
-    ("fine-tuned BERT (as reported by Li & Pan 2025)", 0.578, "fine-tuned encoder alone"),
-    ("PAES (Ridley et al. 2020)", 0.657, "POS-tag sequence + handcrafted features"),
-    ("CTS (Ridley et al. 2021)", 0.670, "POS-tag sequence + handcrafted features, trait attention"),
-    ("PMAES (Chen & Li 2023)", 0.671, "same family; also sees the target prompt's essays, unscored"),
-    ("PLAES (Chen & Li 2024)", 0.673, "same family, meta-learning"),
-    ("KAES (Li & Pan 2025)", 0.695, "POS encoder + handcrafted features + cluster descriptions"),
+    Published("Hi-att (Dong & Zhang 2016)", 0.453, "word embeddings, no features"),
+    Published("fine-tuned BERT (as reported by Li & Pan 2025)", 0.578, "fine-tuned encoder alone"),
+    Published("PAES (Ridley et al. 2020)", 0.657, "POS-tag sequence + handcrafted features", MINMAX),
+    Published("CTS (Ridley et al. 2021)", 0.670, "POS-tag sequence + handcrafted features, trait attention", MINMAX),
+    Published("PMAES (Chen & Li 2023)", 0.671, "same family; also sees the target prompt's essays, unscored", MINMAX),
+    Published("PLAES (Chen & Li 2024)", 0.673, "same family, meta-learning", MINMAX),
+    Published("KAES (Li & Pan 2025)", 0.695, "POS encoder + handcrafted features + cluster descriptions", MINMAX),
 )
 
 COLUMNS = ["essay_id", "essay_set", "essay", "domain1_score"]  # of 28; the rest is rater detail, unused

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
@@ -39,6 +39,17 @@ class Release:
     member_sha256: str | None = None
 
 
+class Published(NamedTuple):
+    """A result published under a dataset's protocol: ``qwk`` its mean QWK, ``inputs`` what it reads,
+    ``transductive`` what it reads of the unseen prompt's essays, never their scores, in the words the
+    project's own labels use ("" when nothing: an inductive system)."""
+
+    system: str
+    qwk: float
+    inputs: str
+    transductive: str = ""
+
+
 @dataclass(frozen=True)
 class Dataset:
     """Everything the pipeline needs to know about one corpus.
@@ -53,8 +64,8 @@ class Dataset:
     (optional) fixes the key order of the flat prepare settings that ``splits.json`` records.
     ``text_repair`` undoes artefacts of the corpus's release in one essay before its writing features
     are computed (the encoders read the text as released); None: the texts are used as they are.
-    ``published`` lists results published under the dataset's protocol, ``(system, mean QWK, inputs)``
-    each, for the README's table of the dataset's experiment (empty: none).
+    ``published`` lists results published under the dataset's protocol (:class:`Published`), for the
+    README's table of the dataset's experiment (empty: none).
     """
 
     name: str
@@ -77,7 +88,7 @@ class Dataset:
     prepare_settings: Mapping[str, Any] = field(default_factory=dict)
     settings_order: tuple[str, ...] | None = None
     text_repair: Callable[[str], str] | None = None
-    published: tuple[tuple[str, float, str], ...] = ()
+    published: tuple[Published, ...] = ()
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.sources if s not in SOURCES]

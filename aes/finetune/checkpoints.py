@@ -70,12 +70,18 @@ def read_checkpoint(root: Path, name: str) -> dict | None:
     if not (folder / "DONE").exists():
         return None
     info = json.loads((folder / "fold.json").read_text())
+
+    def inner(file: str, dtype) -> np.ndarray:
+        # checkpoints written before the inner slice existed have no inner files; their config hash
+        # matches only a run without an inner slice (finetune.inner_val_fraction: 0), so empty is right
+        return np.load(folder / file) if (folder / file).exists() else np.zeros(0, dtype=dtype)
+
     return {
         **info,
         "pred_unit": np.load(folder / "pred_unit.npy"),
         "pooled": np.load(folder / "pooled.npy"),
-        "inner_rows": np.load(folder / "inner_rows.npy"),
-        "inner_unit": np.load(folder / "inner_unit.npy"),
+        "inner_rows": inner("inner_rows.npy", np.int64),
+        "inner_unit": inner("inner_unit.npy", np.float64),
         "state": load_file(str(folder / "weights.safetensors")),
     }
 

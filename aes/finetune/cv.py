@@ -2,10 +2,11 @@
 
 ``run_cv`` trains every fold once per seed in ``finetune.seeds`` (resumable from fold checkpoints),
 starting from the fold's probe of stage lp_cv (:mod:`aes.finetune.lp`) when ``finetune.lp_ft`` is
-on, and writes metrics/<stage>.json, data/predictions/<stage>.csv (one row per essay and seed) and
-plots/<stage>/ and the inner slice's predictions data/predictions/<stage>_inner.csv (aes.core.artifacts), models/<stage>/seed_<s>/fold_<k>/ (trained weights + config),
-the out-of-fold pooled representations of the first seed data/representations/<stage>.npy +
-_ids.csv (for the report's prompt probe) and DVCLive curves of the first seed.
+on, and writes metrics/<stage>.json, data/predictions/<stage>.csv (one row per essay and seed),
+plots/<stage>/, the inner slice's predictions data/predictions/<stage>_inner.csv (aes.core.artifacts),
+models/<stage>/seed_<s>/fold_<k>/ (trained weights + config), the out-of-fold pooled representations
+of the first seed data/representations/<stage>.npy + _ids.csv (for the report's prompt probe) and
+DVCLive curves of the first seed.
 """
 
 from __future__ import annotations

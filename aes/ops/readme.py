@@ -71,8 +71,9 @@ def asap_block(report: dict, dataset: Dataset, page: str = str(FRONT_PAGE), deta
     prompts = list(next(iter(per_prompt.values())))
     lines = ["| system | " + " | ".join(f"P{p}" for p in prompts) + " | mean QWK | worst prompt |", "|---" * (len(prompts) + 3) + "|",
              *per_prompt_rows(report, labels, with_seeds=True)]
-    for system, mean, inputs in dataset.published if published else ():
-        lines.append(f"| published: {system}; {inputs} | " + " | ".join("" for _ in prompts) + f" | {mean:.3f} | |")
+    for p in dataset.published if published else ():
+        label = f"published: {p.system}; {p.inputs}" + (f" [transductive: {p.transductive}]" if p.transductive else "")
+        lines.append(f"| {label} | " + " | ".join("" for _ in prompts) + f" | {p.qwk:.3f} | |")
     q1, q2 = report["q1"], report["q2"]
     q2_text = "; ".join(f"{o.upper()} vs ERM **{q['verdict']}**" for o, q in q2.items())
     return ("\n" + "\n".join(lines) + f"\n\nQ1, {finetune_phrase(report)} vs the strongest frozen model (`{q1['reference']}`), on "
@@ -105,7 +106,7 @@ def compact_block(report: dict, dataset: Dataset, full: str) -> str:
     one line, ``dataset``'s published means (if any) and a link to ``full``, the page with every table."""
     q1, q2 = report["q1"], report["q2"]
     q2_text = ", ".join(f"{o.upper()} vs ERM **{q['verdict']}**" for o, q in q2.items())
-    published = "; ".join(f"{system.split(';')[0]} {mean:.3f}" for system, mean, _ in dataset.published)
+    published = "; ".join(f"{p.system} {p.qwk:.3f}" + (" [transductive]" if p.transductive else "") for p in dataset.published)
     published_text = f" Published means under the same protocol: {published}." if published else ""
     return (f"\n{compact_table_md(report)}\n\nQ1 (ERM vs `{q1['reference']}`): **{q1['verdict']}**. Q2: {q2_text}."
             f"{calibrated_verdicts_line(report)}{published_text} "
